@@ -1,0 +1,140 @@
+//! Types that cross the kernel/user boundary: the ring-buffer [`Event`], the
+//! load-time [`ProbeConfig`], map layouts and the TCP state numbers.
+//!
+//! Everything here is `#[repr(C)]`, holds only integers, and has its size
+//! asserted at compile time, so the kernel and user-space views cannot drift.
+#![no_std]
+
+pub mod state;
+
+pub use state::TcpState;
+
+/// Length of `task_struct::comm`, as `bpf_get_current_comm` fills it.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// `AF_INET` and `AF_INET6`, as the tracepoint's `family` field holds them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// `IPPROTO_TCP`: the tracepoint also fires for SCTP and MPTCP sockets.
+pub const IPPROTO_TCP: u16 = 6;
+
+/// One TCP state transition, as the kernel program writes it into the ring
+/// buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the transition happened.
+    pub ts_ns: u64,
+    /// Kernel address of the socket: stable for the socket's life, reused after.
+    pub skaddr: u64,
+    /// Nanoseconds the socket spent in `oldstate`; 0 when unknown (the socket
+    /// was born before the program attached, or its entry was evicted).
+    pub old_state_ns: u64,
+    /// Inode number of the socket's network namespace (as in `/proc/PID/ns/net`).
+    pub netns: u32,
+    /// Thread-group id (what user space calls the pid) of the current task.
+    pub pid: u32,
+    /// Thread id of the current task.
+    pub tid: u32,
+    /// Kernel TCP state numbers (see [`TcpState`]).
+    pub oldstate: u8,
+    pub newstate: u8,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// Local and remote port, host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// Local and remote address; IPv4 uses the first four bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// `comm` of the current task, NUL-padded.
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 96);
+
+/// Where to find things, computed in user space for the running kernel (from
+/// the tracepoint's format file and from BTF) and handed to the kernel
+/// program as a load-time global (`.rodata`, so the verifier sees constants).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Bytes of the tracepoint record to copy (up to [`MAX_RECORD_SIZE`]).
+    pub record_size: u32,
+    /// Offsets of the tracepoint record's fields.
+    pub off_skaddr: u32,
+    pub off_oldstate: u32,
+    pub off_newstate: u32,
+    pub off_sport: u32,
+    pub off_dport: u32,
+    pub off_family: u32,
+    pub off_protocol: u32,
+    /// 1 before Linux 5.6 (u8), 2 after (u16, for MPTCP).
+    pub size_protocol: u32,
+    pub off_saddr: u32,
+    pub off_daddr: u32,
+    pub off_saddr_v6: u32,
+    pub off_daddr_v6: u32,
+    /// Offset of `struct net *` inside `struct sock` (`__sk_common.skc_net.net`).
+    pub off_sock_net: u32,
+    /// Offset of the namespace inode inside `struct net` (`ns.inum`).
+    pub off_net_inum: u32,
+    /// Bit set of `FLAG_*`.
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 64);
+
+/// The tracepoint record is copied into a stack buffer of this size.
+pub const MAX_RECORD_SIZE: u32 = 128;
+
+/// [`ProbeConfig::flags`]: resolve the network namespace of each socket.
+/// Off when BTF could not say where it lives (the events then carry netns 0).
+pub const FLAG_NETNS: u32 = 1;
+/// [`ProbeConfig::flags`]: keep a per-socket timestamp so events carry the
+/// time spent in the old state.
+pub const FLAG_STATE_TIME: u32 = 1 << 1;
+
+/// Number of slots per side in the transition counter map: states are 1..=12,
+/// slot 0 collects out-of-range numbers.
+pub const STATE_SLOTS: u32 = 13;
+/// Entries of the per-CPU transition counter map, indexed `old * STATE_SLOTS + new`.
+pub const TRANSITION_SLOTS: u32 = STATE_SLOTS * STATE_SLOTS;
+
+/// Index into the per-CPU transition counters for `old -> new`, with
+/// out-of-range numbers folded into slot 0.
+#[inline(always)]
+pub const fn transition_slot(old: u32, new: u32) -> u32 {
+    let old = if old < STATE_SLOTS { old } else { 0 };
+    let new = if new < STATE_SLOTS { new } else { 0 };
+    old * STATE_SLOTS + new
+}
+
+/// Indexes of the kernel program's per-CPU statistics map: every path that
+/// loses or degrades an event is counted in one of these.
+pub mod stat {
+    /// The ring buffer was full: the event was lost (its transition was still
+    /// counted in the transition map).
+    pub const RINGBUF_FULL: u32 = 0;
+    /// Copying the tracepoint record failed.
+    pub const RECORD_READ_FAILED: u32 = 1;
+    /// Reading the socket's network namespace failed (the event carries netns 0).
+    pub const NETNS_READ_FAILED: u32 = 2;
+    /// The per-socket timestamp map refused an insert (the next event for the
+    /// socket carries no time in state).
+    pub const STATE_TIME_UPDATE_FAILED: u32 = 3;
+    /// A field offset in the load-time configuration was out of bounds.
+    pub const BAD_CONFIG: u32 = 4;
+    /// Number of statistics.
+    pub const COUNT: u32 = 5;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: both are repr(C), made of integers only, with explicit padding.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::ProbeConfig {}
+}

@@ -1,0 +1,69 @@
+//! Maps shared with user space, and the load-time configuration.
+//!
+//! Map names are part of the interface with `tracer/src/probe.rs`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{ProbeConfig, TRANSITION_SLOTS, stat};
+
+/// Written by user space at load time (`EbpfLoader::override_global`). It
+/// lives in `.rodata`, which the kernel freezes, so the verifier treats its
+/// fields as constants.
+#[unsafe(no_mangle)]
+static CONFIG: ProbeConfig = ProbeConfig {
+    record_size: 0,
+    off_skaddr: 0,
+    off_oldstate: 0,
+    off_newstate: 0,
+    off_sport: 0,
+    off_dport: 0,
+    off_family: 0,
+    off_protocol: 0,
+    size_protocol: 0,
+    off_saddr: 0,
+    off_daddr: 0,
+    off_saddr_v6: 0,
+    off_daddr_v6: 0,
+    off_sock_net: 0,
+    off_net_inum: 0,
+    flags: 0,
+};
+
+/// Reads the configuration through a volatile load, so the compiler does not
+/// fold the zeroes above into the program.
+#[inline(always)]
+pub fn config() -> ProbeConfig {
+    // SAFETY: CONFIG is a plain static; the volatile read only stops constant folding.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// One [`tracer_common::Event`] per transition. User space sets the size
+/// (`--ring-buffer-size`); this is only the default.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Transition counts by `old * STATE_SLOTS + new`, per CPU: exact even when
+/// the ring buffer overflows.
+#[map]
+pub static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TRANSITION_SLOTS, 0);
+
+/// Error and loss counters, per CPU, indexed by `tracer_common::stat`.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// When each socket entered its current state (ktime ns), keyed by skaddr.
+/// LRU, so sockets whose CLOSE we never see cannot fill it.
+#[map]
+pub static STATE_SINCE: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1 << 16, 0);
+
+/// Adds one to a per-CPU counter. Programs on one CPU do not nest (the kernel
+/// skips a tracepoint program re-entered on the same CPU), so a plain add is safe.
+#[inline(always)]
+pub fn bump(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        // SAFETY: the pointer comes from a successful lookup in a per-CPU array.
+        unsafe { *slot += 1 };
+    }
+}

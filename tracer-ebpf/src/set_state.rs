@@ -1,0 +1,186 @@
+//! The program on the tracepoint `sock:inet_sock_set_state`.
+//!
+//! match-proto: tracepoint sock/inet_sock_set_state (Linux 4.16+); record
+//! fields skaddr, oldstate, newstate, sport, dport, family, protocol (u8
+//! before 5.6, u16 since), saddr, daddr, saddr_v6, daddr_v6. Offsets come
+//! from the tracefs format file, read by user space at load time.
+//! Also reads `struct sock` -> `struct net` -> `ns.inum` at offsets taken
+//! from the running kernel's BTF.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    AF_INET, AF_INET6, Event, FLAG_NETNS, FLAG_STATE_TIME, IPPROTO_TCP, MAX_RECORD_SIZE,
+    ProbeConfig, TcpState, stat, transition_slot,
+};
+
+use crate::maps::{EVENTS, STATE_SINCE, STATS, TRANSITIONS, bump, config};
+
+const RECORD_WORDS: usize = MAX_RECORD_SIZE as usize / 8;
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if let Err(stat) = try_inet_sock_set_state(&ctx) {
+        bump(&STATS, stat);
+    }
+    0
+}
+
+/// The tracepoint record, copied to the stack in one helper call.
+struct Record {
+    words: [u64; RECORD_WORDS],
+}
+
+impl Record {
+    /// A field of type `T` at `offset`; out-of-bounds offsets are a config error.
+    #[inline(always)]
+    fn field<T: Copy>(&self, offset: u32) -> Result<T, u32> {
+        let offset = offset as usize;
+        if offset + core::mem::size_of::<T>() > MAX_RECORD_SIZE as usize {
+            return Err(stat::BAD_CONFIG);
+        }
+        // SAFETY: in bounds (checked above); user space checked alignment.
+        Ok(unsafe { core::ptr::read((self.words.as_ptr() as *const u8).add(offset) as *const T) })
+    }
+}
+
+#[inline(always)]
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), u32> {
+    let cfg = config();
+    let record = read_record(ctx, &cfg)?;
+
+    let protocol = if cfg.size_protocol == 1 {
+        u16::from(record.field::<u8>(cfg.off_protocol)?)
+    } else {
+        record.field::<u16>(cfg.off_protocol)?
+    };
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+
+    let oldstate = record.field::<i32>(cfg.off_oldstate)? as u32;
+    let newstate = record.field::<i32>(cfg.off_newstate)? as u32;
+    // Counted before anything can fail, so the counters stay exact.
+    bump(&TRANSITIONS, transition_slot(oldstate, newstate));
+
+    let skaddr = record.field::<u64>(cfg.off_skaddr)?;
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let old_state_ns = if cfg.flags & FLAG_STATE_TIME != 0 {
+        state_time(skaddr, newstate, now)
+    } else {
+        0
+    };
+    let netns = if cfg.flags & FLAG_NETNS != 0 {
+        read_netns(skaddr, &cfg)
+    } else {
+        0
+    };
+
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        return Err(stat::RINGBUF_FULL);
+    };
+    let family = record.field::<u16>(cfg.off_family)?;
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    if family == AF_INET6 {
+        saddr = record.field(cfg.off_saddr_v6)?;
+        daddr = record.field(cfg.off_daddr_v6)?;
+    } else if family == AF_INET {
+        let s: [u8; 4] = record.field(cfg.off_saddr)?;
+        let d: [u8; 4] = record.field(cfg.off_daddr)?;
+        saddr[..4].copy_from_slice(&s);
+        daddr[..4].copy_from_slice(&d);
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    entry.write(Event {
+        ts_ns: now,
+        skaddr,
+        old_state_ns,
+        netns,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        oldstate: oldstate as u8,
+        newstate: newstate as u8,
+        family,
+        sport: record.field(cfg.off_sport)?,
+        dport: record.field(cfg.off_dport)?,
+        _pad: 0,
+        saddr,
+        daddr,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    });
+    entry.submit(0);
+    Ok(())
+}
+
+#[inline(always)]
+fn read_record(ctx: &TracePointContext, cfg: &ProbeConfig) -> Result<Record, u32> {
+    let mut record = Record {
+        words: [0; RECORD_WORDS],
+    };
+    let size = cfg.record_size;
+    if size == 0 || size > MAX_RECORD_SIZE {
+        return Err(stat::BAD_CONFIG);
+    }
+    // SAFETY: the destination holds MAX_RECORD_SIZE bytes and size is at most that.
+    let ret = unsafe {
+        generated::bpf_probe_read_kernel(
+            record.words.as_mut_ptr().cast(),
+            size,
+            ctx.as_ptr().cast_const(),
+        )
+    };
+    if ret < 0 {
+        return Err(stat::RECORD_READ_FAILED);
+    }
+    Ok(record)
+}
+
+/// Time spent in the old state, and the socket's new timestamp. The entry is
+/// removed when the socket reaches CLOSE (as libbpf-tools' tcpstates does).
+#[inline(always)]
+fn state_time(skaddr: u64, newstate: u32, now: u64) -> u64 {
+    let since = STATE_SINCE
+        .get_ptr(skaddr)
+        // SAFETY: a pointer returned by a map lookup is valid for reading.
+        .map(|p| unsafe { *p })
+        .unwrap_or(now);
+    if newstate == TcpState::Close as u32 {
+        // A missing entry (socket older than the program) is not an error.
+        let _ = STATE_SINCE.remove(skaddr);
+    } else if STATE_SINCE.insert(skaddr, now, 0).is_err() {
+        bump(&STATS, stat::STATE_TIME_UPDATE_FAILED);
+    }
+    now.saturating_sub(since)
+}
+
+/// The inode number of the socket's network namespace, or 0 (counted).
+#[inline(always)]
+fn read_netns(skaddr: u64, cfg: &ProbeConfig) -> u32 {
+    let net_ptr = (skaddr + u64::from(cfg.off_sock_net)) as *const u64;
+    // SAFETY: bpf_probe_read_kernel checks the address; failures are counted.
+    let net = match unsafe { bpf_probe_read_kernel(net_ptr) } {
+        Ok(net) if net != 0 => net,
+        _ => {
+            bump(&STATS, stat::NETNS_READ_FAILED);
+            return 0;
+        }
+    };
+    let inum_ptr = (net + u64::from(cfg.off_net_inum)) as *const u32;
+    // SAFETY: as above.
+    match unsafe { bpf_probe_read_kernel(inum_ptr) } {
+        Ok(inum) => inum,
+        Err(_) => {
+            bump(&STATS, stat::NETNS_READ_FAILED);
+            0
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Decoding ring-buffer records into [`Transition`]s: the checked,
+//! typed form of a [`tracer_common::Event`].
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
+
+use tracer_common::{AF_INET, AF_INET6, Event, TASK_COMM_LEN, TcpState, state::UnknownState};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("ring buffer record of {0} bytes, expected {expected}", expected = std::mem::size_of::<Event>())]
+    Size(usize),
+    #[error("unknown TCP state number {0}")]
+    State(u8),
+    #[error("unknown address family {0}")]
+    Family(u16),
+}
+
+impl From<UnknownState> for DecodeError {
+    fn from(e: UnknownState) -> Self {
+        DecodeError::State(e.0)
+    }
+}
+
+/// IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// 4 or 6, as flags and JSON spell it.
+    pub fn number(self) -> u8 {
+        match self {
+            Family::V4 => 4,
+            Family::V6 => 6,
+        }
+    }
+}
+
+/// A task's `comm`: up to 15 bytes, not necessarily UTF-8.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm([u8; TASK_COMM_LEN]);
+
+impl Comm {
+    pub fn new(raw: [u8; TASK_COMM_LEN]) -> Comm {
+        Comm(raw)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(TASK_COMM_LEN);
+        &self.0[..end]
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&String::from_utf8_lossy(self.bytes()))
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.bytes()))
+    }
+}
+
+/// One TCP state transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// Kernel CLOCK_MONOTONIC time, nanoseconds.
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    pub old: TcpState,
+    pub new: TcpState,
+    pub family: Family,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The task that was current in the kernel. For transitions driven by
+    /// packets (softirq) this is whatever ran on that CPU, often pid 0.
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: Comm,
+    pub netns: u32,
+    /// Time spent in `old`; `None` when the kernel did not know when the
+    /// socket entered it.
+    pub old_state: Option<Duration>,
+}
+
+impl Transition {
+    /// Decodes a ring-buffer record.
+    pub fn decode(bytes: &[u8]) -> Result<Transition, DecodeError> {
+        if bytes.len() != std::mem::size_of::<Event>() {
+            return Err(DecodeError::Size(bytes.len()));
+        }
+        // SAFETY: the length matches and Event is plain integers; the ring
+        // buffer gives 8-byte alignment but read_unaligned does not rely on it.
+        let event: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Transition::try_from(&event)
+    }
+}
+
+impl TryFrom<&Event> for Transition {
+    type Error = DecodeError;
+
+    fn try_from(e: &Event) -> Result<Self, Self::Error> {
+        let (family, local, remote) = match e.family {
+            AF_INET => {
+                let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+                (Family::V4, v4(&e.saddr), v4(&e.daddr))
+            }
+            AF_INET6 => (
+                Family::V6,
+                IpAddr::V6(Ipv6Addr::from(e.saddr)),
+                IpAddr::V6(Ipv6Addr::from(e.daddr)),
+            ),
+            other => return Err(DecodeError::Family(other)),
+        };
+        Ok(Transition {
+            ts_ns: e.ts_ns,
+            skaddr: e.skaddr,
+            old: TcpState::try_from(e.oldstate)?,
+            new: TcpState::try_from(e.newstate)?,
+            family,
+            local: SocketAddr::new(local, e.sport),
+            remote: SocketAddr::new(remote, e.dport),
+            pid: e.pid,
+            tid: e.tid,
+            comm: Comm(e.comm),
+            netns: e.netns,
+            old_state: (e.old_state_ns != 0).then(|| Duration::from_nanos(e.old_state_ns)),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A made-up event: 127.0.0.1:40000 -> 127.0.0.1:8080, ESTABLISHED -> FIN_WAIT1.
+    pub(crate) fn sample_event() -> Event {
+        let mut comm = [0u8; TASK_COMM_LEN];
+        comm[..4].copy_from_slice(b"curl");
+        let mut saddr = [0u8; 16];
+        saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        Event {
+            ts_ns: 5_000_000_000,
+            skaddr: 0xffff_8880_1234_5678,
+            old_state_ns: 1_500_000,
+            netns: 4026531840,
+            pid: 4242,
+            tid: 4243,
+            oldstate: 1,
+            newstate: 4,
+            family: AF_INET,
+            sport: 40000,
+            dport: 8080,
+            _pad: 0,
+            saddr,
+            daddr: saddr,
+            comm,
+        }
+    }
+
+    fn as_bytes(e: &Event) -> Vec<u8> {
+        // SAFETY: Event is repr(C) plain data without uninitialised padding.
+        unsafe { std::slice::from_raw_parts((e as *const Event).cast::<u8>(), size_of::<Event>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_ipv4() {
+        let t = Transition::decode(&as_bytes(&sample_event())).unwrap();
+        assert_eq!(t.old, TcpState::Established);
+        assert_eq!(t.new, TcpState::FinWait1);
+        assert_eq!(t.local, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(t.remote, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(t.comm.to_string(), "curl");
+        assert_eq!((t.pid, t.tid), (4242, 4243));
+        assert_eq!(t.old_state, Some(Duration::from_micros(1500)));
+        assert_eq!(t.family, Family::V4);
+    }
+
+    #[test]
+    fn decodes_ipv6_and_unknown_time() {
+        let mut e = sample_event();
+        e.family = AF_INET6;
+        e.saddr = Ipv6Addr::LOCALHOST.octets();
+        e.daddr = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        e.old_state_ns = 0;
+        let t = Transition::try_from(&e).unwrap();
+        assert_eq!(t.local, "[::1]:40000".parse().unwrap());
+        assert_eq!(t.remote, "[2001:db8::1]:8080".parse().unwrap());
+        assert_eq!(t.old_state, None);
+        assert_eq!(t.family, Family::V6);
+    }
+
+    #[test]
+    fn rejects_bad_records() {
+        assert_eq!(Transition::decode(&[0u8; 10]), Err(DecodeError::Size(10)));
+        let mut e = sample_event();
+        e.newstate = 13;
+        assert_eq!(Transition::try_from(&e), Err(DecodeError::State(13)));
+        let mut e = sample_event();
+        e.family = 1;
+        assert_eq!(Transition::try_from(&e), Err(DecodeError::Family(1)));
+    }
+
+    #[test]
+    fn comm_stops_at_nul_and_survives_bad_utf8() {
+        let mut raw = [0u8; TASK_COMM_LEN];
+        raw[..3].copy_from_slice(&[b'a', 0xff, b'b']);
+        assert_eq!(Comm::new(raw).to_string(), "a\u{fffd}b");
+        assert_eq!(
+            Comm::new([b'x'; TASK_COMM_LEN]).bytes().len(),
+            TASK_COMM_LEN
+        );
+    }
+}

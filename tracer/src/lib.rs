@@ -1,0 +1,19 @@
+//! tracer's user space.
+//!
+//! * Kernel side: [`probe`] loads and attaches it, with offsets from
+//!   [`tracefs`] and [`btf`]; [`privileges`] explains what is missing.
+//! * Events: [`ringbuf`] reads the ring buffer, [`event`] decodes records,
+//!   [`clock`] turns kernel time into wall time.
+//! * Front ends: [`trace`] (`tracer trace`).
+//! * [`cli`] defines every flag; [`shutdown`] handles SIGINT and SIGTERM.
+
+pub mod btf;
+pub mod cli;
+pub mod clock;
+pub mod event;
+pub mod privileges;
+pub mod probe;
+pub mod ringbuf;
+pub mod shutdown;
+pub mod trace;
+pub mod tracefs;

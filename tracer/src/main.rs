@@ -1,0 +1,55 @@
+//! The `tracer` binary: parse flags, set up logging, run one subcommand.
+//! Exit codes: 0 success, 1 runtime error, 2 usage error (from clap).
+
+use std::{io::Write as _, process::ExitCode};
+
+use clap::Parser as _;
+use tracer::{
+    cli::{Cli, Command},
+    shutdown::Shutdown,
+    trace,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("tracer: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = Shutdown::install()?;
+        match cli.command {
+            Command::Trace(args) => trace::run(args.options(), shutdown).await,
+        }
+    })
+}
+
+/// Logs go to stderr as `tracer: LEVEL message`; RUST_LOG, when set, wins.
+fn init_logging(level: log::LevelFilter) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "tracer: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
+        })
+        .init();
+}

@@ -1,0 +1,361 @@
+//! Loading the kernel side: checks that turn kernel errors into advice, the
+//! load-time configuration from tracefs and BTF, attaching the tracepoint,
+//! and reading the kernel's counters.
+//!
+//! Dropping a [`Probe`] detaches the program and frees its maps.
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use tracer_common::{
+    FLAG_NETNS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig, STATE_SLOTS, TRANSITION_SLOTS, stat,
+};
+
+use crate::{
+    btf::{Btf, BtfError},
+    privileges::{self, MissingCapabilities},
+    tracefs::{self, Format, TracefsError},
+};
+
+/// The kernel object built by build.rs from `tracer-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+const TP_CATEGORY: &str = "sock";
+const TP_NAME: &str = "inet_sock_set_state";
+const PROGRAM: &str = "inet_sock_set_state";
+
+/// Default ring buffer size: 4 MiB holds ~43,000 events, a few hundred
+/// milliseconds of the heaviest loopback churn a 2-core machine produces.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 << 20;
+/// The kernel wants a power of two, at least one page.
+pub const MIN_RING_BUFFER_BYTES: u32 = 4096;
+pub const MAX_RING_BUFFER_BYTES: u32 = 1 << 30;
+
+/// Default capacity of the kernel's per-socket timestamp map (LRU).
+pub const DEFAULT_STATE_TIME_ENTRIES: u32 = 1 << 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Privileges(#[from] MissingCapabilities),
+    #[error(
+        "kernel BTF is unavailable ({0}); tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
+         (it reads kernel structure layouts from /sys/kernel/btf/vmlinux)"
+    )]
+    Btf(#[source] BtfError),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error(
+        "ring buffer size {0} bytes is invalid: it must be a power of two between 4 KiB and 1 GiB"
+    )]
+    RingBufferSize(u64),
+    #[error("tracepoint {TP_CATEGORY}:{TP_NAME} has an unexpected layout: {0}")]
+    Layout(String),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel rejected the tracepoint program: {0}")]
+    Program(#[source] aya::programs::ProgramError),
+    #[error("eBPF map `{0}` is missing or has the wrong type")]
+    Map(&'static str),
+    #[error("reading eBPF map `{name}` failed: {source}")]
+    MapRead {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Settings for loading the kernel side.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// Ring buffer size in bytes (power of two, 4 KiB..=1 GiB).
+    pub ring_buffer_bytes: u32,
+    /// Keep per-socket timestamps in the kernel so events carry the time
+    /// spent in the old state.
+    pub state_time: bool,
+    /// Capacity of that timestamp map.
+    pub state_time_entries: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            state_time: true,
+            state_time_entries: DEFAULT_STATE_TIME_ENTRIES,
+        }
+    }
+}
+
+/// Checks a ring buffer size the way the kernel will, so a bad flag gets a
+/// sentence instead of EINVAL.
+pub fn validate_ring_buffer_size(bytes: u64) -> Result<u32, ProbeError> {
+    if bytes.is_power_of_two()
+        && (u64::from(MIN_RING_BUFFER_BYTES)..=u64::from(MAX_RING_BUFFER_BYTES)).contains(&bytes)
+    {
+        Ok(bytes as u32)
+    } else {
+        Err(ProbeError::RingBufferSize(bytes))
+    }
+}
+
+/// Counters the kernel program keeps about itself, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Events dropped because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Tracepoint hits the kernel did not run the program for (it was already
+    /// running on that CPU): neither counted nor sent.
+    pub recursion_misses: u64,
+    pub record_read_failed: u64,
+    pub netns_read_failed: u64,
+    pub state_time_update_failed: u64,
+    pub bad_config: u64,
+}
+
+impl KernelStats {
+    /// Transitions user space will never see as events.
+    pub fn lost_events(&self) -> u64 {
+        self.ringbuf_full + self.recursion_misses + self.record_read_failed + self.bad_config
+    }
+}
+
+/// Transition counts from the kernel, `[old][new]` by state number (slot 0
+/// holds numbers this build does not know).
+pub type TransitionCounts = [[u64; STATE_SLOTS as usize]; STATE_SLOTS as usize];
+
+/// The loaded and attached kernel side.
+pub struct Probe {
+    ebpf: Ebpf,
+    transitions: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
+    /// Offset of `recursion_misses` in `struct bpf_prog_info`, when BTF has it.
+    recursion_misses_offset: Option<u32>,
+    config: ProbeConfig,
+}
+
+impl Probe {
+    /// Runs every check, loads the program with this kernel's offsets and
+    /// attaches it to `sock:inet_sock_set_state`.
+    pub fn load(options: &ProbeOptions) -> Result<Probe, ProbeError> {
+        validate_ring_buffer_size(u64::from(options.ring_buffer_bytes))?;
+        privileges::check()?;
+        let btf = Btf::from_kernel().map_err(ProbeError::Btf)?;
+        let root = tracefs::ensure_mounted()?;
+        let format = Format::read(&root, TP_CATEGORY, TP_NAME)?;
+        let config = probe_config(&format, &btf, options)?;
+        privileges::raise_memlock_limit();
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", options.ring_buffer_bytes)
+            .map_max_entries("STATE_SINCE", options.state_time_entries.max(1))
+            .load(EBPF_OBJECT)
+            .map_err(ProbeError::Load)?;
+        let program: &mut TracePoint = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(ProbeError::Map(PROGRAM))?
+            .try_into()
+            .map_err(ProbeError::Program)?;
+        program.load().map_err(ProbeError::Program)?;
+        program
+            .attach(TP_CATEGORY, TP_NAME)
+            .map_err(ProbeError::Program)?;
+
+        let transitions = take_per_cpu(&mut ebpf, "TRANSITIONS")?;
+        let stats = take_per_cpu(&mut ebpf, "STATS")?;
+        let recursion_misses_offset = btf
+            .member_offset("bpf_prog_info", &["recursion_misses"])
+            .ok();
+        Ok(Probe {
+            ebpf,
+            transitions,
+            stats,
+            recursion_misses_offset,
+            config,
+        })
+    }
+
+    /// The configuration the program was loaded with.
+    pub fn config(&self) -> &ProbeConfig {
+        &self.config
+    }
+
+    /// The ring buffer of [`tracer_common::Event`]s. Can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::Map("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|_| ProbeError::Map("EVENTS"))
+    }
+
+    /// Transition counts since the program was loaded, summed over CPUs.
+    pub fn transition_counts(&self) -> Result<TransitionCounts, ProbeError> {
+        let mut counts = [[0u64; STATE_SLOTS as usize]; STATE_SLOTS as usize];
+        for slot in 0..TRANSITION_SLOTS {
+            let total = sum_slot(&self.transitions, "TRANSITIONS", slot)?;
+            counts[(slot / STATE_SLOTS) as usize][(slot % STATE_SLOTS) as usize] = total;
+        }
+        Ok(counts)
+    }
+
+    /// The program's own counters.
+    pub fn stats(&self) -> Result<KernelStats, ProbeError> {
+        let get = |i| sum_slot(&self.stats, "STATS", i);
+        Ok(KernelStats {
+            ringbuf_full: get(stat::RINGBUF_FULL)?,
+            record_read_failed: get(stat::RECORD_READ_FAILED)?,
+            netns_read_failed: get(stat::NETNS_READ_FAILED)?,
+            state_time_update_failed: get(stat::STATE_TIME_UPDATE_FAILED)?,
+            bad_config: get(stat::BAD_CONFIG)?,
+            recursion_misses: self.recursion_misses().unwrap_or(0),
+        })
+    }
+
+    /// `recursion_misses` of the program (Linux 5.12+), read with
+    /// BPF_OBJ_GET_INFO_BY_FD since aya does not expose it.
+    fn recursion_misses(&self) -> Option<u64> {
+        let offset = self.recursion_misses_offset? as usize;
+        let program: &TracePoint = self.ebpf.program(PROGRAM)?.try_into().ok()?;
+        let fd = program.fd().ok()?.as_fd().as_raw_fd();
+        let mut info = [0u8; 256];
+        if offset + 8 > info.len() {
+            return None;
+        }
+        #[repr(C)]
+        struct InfoAttr {
+            bpf_fd: u32,
+            info_len: u32,
+            info: u64,
+        }
+        let attr = InfoAttr {
+            bpf_fd: fd as u32,
+            info_len: info.len() as u32,
+            info: info.as_mut_ptr() as u64,
+        };
+        const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+        // SAFETY: attr points at a buffer of info_len bytes that outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET_INFO_BY_FD,
+                &attr as *const InfoAttr,
+                std::mem::size_of::<InfoAttr>(),
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        let bytes: [u8; 8] = info[offset..offset + 8].try_into().ok()?;
+        Some(u64::from_ne_bytes(bytes))
+    }
+}
+
+fn take_per_cpu(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<MapData, u64>, ProbeError> {
+    let map = ebpf.take_map(name).ok_or(ProbeError::Map(name))?;
+    PerCpuArray::try_from(map).map_err(|_| ProbeError::Map(name))
+}
+
+fn sum_slot(
+    map: &PerCpuArray<MapData, u64>,
+    name: &'static str,
+    slot: u32,
+) -> Result<u64, ProbeError> {
+    let values = map
+        .get(&slot, 0)
+        .map_err(|source| ProbeError::MapRead { name, source })?;
+    Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+}
+
+/// The program's configuration for this kernel: record offsets from the
+/// tracepoint's format file, structure offsets from BTF.
+pub fn probe_config(
+    format: &Format,
+    btf: &Btf,
+    options: &ProbeOptions,
+) -> Result<ProbeConfig, ProbeError> {
+    let field = |name: &str, sizes: &[u32]| -> Result<(u32, u32), ProbeError> {
+        let f = format
+            .fields
+            .get(name)
+            .ok_or_else(|| ProbeError::Layout(format!("no field `{name}`")))?;
+        if !sizes.contains(&f.size) {
+            return Err(ProbeError::Layout(format!(
+                "field `{name}` has size {}",
+                f.size
+            )));
+        }
+        // Scalars are read with aligned loads.
+        let align = if f.size > 8 { 1 } else { f.size };
+        if f.offset % align != 0 || f.offset + f.size > MAX_RECORD_SIZE {
+            return Err(ProbeError::Layout(format!(
+                "field `{name}` at offset {}",
+                f.offset
+            )));
+        }
+        Ok((f.offset, f.size))
+    };
+    let (off_protocol, size_protocol) = field("protocol", &[1, 2])?;
+    let record_size = format.record_size();
+    if record_size > MAX_RECORD_SIZE {
+        return Err(ProbeError::Layout(format!("record of {record_size} bytes")));
+    }
+    let mut flags = 0;
+    if options.state_time {
+        flags |= FLAG_STATE_TIME;
+    }
+    // The namespace is nice to have: without CONFIG_NET_NS the kernel has no
+    // `skc_net.net`, and events carry netns 0.
+    let off_sock_net = btf.member_offset("sock", &["__sk_common", "skc_net", "net"]);
+    let off_net_inum = btf.member_offset("net", &["ns", "inum"]);
+    let (off_sock_net, off_net_inum) = match (off_sock_net, off_net_inum) {
+        (Ok(a), Ok(b)) => {
+            flags |= FLAG_NETNS;
+            (a, b)
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            log::warn!("network namespaces will read as 0: {e}");
+            (0, 0)
+        }
+    };
+    Ok(ProbeConfig {
+        record_size,
+        off_skaddr: field("skaddr", &[8])?.0,
+        off_oldstate: field("oldstate", &[4])?.0,
+        off_newstate: field("newstate", &[4])?.0,
+        off_sport: field("sport", &[2])?.0,
+        off_dport: field("dport", &[2])?.0,
+        off_family: field("family", &[2])?.0,
+        off_protocol,
+        size_protocol,
+        off_saddr: field("saddr", &[4])?.0,
+        off_daddr: field("daddr", &[4])?.0,
+        off_saddr_v6: field("saddr_v6", &[16])?.0,
+        off_daddr_v6: field("daddr_v6", &[16])?.0,
+        off_sock_net,
+        off_net_inum,
+        flags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_buffer_sizes() {
+        assert_eq!(validate_ring_buffer_size(4096).unwrap(), 4096);
+        assert_eq!(validate_ring_buffer_size(1 << 30).unwrap(), 1 << 30);
+        for bad in [0, 1, 4095, 4097, 3 << 20, 1 << 31, u64::MAX] {
+            assert!(validate_ring_buffer_size(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `tracer trace`: stream transitions as they happen.
+
+pub mod filter;
+pub mod format;
+
+use std::io::{self, BufWriter, Write};
+
+use anyhow::Context as _;
+
+pub use filter::Filter;
+
+use crate::{
+    clock::WallClock,
+    event::Transition,
+    probe::{KernelStats, Probe, ProbeOptions},
+    ringbuf::EventReader,
+    shutdown::Shutdown,
+};
+
+/// Output shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table { header: bool },
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    pub probe: ProbeOptions,
+    pub filter: Filter,
+    pub format: OutputFormat,
+}
+
+/// Decodes, filters and prints events; remembers what it saw.
+struct Printer<W: Write> {
+    out: W,
+    clock: WallClock,
+    filter: Filter,
+    format: OutputFormat,
+    events: u64,
+    printed: u64,
+    undecodable: u64,
+    /// The first write error (a closed pipe, usually): printing stops there.
+    error: Option<io::Error>,
+}
+
+impl<W: Write> Printer<W> {
+    fn handle(&mut self, bytes: &[u8]) {
+        self.events += 1;
+        let t = match Transition::decode(bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                self.undecodable += 1;
+                log::warn!("skipping an event: {e}");
+                return;
+            }
+        };
+        if self.error.is_some() || !self.filter.matches(&t) {
+            return;
+        }
+        self.printed += 1;
+        let res = match self.format {
+            OutputFormat::Table { .. } => {
+                writeln!(self.out, "{}", format::table_row(&t, &self.clock))
+            }
+            OutputFormat::Json => format::write_json(&mut self.out, &t, &self.clock),
+        };
+        if let Err(e) = res {
+            self.error = Some(e);
+        }
+    }
+
+    /// Flushes once per batch of events, not per event.
+    fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.out.flush()
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// Streams transitions to stdout until SIGINT/SIGTERM or a closed stdout.
+pub async fn run(options: TraceOptions, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut probe = Probe::load(&options.probe)?;
+    let mut reader = EventReader::new(probe.take_events()?).context("watching the ring buffer")?;
+    let mut printer = Printer {
+        out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
+        clock: WallClock::new(),
+        filter: options.filter,
+        format: options.format,
+        events: 0,
+        printed: 0,
+        undecodable: 0,
+        error: None,
+    };
+    if let OutputFormat::Table { header: true } = printer.format {
+        writeln!(printer.out, "{}", format::table_header())?;
+        printer.flush();
+    }
+    // Scripts and tests wait for this line before they start a workload.
+    log::info!(
+        "attached to sock:inet_sock_set_state; tracing TCP state transitions (Ctrl-C to stop)"
+    );
+
+    let stopped_by = loop {
+        tokio::select! {
+            signal = shutdown.wait() => break signal,
+            read = reader.read(|bytes| printer.handle(bytes)) => {
+                read.context("reading the ring buffer")?;
+            }
+        }
+        printer.flush();
+        if printer.error.is_some() {
+            break "closed output";
+        }
+    };
+    // Events already in the ring buffer when the signal came still count.
+    reader.drain_now(|bytes| printer.handle(bytes));
+    printer.flush();
+    let stats = probe.stats()?;
+    drop(probe); // detaches the program
+    report(stopped_by, &printer, &stats);
+    match printer.error {
+        Some(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The closing lines on stderr: always the totals, and losses loudly.
+fn report<W: Write>(stopped_by: &str, printer: &Printer<W>, stats: &KernelStats) {
+    log::info!(
+        "stopped ({stopped_by}): {} events received, {} printed",
+        printer.events,
+        printer.printed
+    );
+    let lost = stats.lost_events();
+    if lost > 0 {
+        log::warn!(
+            "{lost} events lost in the kernel (ring buffer full: {}, program not run: {}, \
+             other: {}); raise --ring-buffer-size",
+            stats.ringbuf_full,
+            stats.recursion_misses,
+            stats.record_read_failed + stats.bad_config
+        );
+    }
+    if printer.undecodable > 0 {
+        log::warn!("{} events could not be decoded", printer.undecodable);
+    }
+    if stats.netns_read_failed > 0 {
+        log::warn!(
+            "{} events carry netns 0: reading the namespace failed",
+            stats.netns_read_failed
+        );
+    }
+}
