@@ -35,11 +35,8 @@ const KIND_ENUM64: u32 = 19;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("malformed BTF: {0}")]
     Malformed(&'static str),
     #[error("unsupported BTF kind {kind} (type id {id})")]
@@ -102,9 +99,9 @@ impl Btf {
     }
 
     pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+        let data = std::fs::read(path).map_err(|error| BtfError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Btf::parse(&data)
     }

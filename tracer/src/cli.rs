@@ -1,11 +1,12 @@
 //! Command-line interface: every subcommand and flag, with its parser.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use tracer_common::TcpState;
 
 use crate::{
+    btf::VMLINUX_BTF,
     event::Family,
     probe::{self, DEFAULT_STATE_TIME_ENTRIES, ProbeOptions},
     trace::{Filter, OutputFormat, TraceOptions},
@@ -77,6 +78,11 @@ pub struct TraceArgs {
     /// time-in-state column.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_STATE_TIME_ENTRIES, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub state_time_entries: u32,
+
+    /// Kernel BTF file to read structure layouts from (for kernels without
+    /// built-in BTF, a file made for this exact kernel).
+    #[arg(long, value_name = "PATH", default_value = VMLINUX_BTF, env = "TRACER_BTF")]
+    pub btf: PathBuf,
 }
 
 impl TraceArgs {
@@ -86,6 +92,7 @@ impl TraceArgs {
                 ring_buffer_bytes: self.ring_buffer_size,
                 state_time: true,
                 state_time_entries: self.state_time_entries,
+                btf_path: self.btf.clone(),
             },
             filter: Filter {
                 ports: self.ports.clone(),

@@ -4,19 +4,22 @@
 //!
 //! Dropping a [`Probe`] detaches the program and frees its maps.
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::PathBuf,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{TracePoint, trace_point::TracePointLinkId},
 };
 use tracer_common::{
     FLAG_NETNS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig, STATE_SLOTS, TRANSITION_SLOTS, stat,
 };
 
 use crate::{
-    btf::{Btf, BtfError},
+    btf::{Btf, BtfError, VMLINUX_BTF},
     privileges::{self, MissingCapabilities},
     tracefs::{self, Format, TracefsError},
 };
@@ -35,6 +38,10 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 4 << 20;
 pub const MIN_RING_BUFFER_BYTES: u32 = 4096;
 pub const MAX_RING_BUFFER_BYTES: u32 = 1 << 30;
 
+/// The oldest kernel with everything the program uses (the BPF ring buffer
+/// arrived in 5.8; the tracepoint in 4.16).
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
 /// Default capacity of the kernel's per-socket timestamp map (LRU).
 pub const DEFAULT_STATE_TIME_ENTRIES: u32 = 1 << 16;
 
@@ -43,10 +50,15 @@ pub enum ProbeError {
     #[error(transparent)]
     Privileges(#[from] MissingCapabilities),
     #[error(
-        "kernel BTF is unavailable ({0}); tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y \
-         (it reads kernel structure layouts from /sys/kernel/btf/vmlinux)"
+        "kernel {found} is too old: tracer needs Linux {}.{} or newer (BPF ring buffer)",
+        MIN_KERNEL.0, MIN_KERNEL.1
     )]
-    Btf(#[source] BtfError),
+    KernelTooOld { found: String },
+    #[error(
+        "kernel BTF is unavailable: {0}; tracer reads kernel structure layouts from BTF: use a \
+         kernel built with CONFIG_DEBUG_INFO_BTF=y, or point --btf at a BTF file for this kernel"
+    )]
+    Btf(BtfError),
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
     #[error(
@@ -56,16 +68,15 @@ pub enum ProbeError {
     #[error("tracepoint {TP_CATEGORY}:{TP_NAME} has an unexpected layout: {0}")]
     Layout(String),
     #[error("loading the eBPF object failed: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(aya::EbpfError),
     #[error("the kernel rejected the tracepoint program: {0}")]
-    Program(#[source] aya::programs::ProgramError),
+    Program(aya::programs::ProgramError),
     #[error("eBPF map `{0}` is missing or has the wrong type")]
     Map(&'static str),
-    #[error("reading eBPF map `{name}` failed: {source}")]
+    #[error("reading eBPF map `{name}` failed: {error}")]
     MapRead {
         name: &'static str,
-        #[source]
-        source: aya::maps::MapError,
+        error: aya::maps::MapError,
     },
 }
 
@@ -79,6 +90,8 @@ pub struct ProbeOptions {
     pub state_time: bool,
     /// Capacity of that timestamp map.
     pub state_time_entries: u32,
+    /// Kernel BTF to read structure layouts from.
+    pub btf_path: PathBuf,
 }
 
 impl Default for ProbeOptions {
@@ -87,6 +100,7 @@ impl Default for ProbeOptions {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             state_time: true,
             state_time_entries: DEFAULT_STATE_TIME_ENTRIES,
+            btf_path: PathBuf::from(VMLINUX_BTF),
         }
     }
 }
@@ -131,6 +145,8 @@ pub type TransitionCounts = [[u64; STATE_SLOTS as usize]; STATE_SLOTS as usize];
 /// The loaded and attached kernel side.
 pub struct Probe {
     ebpf: Ebpf,
+    /// The attachment; None once [`Probe::detach`] ran.
+    link: Option<TracePointLinkId>,
     transitions: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     /// Offset of `recursion_misses` in `struct bpf_prog_info`, when BTF has it.
@@ -143,8 +159,9 @@ impl Probe {
     /// attaches it to `sock:inet_sock_set_state`.
     pub fn load(options: &ProbeOptions) -> Result<Probe, ProbeError> {
         validate_ring_buffer_size(u64::from(options.ring_buffer_bytes))?;
+        check_kernel_version()?;
         privileges::check()?;
-        let btf = Btf::from_kernel().map_err(ProbeError::Btf)?;
+        let btf = Btf::from_file(&options.btf_path).map_err(ProbeError::Btf)?;
         let root = tracefs::ensure_mounted()?;
         let format = Format::read(&root, TP_CATEGORY, TP_NAME)?;
         let config = probe_config(&format, &btf, options)?;
@@ -162,7 +179,7 @@ impl Probe {
             .try_into()
             .map_err(ProbeError::Program)?;
         program.load().map_err(ProbeError::Program)?;
-        program
+        let link = program
             .attach(TP_CATEGORY, TP_NAME)
             .map_err(ProbeError::Program)?;
 
@@ -173,11 +190,33 @@ impl Probe {
             .ok();
         Ok(Probe {
             ebpf,
+            link: Some(link),
             transitions,
             stats,
             recursion_misses_offset,
             config,
         })
+    }
+
+    /// Detaches the program but keeps its maps: after this, the counters
+    /// and the ring buffer stop changing, so a final drain and a final read
+    /// of the counters agree exactly.
+    pub fn detach(&mut self) -> Result<(), ProbeError> {
+        let Some(link) = self.link.take() else {
+            return Ok(());
+        };
+        let program: &mut TracePoint = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(ProbeError::Map(PROGRAM))?
+            .try_into()
+            .map_err(ProbeError::Program)?;
+        program.detach(link).map_err(ProbeError::Program)
+    }
+
+    /// Sum of all transition counters.
+    pub fn transitions_total(&self) -> Result<u64, ProbeError> {
+        Ok(self.transition_counts()?.iter().flatten().sum())
     }
 
     /// The configuration the program was loaded with.
@@ -256,6 +295,25 @@ impl Probe {
     }
 }
 
+/// `major.minor` of a kernel release string such as `6.18.44-fc-v782`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn check_kernel_version() -> Result<(), ProbeError> {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return Ok(()); // cannot tell: let loading report what fails
+    };
+    let release = release.trim();
+    match parse_release(release) {
+        Some(v) if v < MIN_KERNEL => Err(ProbeError::KernelTooOld {
+            found: release.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn take_per_cpu(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -271,7 +329,7 @@ fn sum_slot(
 ) -> Result<u64, ProbeError> {
     let values = map
         .get(&slot, 0)
-        .map_err(|source| ProbeError::MapRead { name, source })?;
+        .map_err(|error| ProbeError::MapRead { name, error })?;
     Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
 }
 
@@ -349,6 +407,16 @@ pub fn probe_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v782"), Some((6, 18)));
+        assert_eq!(parse_release("5.4.0-150-generic"), Some((5, 4)));
+        assert_eq!(parse_release("4.19"), Some((4, 19)));
+        assert_eq!(parse_release("garbage"), None);
+        assert!(parse_release("5.4.0").unwrap() < MIN_KERNEL);
+        assert!(parse_release("5.8.0").unwrap() >= MIN_KERNEL);
+    }
 
     #[test]
     fn ring_buffer_sizes() {

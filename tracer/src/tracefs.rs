@@ -27,8 +27,8 @@ pub enum TracefsError {
         name: String,
         root: String,
     },
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: io::Error },
     #[error("{path}: field `{field}` is missing or malformed")]
     Field { path: String, field: String },
 }
@@ -95,15 +95,15 @@ impl Format {
             });
         }
         let path = dir.join("format");
-        let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Read {
+        let text = std::fs::read_to_string(&path).map_err(|error| TracefsError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Ok(Format::parse(&text))
     }
 
     /// Parses lines such as
-    /// `field:__u8 saddr[4];	offset:32;	size:4;	signed:0;`.
+    /// `field:__u8 saddr[4]; offset:32; size:4; signed:0;` (tab-separated).
     /// Lines that do not look like that are skipped.
     pub fn parse(text: &str) -> Format {
         let mut fields = HashMap::new();

@@ -115,12 +115,15 @@ pub async fn run(options: TraceOptions, mut shutdown: Shutdown) -> anyhow::Resul
             break "closed output";
         }
     };
-    // Events already in the ring buffer when the signal came still count.
+    // Detach first, then drain and read the counters: nothing changes
+    // between the two, so received + lost adds up to what the kernel counted.
+    probe.detach()?;
     reader.drain_now(|bytes| printer.handle(bytes));
     printer.flush();
     let stats = probe.stats()?;
-    drop(probe); // detaches the program
-    report(stopped_by, &printer, &stats);
+    let counted = probe.transitions_total()?;
+    drop(probe);
+    report(stopped_by, &printer, &stats, counted);
     match printer.error {
         Some(e) if e.kind() != io::ErrorKind::BrokenPipe => {
             Err(e).context("writing to standard output")
@@ -130,11 +133,13 @@ pub async fn run(options: TraceOptions, mut shutdown: Shutdown) -> anyhow::Resul
 }
 
 /// The closing lines on stderr: always the totals, and losses loudly.
-fn report<W: Write>(stopped_by: &str, printer: &Printer<W>, stats: &KernelStats) {
+fn report<W: Write>(stopped_by: &str, printer: &Printer<W>, stats: &KernelStats, counted: u64) {
     log::info!(
-        "stopped ({stopped_by}): {} events received, {} printed",
+        "stopped ({stopped_by}): {counted} transitions counted in the kernel, {} events received, \
+         {} printed, {} lost",
         printer.events,
-        printer.printed
+        printer.printed,
+        stats.lost_events()
     );
     let lost = stats.lost_events();
     if lost > 0 {
