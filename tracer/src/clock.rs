@@ -12,6 +12,12 @@ fn now_ns(clock: libc::clockid_t) -> u128 {
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of the kernel's event
+/// timestamps (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    now_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
 /// Offset between CLOCK_REALTIME and CLOCK_MONOTONIC (what
 /// `bpf_ktime_get_ns` reads), taken once. A later wall-clock step is not
 /// followed, which keeps event times monotonic within a run.

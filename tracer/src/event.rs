@@ -51,6 +51,14 @@ impl Comm {
         Comm(raw)
     }
 
+    /// From a process name as /proc shows it (cut to 15 bytes, like the kernel).
+    pub fn from_name(name: &str) -> Comm {
+        let mut raw = [0u8; TASK_COMM_LEN];
+        let n = name.len().min(TASK_COMM_LEN - 1);
+        raw[..n].copy_from_slice(&name.as_bytes()[..n]);
+        Comm(raw)
+    }
+
     pub fn bytes(&self) -> &[u8] {
         let end = self.0.iter().position(|&b| b == 0).unwrap_or(TASK_COMM_LEN);
         &self.0[..end]

@@ -4,14 +4,15 @@
 //!   [`tracefs`] and [`btf`]; [`privileges`] explains what is missing.
 //! * Events: [`ringbuf`] reads the ring buffer, [`event`] decodes records,
 //!   [`clock`] turns kernel time into wall time.
-//! * The kernel's socket tables: [`sockdiag`] dumps them, in every network
-//!   namespace ([`netns`]), with owners from [`procfs`].
+//! * State: [`engine`] turns events and sock_diag dumps ([`sockdiag`],
+//!   [`netns`], [`procfs`]) into the socket table.
 //! * Front ends: [`trace`] (`tracer trace`).
 //! * [`cli`] defines every flag; [`shutdown`] handles SIGINT and SIGTERM.
 
 pub mod btf;
 pub mod cli;
 pub mod clock;
+pub mod engine;
 pub mod event;
 pub mod netns;
 pub mod privileges;

@@ -1,0 +1,511 @@
+//! The socket-state engine: transitions and sock_diag dumps in, the table of
+//! live sockets and everything derived from it out. Pure: no I/O, no clocks
+//! (callers pass kernel CLOCK_MONOTONIC nanoseconds), so every path is unit
+//! tested with made-up events.
+//!
+//! What it keeps:
+//! * full sockets, by kernel address (`skaddr`) once an event named them, or
+//!   by a synthetic id while they are only known from the start-up dump;
+//! * timewait sockets, by four-tuple: the tracepoint never reports them (the
+//!   kernel replaces the full socket), so they are predicted from
+//!   `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE`, removed when a new connection
+//!   takes their four-tuple, and otherwise reconciled with sock_diag dumps;
+//! * per-state gauges, time-in-state histograms, CLOSE_WAIT ages and owners.
+
+mod histogram;
+mod leaks;
+mod timewait;
+mod tuple;
+
+use std::collections::{BTreeSet, HashMap};
+
+pub use histogram::{BUCKETS, Histogram};
+pub use leaks::{Leak, LeakSummary};
+use timewait::TimeWait;
+pub use timewait::{DestinationCount, TimewaitReconcile};
+use tracer_common::TcpState;
+pub use tuple::Tuple;
+
+use crate::event::{Comm, Transition};
+
+/// Kernel state numbers index these arrays (slot 0 unused).
+pub const STATE_SLOTS: usize = 13;
+
+/// How long a timewait socket lives (TCP_TIMEWAIT_LEN, fixed in the kernel).
+pub const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;
+
+/// Synthetic ids for sockets known only from a dump stay below this; kernel
+/// addresses on 64-bit Linux are far above it.
+const SEED_ID_LIMIT: u64 = 1 << 47;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most sockets (full and timewait) kept; beyond it, entries are evicted.
+    pub max_sockets: usize,
+    /// A CLOSE_WAIT socket older than this is a leak.
+    pub close_wait_threshold_ns: u64,
+    /// Distinct process names in the leak gauge; the rest share one label.
+    pub leak_top_n: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_sockets: 2_000_000,
+            close_wait_threshold_ns: 60_000_000_000,
+            leak_top_n: 20,
+        }
+    }
+}
+
+/// Counters about the engine's own work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Transitions applied.
+    pub events: u64,
+    /// Times the table disagreed with what the kernel said (an event whose
+    /// old state was not the one we had, a dump that differed) and was fixed.
+    pub corrections: u64,
+    /// Entries dropped to stay under `max_sockets`.
+    pub evictions: u64,
+    /// Sockets first seen mid-life (born before tracing, missed by the dump).
+    pub unknown_sockets: u64,
+    /// Timewait sockets ended by a new connection on their four-tuple.
+    pub timewait_reused: u64,
+    /// Timewait sockets that reached their timer.
+    pub timewait_expired: u64,
+    /// Timewait sockets that vanished before their timer (reset, or reuse we
+    /// could not see).
+    pub timewait_ended_early: u64,
+}
+
+/// A socket as the start-up dump (sock_diag) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpedSocket {
+    pub tuple: Tuple,
+    pub state: TcpState,
+    /// A timewait socket (sock_diag's TIME_WAIT timer); `state` is then its
+    /// substate, TIME_WAIT or FIN_WAIT2.
+    pub timewait: bool,
+    /// Milliseconds until its timer fires.
+    pub expires_ms: u32,
+    /// Owning process from /proc (pid, comm), when known.
+    pub owner: Option<(u32, Comm)>,
+}
+
+#[derive(Debug, Clone)]
+struct Sock {
+    tuple: Tuple,
+    /// When it entered `state`: exact if `since_exact`, else a lower bound
+    /// (the time we first saw it).
+    since_ns: u64,
+    /// Owning pid, 0 when unknown.
+    owner: u32,
+    state: TcpState,
+    since_exact: bool,
+    leak_logged: bool,
+    /// The state is what the start-up dump saw; no event has moved it yet.
+    from_dump: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Owner {
+    comm: Comm,
+    /// Sockets and listener entries that name this pid.
+    refs: u32,
+}
+
+/// The engine. See the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    socks: HashMap<u64, Sock>,
+    /// Sockets from the start-up dump that no event has named yet.
+    seeds: HashMap<Tuple, u64>,
+    /// Further seeds sharing a tuple (SO_REUSEPORT listeners).
+    seed_dups: HashMap<Tuple, Vec<u64>>,
+    next_seed_id: u64,
+    /// End of the start-up dump: events before it may describe what the
+    /// dump already saw.
+    seed_end_ns: u64,
+    timewait: HashMap<Tuple, TimeWait>,
+    tw_by_dest: HashMap<(u32, u8, [u8; 16], u16), u32>,
+    /// Timewait four-tuples ended by events since the last dump.
+    tw_departed: HashMap<Tuple, u64>,
+    /// Counts timewait reconciliations (marks entries a dump showed).
+    tw_generation: u32,
+    /// Sockets in CLOSE_WAIT by (since, id): oldest first.
+    close_wait: BTreeSet<(u64, u64)>,
+    /// Owner of each listening port, for accepted sockets.
+    listeners: HashMap<(u32, u16), u32>,
+    owners: HashMap<u32, Owner>,
+    counts: [u64; STATE_SLOTS],
+    durations: [Histogram; STATE_SLOTS],
+    stats: EngineStats,
+    leak_summary: LeakSummary,
+}
+
+fn slot(s: TcpState) -> usize {
+    usize::from(s.number())
+}
+
+/// Transitions that make a socket (the kernel allocates a new one).
+fn is_creation(t: &Transition) -> bool {
+    t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv)
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine {
+            cfg,
+            socks: HashMap::new(),
+            seeds: HashMap::new(),
+            seed_dups: HashMap::new(),
+            next_seed_id: 1,
+            seed_end_ns: 0,
+            timewait: HashMap::new(),
+            tw_by_dest: HashMap::new(),
+            tw_departed: HashMap::new(),
+            tw_generation: 0,
+            close_wait: BTreeSet::new(),
+            listeners: HashMap::new(),
+            owners: HashMap::new(),
+            counts: [0; STATE_SLOTS],
+            durations: Default::default(),
+            stats: EngineStats::default(),
+            leak_summary: LeakSummary::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Sockets per state (index: kernel state number).
+    pub fn counts(&self) -> &[u64; STATE_SLOTS] {
+        &self.counts
+    }
+
+    pub fn count(&self, state: TcpState) -> u64 {
+        self.counts[slot(state)]
+    }
+
+    /// Time-in-state histograms (index: kernel state number).
+    pub fn durations(&self) -> &[Histogram; STATE_SLOTS] {
+        &self.durations
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Entries in the table (full and timewait sockets).
+    pub fn tracked(&self) -> usize {
+        self.socks.len() + self.timewait.len()
+    }
+
+    /// Loads the start-up dump taken between `start_ns` and `end_ns`. Call
+    /// before applying events; events from before `end_ns` are then matched
+    /// against what the dump saw, so nothing is lost or counted twice.
+    pub fn seed(
+        &mut self,
+        sockets: impl IntoIterator<Item = DumpedSocket>,
+        start_ns: u64,
+        end_ns: u64,
+    ) {
+        self.seed_end_ns = end_ns;
+        for d in sockets {
+            if d.timewait {
+                self.seed_timewait(&d, start_ns, end_ns);
+                continue;
+            }
+            // Request sockets (half-open connections) show as SYN_RECV in a
+            // dump but never pass through the tracepoint: they would never
+            // leave. They are not tracked (README: SYN_RECV).
+            if d.state == TcpState::SynRecv || d.state == TcpState::Close {
+                continue;
+            }
+            if !self.make_room() {
+                continue;
+            }
+            let owner = match d.owner {
+                Some((pid, comm)) => self.retain_owner(pid, comm),
+                None => 0,
+            };
+            if d.state == TcpState::Listen && owner != 0 {
+                self.set_listener(d.tuple, owner);
+            }
+            self.counts[slot(d.state)] += 1;
+            let sock = Sock {
+                tuple: d.tuple,
+                since_ns: end_ns,
+                owner,
+                state: d.state,
+                since_exact: false,
+                leak_logged: false,
+                from_dump: true,
+            };
+            self.reseed(sock);
+        }
+    }
+
+    /// Applies one transition.
+    pub fn apply(&mut self, t: &Transition) {
+        self.stats.events += 1;
+        let tuple = Tuple::new(t.netns, t.local, t.remote);
+        let mut sock = self.take_sock(t.skaddr);
+        if !self.seeds.is_empty() {
+            let seed = self.claim_seed(&tuple, t, sock.is_some());
+            if sock.is_none() {
+                sock = seed;
+            } else if let Some(seed) = seed {
+                // The dump saw this very socket; the events since its
+                // creation are the better record.
+                self.drop_sock(seed);
+            }
+        }
+
+        let mut sock = match sock {
+            Some(s) => s,
+            None if t.new == TcpState::Close => {
+                // Gone before we knew it: nothing to count, but it may have
+                // left a timewait socket behind.
+                self.predict_timewait(t, tuple);
+                return;
+            }
+            None => {
+                if !is_creation(t) {
+                    self.stats.unknown_sockets += 1;
+                }
+                match self.new_sock(t, tuple) {
+                    Some(s) => s,
+                    None => return,
+                }
+            }
+        };
+
+        if tuple.lport != 0 {
+            sock.tuple = tuple;
+        }
+        // An event from before the dump ended, for a socket the dump saw in
+        // another state than this event leaves: the dump saw a later state.
+        if sock.from_dump && t.ts_ns <= self.seed_end_ns && sock.state != t.old {
+            if t.new == TcpState::Close {
+                // This socket closed before the dump; what the dump saw on
+                // its four-tuple is a newer connection. Give that one back.
+                self.reseed(sock);
+            } else {
+                self.insert_sock(t.skaddr, sock);
+            }
+            return;
+        }
+        if sock.state != t.new {
+            if sock.state == t.old {
+                if sock.since_exact {
+                    let stay = t.ts_ns.saturating_sub(sock.since_ns);
+                    self.durations[slot(sock.state)].observe_ns(stay);
+                }
+            } else {
+                // We had it in another state: an event was lost, or the
+                // dump and the events disagree. Follow the kernel.
+                self.stats.corrections += 1;
+            }
+            self.counts[slot(sock.state)] -= 1;
+            if t.new != TcpState::Close {
+                self.counts[slot(t.new)] += 1;
+            }
+            sock.state = t.new;
+            sock.since_ns = t.ts_ns;
+            sock.since_exact = true;
+            sock.leak_logged = false;
+            sock.from_dump = false;
+        }
+
+        match (t.old, t.new) {
+            (_, TcpState::Listen) if sock.owner != 0 => self.set_listener(tuple, sock.owner),
+            (TcpState::Listen, TcpState::Close) => {
+                self.listeners.remove(&(tuple.netns, tuple.lport));
+            }
+            (TcpState::SynSent | TcpState::SynRecv, TcpState::Established)
+            | (TcpState::Listen, TcpState::SynRecv) => self.timewait_reused(&tuple, t.ts_ns),
+            _ => {}
+        }
+
+        if t.new == TcpState::Close {
+            self.release_owner(sock.owner);
+            self.predict_timewait(t, tuple);
+            return;
+        }
+        self.insert_sock(t.skaddr, sock);
+    }
+
+    /// A record for a socket first seen in this event.
+    fn new_sock(&mut self, t: &Transition, tuple: Tuple) -> Option<Sock> {
+        if !self.make_room() {
+            return None;
+        }
+        let owner = match (t.old, t.new) {
+            // Process context: the current task owns the socket.
+            (TcpState::Close, TcpState::SynSent | TcpState::Listen) if t.pid != 0 => {
+                self.retain_owner(t.pid, t.comm)
+            }
+            // An accepted socket belongs to whoever owns the listener.
+            (TcpState::Listen, TcpState::SynRecv) => {
+                match self.listeners.get(&(tuple.netns, tuple.lport)).copied() {
+                    Some(pid) => self.retain_pid(pid),
+                    None => 0,
+                }
+            }
+            _ => 0,
+        };
+        // A creation puts the socket in its new state now; a socket seen
+        // mid-life was in the old state since a time we do not know.
+        let (state, since_exact) = if is_creation(t) {
+            (t.new, true)
+        } else {
+            (t.old, false)
+        };
+        self.counts[slot(state)] += 1;
+        Some(Sock {
+            tuple,
+            since_ns: t.ts_ns,
+            owner,
+            state,
+            since_exact,
+            leak_logged: false,
+            from_dump: false,
+        })
+    }
+
+    /// Puts a dump record back under a fresh synthetic id.
+    fn reseed(&mut self, sock: Sock) {
+        let id = self.next_seed_id;
+        self.next_seed_id = (self.next_seed_id + 1) % SEED_ID_LIMIT;
+        let tuple = sock.tuple;
+        self.insert_sock(id, sock);
+        if let Some(first) = self.seeds.insert(tuple, id) {
+            self.seed_dups.entry(tuple).or_default().push(first);
+        }
+    }
+
+    /// Finds the start-up seed for this tuple, if one may be this socket.
+    fn claim_seed(&mut self, tuple: &Tuple, t: &Transition, known: bool) -> Option<Sock> {
+        if tuple.lport == 0 {
+            return None;
+        }
+        let listener = !tuple.is_connection();
+        // A new socket after the dump ended cannot be one the dump saw; nor
+        // can a second listener that shares a port with a seeded one.
+        if is_creation(t) && t.ts_ns > self.seed_end_ns {
+            return None;
+        }
+        if known && listener {
+            return None;
+        }
+        let id = match self.seed_dups.get_mut(tuple).and_then(Vec::pop) {
+            Some(id) => id,
+            None => self.seeds.remove(tuple)?,
+        };
+        if self.seed_dups.get(tuple).is_some_and(Vec::is_empty) {
+            self.seed_dups.remove(tuple);
+        }
+        self.take_sock(id)
+    }
+
+    /// Removes a socket's record, keeping the CLOSE_WAIT index in step.
+    fn take_sock(&mut self, id: u64) -> Option<Sock> {
+        let sock = self.socks.remove(&id)?;
+        if sock.state == TcpState::CloseWait {
+            self.close_wait.remove(&(sock.since_ns, id));
+        }
+        Some(sock)
+    }
+
+    fn insert_sock(&mut self, id: u64, sock: Sock) {
+        if sock.state == TcpState::CloseWait {
+            self.close_wait.insert((sock.since_ns, id));
+        }
+        if let Some(old) = self.socks.insert(id, sock) {
+            // The kernel reused an address whose CLOSE we never saw.
+            self.stats.corrections += 1;
+            self.counts[slot(old.state)] -= 1;
+            self.release_owner(old.owner);
+        }
+    }
+
+    /// Forgets a record that was taken out of the table.
+    fn drop_sock(&mut self, sock: Sock) {
+        self.counts[slot(sock.state)] -= 1;
+        self.release_owner(sock.owner);
+    }
+
+    /// Makes room for one more entry; false if nothing could be evicted.
+    fn make_room(&mut self) -> bool {
+        if self.tracked() < self.cfg.max_sockets {
+            return true;
+        }
+        self.stats.evictions += 1;
+        // Timewait sockets first: they carry no owner and end on their own.
+        if let Some(tuple) = self.timewait.keys().next().copied() {
+            self.remove_timewait(&tuple);
+            return true;
+        }
+        if let Some(id) = self.socks.keys().next().copied()
+            && let Some(sock) = self.take_sock(id)
+        {
+            if let Some(s) = self.seeds.get(&sock.tuple)
+                && *s == id
+            {
+                self.seeds.remove(&sock.tuple);
+            }
+            self.drop_sock(sock);
+            return true;
+        }
+        false
+    }
+
+    fn set_listener(&mut self, tuple: Tuple, owner: u32) {
+        let pid = self.retain_pid(owner);
+        if let Some(old) = self.listeners.insert((tuple.netns, tuple.lport), pid) {
+            self.release_owner(old);
+        }
+    }
+
+    fn retain_owner(&mut self, pid: u32, comm: Comm) -> u32 {
+        let o = self.owners.entry(pid).or_insert(Owner { comm, refs: 0 });
+        o.comm = comm;
+        o.refs += 1;
+        pid
+    }
+
+    /// Another reference to a pid already known; 0 if it is not.
+    fn retain_pid(&mut self, pid: u32) -> u32 {
+        match self.owners.get_mut(&pid) {
+            Some(o) => {
+                o.refs += 1;
+                pid
+            }
+            None => 0,
+        }
+    }
+
+    fn release_owner(&mut self, pid: u32) {
+        if pid == 0 {
+            return;
+        }
+        if let Some(o) = self.owners.get_mut(&pid) {
+            o.refs -= 1;
+            if o.refs == 0 {
+                self.owners.remove(&pid);
+            }
+        }
+    }
+
+    /// The comm of a pid that owns something in the table.
+    pub fn owner_comm(&self, pid: u32) -> Option<Comm> {
+        self.owners.get(&pid).map(|o| o.comm)
+    }
+}
+
+#[cfg(test)]
+mod tests;

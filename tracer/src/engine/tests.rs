@@ -1,0 +1,562 @@
+//! Engine tests with made-up events: every path a socket takes, seeds
+//! racing events, timewait prediction and reconciliation, leaks, eviction.
+
+use std::net::SocketAddr;
+
+use tracer_common::{TASK_COMM_LEN, TcpState};
+
+use super::*;
+use crate::event::{Comm, Family, Transition};
+use TcpState::*;
+
+const NS: u32 = 4026531840;
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+
+fn comm(name: &str) -> Comm {
+    let mut raw = [0u8; TASK_COMM_LEN];
+    raw[..name.len()].copy_from_slice(name.as_bytes());
+    Comm::new(raw)
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+/// A transition of socket `sk` from `local` to `remote`.
+fn ev(ts_ns: u64, sk: u64, old: TcpState, new: TcpState, local: &str, remote: &str) -> Transition {
+    let local = addr(local);
+    Transition {
+        ts_ns,
+        skaddr: sk,
+        old,
+        new,
+        family: if local.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        },
+        local,
+        remote: addr(remote),
+        pid: 0,
+        tid: 0,
+        comm: comm("swapper/0"),
+        netns: NS,
+        old_state: None,
+    }
+}
+
+/// The same, in process context.
+fn ev_by(pid: u32, name: &str, mut t: Transition) -> Transition {
+    t.pid = pid;
+    t.tid = pid;
+    t.comm = comm(name);
+    t
+}
+
+const SRV: &str = "10.0.0.1:80";
+const CLI: &str = "10.0.0.2:40000";
+const ANY: &str = "0.0.0.0:0";
+const LISTENER: u64 = 0xffff_0000_0000_1000;
+const CLIENT: u64 = 0xffff_0000_0000_2000;
+const CHILD: u64 = 0xffff_0000_0000_3000;
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig::default())
+}
+
+/// Counts of every state, for whole-table assertions.
+fn counts(e: &Engine) -> Vec<(TcpState, u64)> {
+    TcpState::ALL
+        .into_iter()
+        .map(|s| (s, e.count(s)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// A listener, a client connection to it, and the accepted child, all
+/// established at t = 3 ms.
+fn established(e: &mut Engine) {
+    e.apply(&ev_by(
+        100,
+        "nginx",
+        ev(MS, LISTENER, Close, Listen, SRV, ANY),
+    ));
+    e.apply(&ev_by(
+        200,
+        "curl",
+        ev(2 * MS, CLIENT, Close, SynSent, "10.0.0.2:0", SRV),
+    ));
+    e.apply(&ev(3 * MS, CLIENT, SynSent, Established, CLI, SRV));
+    e.apply(&ev(3 * MS, CHILD, Listen, SynRecv, SRV, CLI));
+    e.apply(&ev(3 * MS, CHILD, SynRecv, Established, SRV, CLI));
+}
+
+#[test]
+fn handshake_counts_listener_client_and_child() {
+    let mut e = engine();
+    established(&mut e);
+    assert_eq!(counts(&e), vec![(Established, 2), (Listen, 1)]);
+    assert_eq!(e.durations()[SynSent as usize].count(), 1);
+    // The child's SYN_RECV stay is exact; LISTEN is not left by the child.
+    assert_eq!(e.durations()[SynRecv as usize].count(), 1);
+    assert_eq!(e.durations()[Listen as usize].count(), 0);
+    assert_eq!(e.stats().corrections, 0);
+}
+
+#[test]
+fn client_closes_first_then_timewait_expires() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(10 * MS, CHILD, Established, CloseWait, SRV, CLI));
+    e.apply(&ev(11 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
+    assert_eq!(counts(&e), vec![(FinWait2, 1), (CloseWait, 1), (Listen, 1)]);
+    e.apply(&ev(20 * MS, CHILD, CloseWait, LastAck, SRV, CLI));
+    e.apply(&ev(21 * MS, CLIENT, FinWait2, Close, CLI, SRV));
+    e.apply(&ev(21 * MS, CHILD, LastAck, Close, SRV, CLI));
+    // The client's connection now lives on as a timewait socket.
+    assert_eq!(counts(&e), vec![(TimeWait, 1), (Listen, 1)]);
+    assert_eq!(e.durations()[CloseWait as usize].count(), 1);
+    assert_eq!(e.durations()[LastAck as usize].count(), 1);
+    assert_eq!(e.timewait_by_destination(10)[0].remote, addr(SRV));
+
+    // A dump during its life confirms it; a dump after its timer does not
+    // show it: it expired, and its stay is observed as ~60 s.
+    let tw = DumpedSocket {
+        tuple: Tuple::new(NS, addr(CLI), addr(SRV)),
+        state: TimeWait,
+        timewait: true,
+        expires_ms: 59_000,
+        owner: None,
+    };
+    let r = e.reconcile_timewait([tw], SEC, SEC + MS);
+    assert_eq!(r, TimewaitReconcile::default());
+    let r = e.reconcile_timewait([], 62 * SEC, 62 * SEC + MS);
+    assert_eq!(r.removed, 1);
+    assert_eq!(counts(&e), vec![(Listen, 1)]);
+    let h = &e.durations()[TimeWait as usize];
+    assert_eq!(h.count(), 1);
+    assert!((h.sum_seconds() - 60.0).abs() < 0.1, "{}", h.sum_seconds());
+    assert_eq!(e.stats().timewait_expired, 1);
+}
+
+#[test]
+fn server_closes_first_and_fin_ack_together() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CHILD, Established, FinWait1, SRV, CLI));
+    e.apply(&ev(10 * MS, CLIENT, Established, CloseWait, CLI, SRV));
+    e.apply(&ev(11 * MS, CLIENT, CloseWait, LastAck, CLI, SRV));
+    // FIN and ACK together: FIN_WAIT1 straight to CLOSE, leaving a timewait.
+    e.apply(&ev(11 * MS, CHILD, FinWait1, Close, SRV, CLI));
+    e.apply(&ev(12 * MS, CLIENT, LastAck, Close, CLI, SRV));
+    assert_eq!(counts(&e), vec![(TimeWait, 1), (Listen, 1)]);
+    assert_eq!(e.timewait_by_destination(10)[0].remote, addr(CLI));
+}
+
+#[test]
+fn simultaneous_close_goes_through_closing() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(10 * MS, CLIENT, FinWait1, Closing, CLI, SRV));
+    assert_eq!(e.count(Closing), 1);
+    e.apply(&ev(11 * MS, CLIENT, Closing, Close, CLI, SRV));
+    assert_eq!(e.count(Closing), 0);
+    assert_eq!(e.count(TimeWait), 1);
+}
+
+#[test]
+fn reset_leaves_no_timewait() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, Close, CLI, SRV));
+    e.apply(&ev(10 * MS, CHILD, Established, Close, SRV, CLI));
+    assert_eq!(counts(&e), vec![(Listen, 1)]);
+    // A reset in FIN_WAIT1 looks like a timewait hand-over; the next dump
+    // shows there is none, and it is dropped without a duration.
+    e.apply(&ev(
+        11 * MS,
+        0xffff_0000_0000_4000,
+        Close,
+        SynSent,
+        "10.0.0.2:0",
+        SRV,
+    ));
+    e.apply(&ev(
+        12 * MS,
+        0xffff_0000_0000_4000,
+        SynSent,
+        Established,
+        "10.0.0.2:40001",
+        SRV,
+    ));
+    e.apply(&ev(
+        13 * MS,
+        0xffff_0000_0000_4000,
+        Established,
+        FinWait1,
+        "10.0.0.2:40001",
+        SRV,
+    ));
+    e.apply(&ev(
+        14 * MS,
+        0xffff_0000_0000_4000,
+        FinWait1,
+        Close,
+        "10.0.0.2:40001",
+        SRV,
+    ));
+    assert_eq!(e.count(TimeWait), 1);
+    let r = e.reconcile_timewait([], SEC, SEC + MS);
+    assert_eq!(r.removed, 1);
+    assert_eq!(e.count(TimeWait), 0);
+    assert_eq!(e.durations()[TimeWait as usize].count(), 0);
+}
+
+#[test]
+fn listener_close_and_syn_sent_failure() {
+    let mut e = engine();
+    e.apply(&ev(MS, LISTENER, Close, Listen, SRV, ANY));
+    e.apply(&ev(
+        2 * MS,
+        CLIENT,
+        Close,
+        SynSent,
+        "10.0.0.2:0",
+        "10.0.0.9:1",
+    ));
+    assert_eq!(counts(&e), vec![(SynSent, 1), (Listen, 1)]);
+    e.apply(&ev(
+        3 * MS,
+        CLIENT,
+        SynSent,
+        Close,
+        "10.0.0.2:40000",
+        "10.0.0.9:1",
+    ));
+    e.apply(&ev(4 * MS, LISTENER, Listen, Close, SRV, ANY));
+    assert_eq!(counts(&e), vec![]);
+    assert_eq!(e.tracked(), 0);
+    assert_eq!(e.durations()[Listen as usize].count(), 1);
+}
+
+#[test]
+fn new_connection_on_a_timewait_tuple_ends_it() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(11 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
+    e.apply(&ev(12 * MS, CLIENT, FinWait2, Close, CLI, SRV));
+    assert_eq!(e.count(TimeWait), 1);
+    // The client reuses its port (tcp_tw_reuse): same four-tuple.
+    let again = 0xffff_0000_0000_5000;
+    e.apply(&ev(500 * MS, again, Close, SynSent, "10.0.0.2:0", SRV));
+    e.apply(&ev(501 * MS, again, SynSent, Established, CLI, SRV));
+    assert_eq!(e.count(TimeWait), 0);
+    assert_eq!(e.stats().timewait_reused, 1);
+    let h = &e.durations()[TimeWait as usize];
+    assert_eq!(h.count(), 1);
+    assert!(
+        (h.sum_seconds() - 0.489).abs() < 1e-6,
+        "{}",
+        h.sum_seconds()
+    );
+    // A dump taken just before the reuse still shows the old timewait: it
+    // must not come back.
+    let tw = DumpedSocket {
+        tuple: Tuple::new(NS, addr(CLI), addr(SRV)),
+        state: TimeWait,
+        timewait: true,
+        expires_ms: 59_000,
+        owner: None,
+    };
+    let r = e.reconcile_timewait([tw], 400 * MS, 600 * MS);
+    assert_eq!(r.added, 0);
+    assert_eq!(e.count(TimeWait), 0);
+}
+
+#[test]
+fn dump_corrects_timewait_substate_and_adds_missed_ones() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(11 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    // Orphaned FIN_WAIT2: the timewait's substate is FIN_WAIT2 (ss says so).
+    let mine = DumpedSocket {
+        tuple: Tuple::new(NS, addr(CLI), addr(SRV)),
+        state: FinWait2,
+        timewait: true,
+        expires_ms: 50_000,
+        owner: None,
+    };
+    let missed = DumpedSocket {
+        tuple: Tuple::new(NS, addr("10.0.0.2:40002"), addr(SRV)),
+        state: TimeWait,
+        timewait: true,
+        expires_ms: 30_000,
+        owner: None,
+    };
+    let r = e.reconcile_timewait([mine, missed], SEC, SEC + MS);
+    assert_eq!(
+        r,
+        TimewaitReconcile {
+            added: 1,
+            removed: 0,
+            changed: 1
+        }
+    );
+    assert_eq!(e.count(FinWait2), 1);
+    assert_eq!(e.count(TimeWait), 1);
+    assert_eq!(e.timewait_by_destination(10)[0].count, 2);
+}
+
+#[test]
+fn timewait_learned_during_a_dump_is_kept() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    // Closed while the dump ran (it started at 1 s): the dump may have
+    // missed it, so its absence proves nothing yet.
+    e.apply(&ev(SEC + 5 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    let r = e.reconcile_timewait([], SEC, SEC + 10 * MS);
+    assert_eq!(r.removed, 0);
+    assert_eq!(e.count(TimeWait), 1);
+}
+
+fn seed(tuple: (&str, &str), state: TcpState, owner: Option<(u32, &str)>) -> DumpedSocket {
+    DumpedSocket {
+        tuple: Tuple::new(NS, addr(tuple.0), addr(tuple.1)),
+        state,
+        timewait: false,
+        expires_ms: 0,
+        owner: owner.map(|(pid, name)| (pid, comm(name))),
+    }
+}
+
+#[test]
+fn seeded_sockets_are_adopted_by_their_first_event() {
+    let mut e = engine();
+    let dump = vec![
+        seed((SRV, ANY), Listen, Some((100, "nginx"))),
+        seed((SRV, CLI), Established, Some((100, "nginx"))),
+        seed((CLI, SRV), Established, Some((200, "curl"))),
+        // Half-open request sockets never pass the tracepoint: not tracked.
+        seed((SRV, "10.0.0.3:5"), SynRecv, None),
+    ];
+    e.seed(dump, 10 * SEC, 10 * SEC + MS);
+    assert_eq!(counts(&e), vec![(Established, 2), (Listen, 1)]);
+    e.apply(&ev(11 * SEC, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(11 * SEC, CHILD, Established, CloseWait, SRV, CLI));
+    assert_eq!(counts(&e), vec![(FinWait1, 1), (CloseWait, 1), (Listen, 1)]);
+    // Stays that began before the daemon are not observed.
+    assert_eq!(e.durations()[Established as usize].count(), 0);
+    e.apply(&ev(12 * SEC, CHILD, CloseWait, LastAck, SRV, CLI));
+    assert_eq!(e.durations()[CloseWait as usize].count(), 1);
+    assert_eq!(e.stats().unknown_sockets, 0);
+    assert_eq!(e.stats().corrections, 0);
+    // The accepted socket of a seeded listener inherits its owner.
+    e.apply(&ev(
+        13 * SEC,
+        0xffff_0000_0000_6000,
+        Listen,
+        SynRecv,
+        SRV,
+        "10.0.0.4:1",
+    ));
+    e.apply(&ev(
+        13 * SEC,
+        0xffff_0000_0000_6000,
+        SynRecv,
+        Established,
+        SRV,
+        "10.0.0.4:1",
+    ));
+    e.apply(&ev(
+        14 * SEC,
+        0xffff_0000_0000_6000,
+        Established,
+        CloseWait,
+        SRV,
+        "10.0.0.4:1",
+    ));
+    let leaks = e.leaks(100 * SEC, 10);
+    assert_eq!(leaks.len(), 1);
+    assert_eq!((leaks[0].pid, leaks[0].comm), (100, Some(comm("nginx"))));
+}
+
+#[test]
+fn events_before_the_dump_ended_are_not_counted_twice() {
+    let mut e = engine();
+    // The dump (1.000 s .. 1.010 s) saw the connection already established
+    // and the listener; the events that made them are replayed afterwards.
+    let dump = vec![
+        seed((SRV, ANY), Listen, None),
+        seed((CLI, SRV), Established, None),
+        seed((SRV, CLI), Established, None),
+    ];
+    e.seed(dump, SEC, SEC + 10 * MS);
+    e.apply(&ev(SEC, LISTENER, Close, Listen, SRV, ANY));
+    e.apply(&ev(SEC + MS, CLIENT, Close, SynSent, "10.0.0.2:0", SRV));
+    e.apply(&ev(SEC + 2 * MS, CLIENT, SynSent, Established, CLI, SRV));
+    e.apply(&ev(SEC + 2 * MS, CHILD, Listen, SynRecv, SRV, CLI));
+    e.apply(&ev(SEC + 2 * MS, CHILD, SynRecv, Established, SRV, CLI));
+    assert_eq!(counts(&e), vec![(Established, 2), (Listen, 1)]);
+    assert_eq!(e.tracked(), 3);
+    // After the dump, a second listener on the same port (SO_REUSEPORT) is
+    // a new socket, not the seeded one.
+    e.apply(&ev(2 * SEC, LISTENER + 8, Close, Listen, SRV, ANY));
+    assert_eq!(e.count(Listen), 2);
+}
+
+#[test]
+fn dump_that_saw_a_later_state_wins_over_older_events() {
+    let mut e = engine();
+    // The dump saw the connection in FIN_WAIT2; the buffered events from
+    // before it then arrive. Nothing moves backwards, nothing is corrected.
+    e.seed(vec![seed((CLI, SRV), FinWait2, None)], SEC, 2 * SEC);
+    e.apply(&ev(SEC + MS, CLIENT, Established, FinWait1, CLI, SRV));
+    assert_eq!(counts(&e), vec![(FinWait2, 1)]);
+    e.apply(&ev(SEC + 2 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
+    assert_eq!(counts(&e), vec![(FinWait2, 1)]);
+    e.apply(&ev(3 * SEC, CLIENT, FinWait2, Close, CLI, SRV));
+    assert_eq!(counts(&e), vec![(TimeWait, 1)]);
+}
+
+#[test]
+fn lost_events_are_corrected_by_the_next_one() {
+    let mut e = engine();
+    established(&mut e);
+    // ESTABLISHED -> FIN_WAIT1 was lost (ring buffer full).
+    e.apply(&ev(10 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
+    assert_eq!(e.count(FinWait2), 1);
+    assert_eq!(e.count(Established), 1);
+    assert_eq!(e.stats().corrections, 1);
+    // A socket we never saw at all.
+    e.apply(&ev(
+        11 * MS,
+        0xffff_0000_0000_7000,
+        Established,
+        CloseWait,
+        "10.0.0.5:1",
+        "10.0.0.6:2",
+    ));
+    assert_eq!(e.count(CloseWait), 1);
+    assert_eq!(e.stats().unknown_sockets, 1);
+}
+
+#[test]
+fn close_wait_leaks_by_owner_are_reported_once() {
+    let mut e = Engine::new(EngineConfig {
+        close_wait_threshold_ns: 5 * SEC,
+        leak_top_n: 1,
+        ..EngineConfig::default()
+    });
+    e.apply(&ev_by(
+        100,
+        "leaky",
+        ev(MS, LISTENER, Close, Listen, SRV, ANY),
+    ));
+    e.apply(&ev_by(
+        300,
+        "other",
+        ev(MS, LISTENER + 8, Close, Listen, "10.0.0.1:81", ANY),
+    ));
+    for i in 0..3u64 {
+        let sk = CHILD + i * 8;
+        let cli = format!("10.0.0.2:{}", 50_000 + i);
+        e.apply(&ev(2 * MS, sk, Listen, SynRecv, SRV, &cli));
+        e.apply(&ev(2 * MS, sk, SynRecv, Established, SRV, &cli));
+        e.apply(&ev(SEC + i * SEC, sk, Established, CloseWait, SRV, &cli));
+    }
+    e.apply(&ev(2 * MS, CHILD + 64, Listen, SynRecv, "10.0.0.1:81", CLI));
+    e.apply(&ev(SEC, CHILD + 64, SynRecv, CloseWait, "10.0.0.1:81", CLI));
+
+    assert!(e.sweep_leaks(5 * SEC).is_empty()); // oldest is 4 s old
+    let fresh = e.sweep_leaks(7 * SEC); // 6, 6, 5 and 4 s old
+    assert_eq!(fresh.len(), 3);
+    assert_eq!(fresh[0].comm, Some(comm("leaky")));
+    assert_eq!(fresh[0].age_ns, 6 * SEC);
+    assert_eq!(
+        e.leak_summary(),
+        &LeakSummary {
+            total: 3,
+            by_comm: vec![("leaky".into(), 2), (LeakSummary::OTHER.into(), 1)]
+        }
+    );
+    // Logged once: a later sweep reports only the newly crossed one, and the
+    // top-N cut folds the rest.
+    let fresh = e.sweep_leaks(8 * SEC);
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(
+        e.leak_summary().by_comm,
+        vec![("leaky".to_owned(), 3), (LeakSummary::OTHER.to_owned(), 1)]
+    );
+    // The owner closes them: gone.
+    for i in 0..3u64 {
+        let cli = format!("10.0.0.2:{}", 50_000 + i);
+        e.apply(&ev(9 * SEC, CHILD + i * 8, CloseWait, LastAck, SRV, &cli));
+    }
+    e.sweep_leaks(10 * SEC);
+    assert_eq!(e.leak_summary().total, 1);
+    assert_eq!(e.leaks(10 * SEC, 10).len(), 1);
+}
+
+#[test]
+fn eviction_keeps_the_table_bounded() {
+    let mut e = Engine::new(EngineConfig {
+        max_sockets: 10,
+        ..EngineConfig::default()
+    });
+    for i in 0..100u64 {
+        let local = format!("10.0.1.1:{}", 1000 + i);
+        let sk = 0xffff_0000_1000_0000 + i * 64;
+        e.apply(&ev(i * MS, sk, Close, SynSent, "10.0.1.1:0", SRV));
+        e.apply(&ev(i * MS, sk, SynSent, Established, &local, SRV));
+        if i % 2 == 0 {
+            e.apply(&ev(i * MS, sk, Established, FinWait1, &local, SRV));
+            e.apply(&ev(i * MS, sk, FinWait1, Close, &local, SRV));
+        }
+        assert!(e.tracked() <= 10);
+        let total: u64 = e.counts().iter().sum();
+        assert_eq!(total as usize, e.tracked(), "gauges follow the table");
+    }
+    assert!(e.stats().evictions > 0);
+}
+
+#[test]
+fn address_reuse_without_close_is_a_correction() {
+    let mut e = engine();
+    established(&mut e);
+    // CLIENT's CLOSE was lost and the kernel reused the address.
+    e.apply(&ev(SEC, CLIENT, Close, SynSent, "10.0.0.2:0", "10.0.0.7:1"));
+    assert_eq!(e.count(SynSent), 1);
+    assert_eq!(e.count(Established), 1);
+    assert_eq!(e.stats().corrections, 1);
+}
+
+#[test]
+fn ipv6_and_namespaces_are_separate_sockets() {
+    let mut e = engine();
+    e.apply(&ev(MS, LISTENER, Close, Listen, "[::1]:80", "[::]:0"));
+    let mut other_ns = ev(MS, LISTENER + 8, Close, Listen, "[::1]:80", "[::]:0");
+    other_ns.netns = NS + 1;
+    e.apply(&other_ns);
+    assert_eq!(e.count(Listen), 2);
+}
+
+#[test]
+fn a_connection_closed_before_the_dump_does_not_take_its_successor() {
+    let mut e = engine();
+    // The dump saw a new connection on the four-tuple of one that closed
+    // just before (its timewait reused): the old close must leave it be.
+    e.seed(vec![seed((CLI, SRV), Established, None)], SEC, 2 * SEC);
+    e.apply(&ev(SEC - 5 * MS, CLIENT, FinWait2, Close, CLI, SRV));
+    assert_eq!(counts(&e), vec![(Established, 1)]);
+    let next = CLIENT + 8;
+    e.apply(&ev(3 * SEC, next, Established, FinWait1, CLI, SRV));
+    assert_eq!(counts(&e), vec![(FinWait1, 1)]);
+    assert_eq!(e.stats().corrections, 0);
+    assert_eq!(e.tracked(), 1);
+}

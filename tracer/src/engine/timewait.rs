@@ -1,0 +1,238 @@
+//! Timewait sockets: predicted from the full socket's last transition,
+//! ended by a new connection on the same four-tuple, reconciled with
+//! sock_diag dumps for everything the tracepoint cannot show (timer expiry,
+//! resets, sockets that never entered TIME_WAIT).
+
+use std::net::SocketAddr;
+
+use tracer_common::TcpState;
+
+use super::{DumpedSocket, Engine, TIME_WAIT_LEN_NS, Tuple, slot};
+use crate::event::Transition;
+
+#[derive(Debug, Clone)]
+pub(super) struct TimeWait {
+    /// TIME_WAIT, or FIN_WAIT2 for an orphaned FIN_WAIT2 (what `ss` shows).
+    substate: TcpState,
+    entered_ns: u64,
+    /// False for timewait sockets found in a dump (their start is estimated).
+    entered_exact: bool,
+    /// When its timer fires, as last predicted or reported; 0 if unknown.
+    expires_ns: u64,
+    /// When we learned of it: the event's time, or the end of the dump.
+    learned_ns: u64,
+    /// A dump has shown it (a prediction may be wrong: a reset closes the
+    /// socket without a timewait).
+    confirmed: bool,
+    /// Generation of the last dump that showed it.
+    seen: u32,
+}
+
+/// What one reconciliation changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimewaitReconcile {
+    /// In the dump, not in the table.
+    pub added: u64,
+    /// In the table, gone from the dump.
+    pub removed: u64,
+    /// In both, with another substate.
+    pub changed: u64,
+}
+
+/// Timewait sockets toward one remote endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationCount {
+    pub netns: u32,
+    pub remote: SocketAddr,
+    pub count: u32,
+}
+
+fn dest_key(t: &Tuple) -> (u32, u8, [u8; 16], u16) {
+    (t.netns, t.family, t.raddr, t.rport)
+}
+
+impl Engine {
+    /// `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE` is how the kernel retires a
+    /// full socket after handing the connection to a timewait socket.
+    pub(super) fn predict_timewait(&mut self, t: &Transition, tuple: Tuple) {
+        if !matches!(
+            t.old,
+            TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing
+        ) || !tuple.is_connection()
+        {
+            return;
+        }
+        let tw = TimeWait {
+            substate: TcpState::TimeWait,
+            entered_ns: t.ts_ns,
+            entered_exact: true,
+            expires_ns: t.ts_ns + TIME_WAIT_LEN_NS,
+            learned_ns: t.ts_ns,
+            confirmed: false,
+            seen: 0,
+        };
+        self.insert_timewait(tuple, tw);
+    }
+
+    pub(super) fn seed_timewait(&mut self, d: &DumpedSocket, _start_ns: u64, end_ns: u64) {
+        let tw = self.dumped_timewait(d, end_ns);
+        self.insert_timewait(d.tuple, tw);
+    }
+
+    fn dumped_timewait(&self, d: &DumpedSocket, end_ns: u64) -> TimeWait {
+        let left = u64::from(d.expires_ms) * 1_000_000;
+        TimeWait {
+            substate: d.state,
+            // A TIME_WAIT timer starts at 60 s; FIN_WAIT2 ones vary.
+            entered_ns: (end_ns + left).saturating_sub(TIME_WAIT_LEN_NS),
+            entered_exact: false,
+            expires_ns: end_ns + left,
+            learned_ns: end_ns,
+            confirmed: true,
+            seen: self.tw_generation,
+        }
+    }
+
+    fn insert_timewait(&mut self, tuple: Tuple, tw: TimeWait) {
+        if self.timewait.contains_key(&tuple) {
+            self.remove_timewait(&tuple);
+        } else if !self.make_room() {
+            return;
+        }
+        self.counts[slot(tw.substate)] += 1;
+        *self.tw_by_dest.entry(dest_key(&tuple)).or_insert(0) += 1;
+        self.timewait.insert(tuple, tw);
+    }
+
+    pub(super) fn remove_timewait(&mut self, tuple: &Tuple) -> Option<TimeWait> {
+        let tw = self.timewait.remove(tuple)?;
+        self.counts[slot(tw.substate)] -= 1;
+        let key = dest_key(tuple);
+        if let Some(n) = self.tw_by_dest.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.tw_by_dest.remove(&key);
+            }
+        }
+        Some(tw)
+    }
+
+    fn observe_timewait_end(&mut self, tw: &TimeWait, end_ns: u64) {
+        if tw.entered_exact {
+            self.durations[slot(tw.substate)].observe_ns(end_ns.saturating_sub(tw.entered_ns));
+        }
+    }
+
+    /// A new connection took this four-tuple: the kernel destroyed the
+    /// timewait socket that held it (only one made before this event).
+    pub(super) fn timewait_reused(&mut self, tuple: &Tuple, ts_ns: u64) {
+        match self.timewait.get(tuple) {
+            Some(tw) if tw.learned_ns < ts_ns => {}
+            _ => return,
+        }
+        if let Some(tw) = self.remove_timewait(tuple) {
+            self.observe_timewait_end(&tw, ts_ns);
+            self.stats.timewait_reused += 1;
+            self.tw_departed.insert(*tuple, ts_ns);
+        }
+    }
+
+    /// Brings the timewait table in line with a dump of every timewait
+    /// socket taken between `start_ns` and `end_ns`. Call it after applying
+    /// every event up to `end_ns`: entries learned during the dump are kept
+    /// if it missed them, and entries that events ended during the dump are
+    /// not brought back.
+    pub fn reconcile_timewait(
+        &mut self,
+        dump: impl IntoIterator<Item = DumpedSocket>,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> TimewaitReconcile {
+        self.tw_generation = self.tw_generation.wrapping_add(1);
+        let generation = self.tw_generation;
+        let mut result = TimewaitReconcile::default();
+        for d in dump {
+            if !d.timewait {
+                continue;
+            }
+            let expires_ns = end_ns + u64::from(d.expires_ms) * 1_000_000;
+            if let Some(tw) = self.timewait.get_mut(&d.tuple) {
+                tw.seen = generation;
+                tw.confirmed = true;
+                tw.expires_ns = expires_ns;
+                if tw.substate != d.state {
+                    let old = tw.substate;
+                    tw.substate = d.state;
+                    self.counts[slot(old)] -= 1;
+                    self.counts[slot(d.state)] += 1;
+                    result.changed += 1;
+                }
+                continue;
+            }
+            if self
+                .tw_departed
+                .get(&d.tuple)
+                .is_some_and(|&at| at > start_ns)
+            {
+                continue; // a new connection ended it after the dump saw it
+            }
+            let tw = self.dumped_timewait(&d, end_ns);
+            self.insert_timewait(d.tuple, tw);
+            result.added += 1;
+        }
+
+        let gone: Vec<Tuple> = self
+            .timewait
+            .iter()
+            .filter(|(_, tw)| tw.seen != generation && tw.learned_ns <= start_ns)
+            .map(|(t, _)| *t)
+            .collect();
+        for tuple in gone {
+            let Some(tw) = self.remove_timewait(&tuple) else {
+                continue;
+            };
+            result.removed += 1;
+            if !tw.confirmed {
+                // Predicted, never seen: the connection closed by reset, or the
+                // kernel could not allocate a timewait socket.
+                continue;
+            }
+            if tw.expires_ns != 0 && tw.expires_ns <= end_ns {
+                self.observe_timewait_end(&tw, tw.expires_ns);
+                self.stats.timewait_expired += 1;
+            } else {
+                self.observe_timewait_end(&tw, end_ns);
+                self.stats.timewait_ended_early += 1;
+            }
+        }
+        self.tw_departed.retain(|_, at| *at > end_ns);
+        self.stats.corrections += result.added + result.changed;
+        result
+    }
+
+    /// Timewait sockets by remote endpoint, most first, at most `limit`.
+    pub fn timewait_by_destination(&self, limit: usize) -> Vec<DestinationCount> {
+        let mut all: Vec<DestinationCount> = self
+            .tw_by_dest
+            .iter()
+            .map(|(&(netns, family, raddr, rport), &count)| {
+                let probe = Tuple {
+                    netns,
+                    lport: 0,
+                    rport,
+                    laddr: [0; 16],
+                    raddr,
+                    family,
+                };
+                DestinationCount {
+                    netns,
+                    remote: probe.remote(),
+                    count,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| b.count.cmp(&a.count).then(a.remote.cmp(&b.remote)));
+        all.truncate(limit);
+        all
+    }
+}
