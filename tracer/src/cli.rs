@@ -1,12 +1,18 @@
 //! Command-line interface: every subcommand and flag, with its parser.
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
 use tracer_common::TcpState;
 
 use crate::{
     btf::VMLINUX_BTF,
+    daemon::{DEFAULT_LISTEN, DaemonOptions},
+    engine::EngineConfig,
     event::Family,
     probe::{self, DEFAULT_STATE_TIME_ENTRIES, ProbeOptions},
     trace::{Filter, OutputFormat, TraceOptions},
@@ -33,6 +39,89 @@ pub struct Cli {
 pub enum Command {
     /// Stream TCP state transitions as they happen.
     Trace(TraceArgs),
+    /// Count sockets per state, time in state and CLOSE_WAIT leaks, and serve
+    /// them as Prometheus metrics and a JSON snapshot over HTTP.
+    Daemon(DaemonArgs),
+}
+
+/// Flags of `tracer daemon`. Each can also be set with the environment
+/// variable named in its help.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Address to serve HTTP on (/metrics, /api/v1/snapshot, /healthz, /readyz).
+    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN, env = "TRACER_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// How often timewait sockets are reconciled with sock_diag, CLOSE_WAIT
+    /// leaks are swept and rates updated (100ms to 1h; e.g. 500ms, 2s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "1s", env = "TRACER_RECONCILE_INTERVAL", value_parser = parse_interval)]
+    pub reconcile_interval: Duration,
+
+    /// A socket in CLOSE_WAIT longer than this counts as leaked (1s to 30d).
+    #[arg(long, value_name = "DURATION", default_value = "60s", env = "TRACER_CLOSE_WAIT_THRESHOLD", value_parser = parse_threshold)]
+    pub close_wait_threshold: Duration,
+
+    /// Most sockets the table holds (full and timewait); beyond it entries
+    /// are evicted and counted (1,000 to 100,000,000).
+    #[arg(long, value_name = "N", default_value_t = 2_000_000, env = "TRACER_MAX_SOCKETS", value_parser = clap::value_parser!(u64).range(1_000..=100_000_000))]
+    pub max_sockets: u64,
+
+    /// Process names in the CLOSE_WAIT leak gauge; the rest share the
+    /// label `[other]` (1 to 1,000).
+    #[arg(long, value_name = "N", default_value_t = 20, env = "TRACER_LEAK_TOP_N", value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub leak_top_n: u64,
+
+    /// Size of the kernel ring buffer: a power of two from 4KiB to 1GiB.
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", env = "TRACER_RING_BUFFER_SIZE", value_parser = parse_ring_buffer_size)]
+    pub ring_buffer_size: u32,
+
+    /// Kernel BTF file to read structure layouts from.
+    #[arg(long, value_name = "PATH", default_value = VMLINUX_BTF, env = "TRACER_BTF")]
+    pub btf: PathBuf,
+}
+
+impl DaemonArgs {
+    pub fn options(&self) -> DaemonOptions {
+        DaemonOptions {
+            listen: self.listen,
+            probe: ProbeOptions {
+                ring_buffer_bytes: self.ring_buffer_size,
+                // The engine times states itself; the kernel map is not needed.
+                state_time: false,
+                state_time_entries: 1,
+                btf_path: self.btf.clone(),
+            },
+            engine: EngineConfig {
+                max_sockets: self.max_sockets as usize,
+                close_wait_threshold_ns: self.close_wait_threshold.as_nanos() as u64,
+                leak_top_n: self.leak_top_n as usize,
+            },
+            interval: self.reconcile_interval,
+        }
+    }
+}
+
+/// Parses `500ms`, `2s`, `1m`, `1h 30m` within `min..=max`.
+fn parse_duration_in(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); use e.g. 500ms, 2s, 1m"))?;
+    if d < min || d > max {
+        return Err(format!(
+            "{} is out of range: use {} to {}",
+            humantime::format_duration(d),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn parse_threshold(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Duration::from_secs(1), Duration::from_secs(30 * 86400))
 }
 
 /// Flags of `tracer trace`. Repeat a filter flag, or separate values with
@@ -211,7 +300,9 @@ mod tests {
             "64KiB",
         ])
         .unwrap();
-        let Command::Trace(t) = cli.command;
+        let Command::Trace(t) = cli.command else {
+            panic!("not trace")
+        };
         let o = t.options();
         assert_eq!(o.format, OutputFormat::Json);
         assert_eq!(o.filter.ports, vec![80, 443, 8080]);
@@ -224,7 +315,9 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let Command::Trace(t) = parse(&["trace"]).unwrap().command;
+        let Command::Trace(t) = parse(&["trace"]).unwrap().command else {
+            panic!("not trace")
+        };
         let o = t.options();
         assert_eq!(o.format, OutputFormat::Table { header: true });
         assert_eq!(o.probe.ring_buffer_bytes, 4 << 20);
@@ -243,11 +336,50 @@ mod tests {
             &["trace", "--netns", "/nonexistent/ns"],
             &["trace", "--state-time-entries", "0"],
             &["trace", "--bogus"],
+            &["daemon", "--listen", "localhost"],
+            &["daemon", "--listen", "127.0.0.1:70000"],
+            &["daemon", "--reconcile-interval", "10ms"],
+            &["daemon", "--reconcile-interval", "2h"],
+            &["daemon", "--reconcile-interval", "soon"],
+            &["daemon", "--close-wait-threshold", "0s"],
+            &["daemon", "--max-sockets", "5"],
+            &["daemon", "--max-sockets", "-1"],
+            &["daemon", "--leak-top-n", "0"],
+            &["daemon", "--ring-buffer-size", "1000"],
             &["frobnicate"],
         ] {
             let err = parse(args).expect_err(&format!("{args:?} accepted"));
             assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn daemon_defaults_and_human_durations() {
+        let Command::Daemon(d) = parse(&["daemon"]).unwrap().command else {
+            panic!("not daemon")
+        };
+        let o = d.options();
+        assert_eq!(o.listen, "127.0.0.1:9840".parse().unwrap());
+        assert_eq!(o.interval, Duration::from_secs(1));
+        assert_eq!(o.engine.close_wait_threshold_ns, 60_000_000_000);
+        assert!(!o.probe.state_time);
+        let Command::Daemon(d) = parse(&[
+            "daemon",
+            "--reconcile-interval",
+            "500ms",
+            "--close-wait-threshold",
+            "1m",
+            "--listen",
+            "[::]:9999",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not daemon")
+        };
+        assert_eq!(d.reconcile_interval, Duration::from_millis(500));
+        assert_eq!(d.close_wait_threshold, Duration::from_secs(60));
+        assert_eq!(d.listen, "[::]:9999".parse().unwrap());
     }
 
     #[test]

@@ -6,20 +6,25 @@
 //!   [`clock`] turns kernel time into wall time.
 //! * State: [`engine`] turns events and sock_diag dumps ([`sockdiag`],
 //!   [`netns`], [`procfs`]) into the socket table.
-//! * Front ends: [`trace`] (`tracer trace`).
+//! * Front ends: [`trace`] (`tracer trace`); [`daemon`] (`tracer daemon`)
+//!   with [`http`], [`metrics`] and [`snapshot`].
 //! * [`cli`] defines every flag; [`shutdown`] handles SIGINT and SIGTERM.
 
 pub mod btf;
 pub mod cli;
 pub mod clock;
+pub mod daemon;
 pub mod engine;
 pub mod event;
+pub mod http;
+pub mod metrics;
 pub mod netns;
 pub mod privileges;
 pub mod probe;
 pub mod procfs;
 pub mod ringbuf;
 pub mod shutdown;
+pub mod snapshot;
 pub mod sockdiag;
 pub mod trace;
 pub mod tracefs;

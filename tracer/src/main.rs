@@ -6,6 +6,7 @@ use std::{io::Write as _, process::ExitCode};
 use clap::Parser as _;
 use tracer::{
     cli::{Cli, Command},
+    daemon,
     shutdown::Shutdown,
     trace,
 };
@@ -24,13 +25,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = match cli.command {
+        // The trace loop is one task; the daemon also serves HTTP while it
+        // applies events, so it gets a second worker.
+        Command::Trace(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Command::Daemon(_) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(async {
         let shutdown = Shutdown::install()?;
         match cli.command {
             Command::Trace(args) => trace::run(args.options(), shutdown).await,
+            Command::Daemon(args) => daemon::run(args.options(), shutdown).await,
         }
     })
 }

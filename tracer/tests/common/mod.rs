@@ -2,6 +2,8 @@
 //! the `tracer` binary as a child process, sockets and network namespaces.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod daemon;
+
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _},

@@ -1,0 +1,271 @@
+//! State shared by the event loop and the HTTP handlers: the engine behind
+//! a mutex (locked once per batch of events, and briefly per request), the
+//! loaded probe for its kernel counters, and a few atomics.
+
+use std::{
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tracer_common::{STATE_SLOTS, TcpState};
+
+use crate::{
+    clock::monotonic_ns,
+    engine::Engine,
+    event::Transition,
+    metrics::GAUGED_STATES,
+    probe::Probe,
+    snapshot::{DestinationEntry, EventCounts, LeakEntry, Snapshot, StateCount, TransitionRate},
+};
+
+/// At most this many leaks and destinations in a snapshot.
+const SNAPSHOT_LEAKS: usize = 1000;
+const SNAPSHOT_DESTINATIONS: usize = 100;
+
+pub struct Shared {
+    engine: Mutex<Engine>,
+    probe: Mutex<Option<Probe>>,
+    started: Instant,
+    interval: Duration,
+    ready: AtomicBool,
+    events: AtomicU64,
+    invalid: AtomicU64,
+    rates: Mutex<Rates>,
+    hostname: String,
+}
+
+/// Per-second rates over the last interval.
+#[derive(Debug, Clone, Default)]
+struct Rates {
+    transitions: Vec<TransitionRate>,
+    events_per_second: f64,
+}
+
+/// Locks a mutex even if a panicking thread poisoned it: the data is
+/// counters and a table that stay usable, and serving them beats dying.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".to_owned();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Shared {
+    pub fn new(engine: Engine, interval: Duration) -> Shared {
+        Shared {
+            engine: Mutex::new(engine),
+            probe: Mutex::new(None),
+            started: Instant::now(),
+            interval,
+            ready: AtomicBool::new(false),
+            events: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            rates: Mutex::new(Rates::default()),
+            hostname: hostname(),
+        }
+    }
+
+    pub fn engine(&self) -> MutexGuard<'_, Engine> {
+        lock(&self.engine)
+    }
+
+    pub fn set_probe(&self, probe: Probe) {
+        *lock(&self.probe) = Some(probe);
+    }
+
+    pub fn take_probe(&self) -> Option<Probe> {
+        lock(&self.probe).take()
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn count_event(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_invalid(&self) {
+        self.invalid.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn events_received(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    pub fn events_invalid(&self) -> u64 {
+        self.invalid.load(Ordering::Relaxed)
+    }
+
+    /// Applies and empties a batch under one lock.
+    pub fn apply_batch(&self, batch: &mut Vec<Transition>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut engine = self.engine();
+        for t in batch.drain(..) {
+            engine.apply(&t);
+        }
+    }
+
+    /// Non-zero kernel transition counters and the kernel's lost events.
+    pub fn kernel_counters(&self) -> (Vec<(TcpState, TcpState, u64)>, u64) {
+        let probe = lock(&self.probe);
+        let Some(probe) = probe.as_ref() else {
+            return (Vec::new(), 0);
+        };
+        let mut transitions = Vec::new();
+        match probe.transition_counts() {
+            Ok(counts) => {
+                for (old, row) in counts.iter().enumerate() {
+                    for (new, &n) in row.iter().enumerate() {
+                        let (Ok(from), Ok(to)) =
+                            (TcpState::try_from(old as u8), TcpState::try_from(new as u8))
+                        else {
+                            continue;
+                        };
+                        if n > 0 {
+                            transitions.push((from, to, n));
+                        }
+                    }
+                }
+            }
+            Err(e) => log::warn!("reading kernel transition counters: {e}"),
+        }
+        let lost = match probe.stats() {
+            Ok(s) => s.lost_events(),
+            Err(e) => {
+                log::warn!("reading kernel statistics: {e}");
+                0
+            }
+        };
+        (transitions, lost)
+    }
+
+    /// The JSON snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = monotonic_ns();
+        let (sockets, leaks, leaked_total, destinations, stats, tracked) = {
+            let e = self.engine();
+            let sockets = GAUGED_STATES
+                .iter()
+                .map(|s| StateCount {
+                    state: s.name().to_owned(),
+                    count: e.count(*s),
+                })
+                .collect::<Vec<_>>();
+            let leaks = e
+                .leaks(now, SNAPSHOT_LEAKS)
+                .into_iter()
+                .map(|l| LeakEntry {
+                    pid: l.pid,
+                    comm: l.comm.map(|c| c.to_string()).unwrap_or_default(),
+                    netns: l.netns,
+                    local: l.local.to_string(),
+                    remote: l.remote.to_string(),
+                    age_seconds: l.age_ns as f64 / 1e9,
+                })
+                .collect::<Vec<_>>();
+            let destinations = e
+                .timewait_by_destination(SNAPSHOT_DESTINATIONS)
+                .into_iter()
+                .map(|d| DestinationEntry {
+                    remote: d.remote.to_string(),
+                    netns: d.netns,
+                    count: d.count,
+                })
+                .collect::<Vec<_>>();
+            (
+                sockets,
+                leaks,
+                e.leak_summary().total,
+                destinations,
+                e.stats(),
+                e.tracked(),
+            )
+        };
+        let rates = lock(&self.rates).clone();
+        let (_, lost) = self.kernel_counters();
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: self.hostname.clone(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            ready: self.is_ready(),
+            interval_seconds: self.interval.as_secs_f64(),
+            sockets,
+            transitions: rates.transitions,
+            events: EventCounts {
+                received: self.events_received(),
+                lost,
+                per_second: rates.events_per_second,
+                corrections: stats.corrections,
+                evictions: stats.evictions,
+                tracked_sockets: tracked as u64,
+            },
+            close_wait_threshold_seconds: self.engine().config().close_wait_threshold_ns as f64
+                / 1e9,
+            close_wait_leaks: leaks,
+            close_wait_leaked_total: leaked_total,
+            time_wait_by_destination: destinations,
+        }
+    }
+}
+
+/// Turns counter samples into per-second rates, once per interval.
+#[derive(Debug, Default)]
+pub struct RateTracker {
+    last: Option<(Instant, u64, Vec<u64>)>,
+}
+
+impl RateTracker {
+    pub fn update(&mut self, shared: &Shared) {
+        let (transitions, _) = shared.kernel_counters();
+        let slots = STATE_SLOTS as usize;
+        let mut totals = vec![0u64; slots * slots];
+        for (from, to, n) in &transitions {
+            totals[usize::from(from.number()) * slots + usize::from(to.number())] = *n;
+        }
+        let now = Instant::now();
+        let events = shared.events_received();
+        if let Some((then, then_events, then_totals)) = &self.last {
+            let secs = now.duration_since(*then).as_secs_f64().max(1e-3);
+            let mut list: Vec<TransitionRate> = transitions
+                .iter()
+                .map(|(from, to, n)| {
+                    let i = usize::from(from.number()) * slots + usize::from(to.number());
+                    TransitionRate {
+                        from: from.name().to_owned(),
+                        to: to.name().to_owned(),
+                        total: *n,
+                        per_second: n.saturating_sub(then_totals[i]) as f64 / secs,
+                    }
+                })
+                .collect();
+            list.sort_by(|a, b| {
+                b.per_second
+                    .total_cmp(&a.per_second)
+                    .then(b.total.cmp(&a.total))
+            });
+            *lock(&shared.rates) = Rates {
+                transitions: list,
+                events_per_second: events.saturating_sub(*then_events) as f64 / secs,
+            };
+        }
+        self.last = Some((now, events, totals));
+    }
+}

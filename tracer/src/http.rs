@@ -1,0 +1,75 @@
+//! The HTTP front end: `/metrics` (Prometheus text format),
+//! `/api/v1/snapshot` (JSON), `/healthz` and `/readyz`. Anything else is
+//! 404; other methods than GET and HEAD on these paths are 405.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{daemon::Shared, metrics::Metrics};
+
+/// Prometheus' text exposition format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+}
+
+pub fn router(shared: Arc<Shared>) -> Result<Router, prometheus::Error> {
+    let metrics = Arc::new(Metrics::new(shared.clone())?);
+    Ok(Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/api/v1/snapshot", get(snapshot_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_handler))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(AppState { shared, metrics }))
+}
+
+/// Serves until `cancel` fires, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(shared).map_err(std::io::Error::other)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
+
+async fn metrics_handler(State(app): State<AppState>) -> Response {
+    match app.metrics.render() {
+        Ok(text) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response(),
+        Err(e) => {
+            log::error!("rendering metrics: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render metrics\n").into_response()
+        }
+    }
+}
+
+async fn snapshot_handler(State(app): State<AppState>) -> Response {
+    Json(app.shared.snapshot()).into_response()
+}
+
+async fn ready_handler(State(app): State<AppState>) -> Response {
+    if app.shared.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: attaching and seeding\n",
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,300 @@
+//! Prometheus metrics: one collector that defines every family and reads
+//! its values at scrape time, from the engine and from the kernel's
+//! per-CPU counters. Nothing is copied on the event path; a scrape costs
+//! the same with ten sockets or a million.
+
+use std::{collections::HashMap, sync::Arc};
+
+use prometheus::{
+    Encoder as _, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::{self, LabelPair, MetricFamily, MetricType},
+};
+use tracer_common::TcpState;
+
+use crate::{
+    daemon::Shared,
+    engine::{EngineStats, Histogram},
+};
+
+/// States with a socket gauge: every state a socket can be counted in
+/// (CLOSE means gone; NEW_SYN_RECV never reaches the tracepoint).
+pub const GAUGED_STATES: [TcpState; 10] = [
+    TcpState::Established,
+    TcpState::SynSent,
+    TcpState::SynRecv,
+    TcpState::FinWait1,
+    TcpState::FinWait2,
+    TcpState::TimeWait,
+    TcpState::CloseWait,
+    TcpState::LastAck,
+    TcpState::Listen,
+    TcpState::Closing,
+];
+
+/// name, help, type, label names.
+const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
+    (
+        "tcpstate_sockets",
+        "TCP sockets per state, all network namespaces (SYN_RECV: accepted sockets not yet established; half-open request sockets are not included).",
+        MetricType::GAUGE,
+        &["state"],
+    ),
+    (
+        "tcpstate_transitions_total",
+        "TCP state transitions since the daemon started, counted in the kernel (exact even when events are lost).",
+        MetricType::COUNTER,
+        &["from", "to"],
+    ),
+    (
+        "tcpstate_state_duration_seconds",
+        "Time sockets spent in a state, observed when they leave it (TIME_WAIT: until the timewait socket is destroyed).",
+        MetricType::HISTOGRAM,
+        &["state"],
+    ),
+    (
+        "tcpstate_close_wait_leaked_sockets",
+        "Sockets in CLOSE_WAIT for longer than the threshold, by owning process name (top N; the rest under [other]).",
+        MetricType::GAUGE,
+        &["comm"],
+    ),
+    (
+        "tcpstate_events_total",
+        "Transition events received from the kernel ring buffer.",
+        MetricType::COUNTER,
+        &[],
+    ),
+    (
+        "tcpstate_events_lost_total",
+        "Transition events the kernel could not deliver (ring buffer full, program not run, read failures).",
+        MetricType::COUNTER,
+        &[],
+    ),
+    (
+        "tcpstate_events_invalid_total",
+        "Events received that could not be decoded.",
+        MetricType::COUNTER,
+        &[],
+    ),
+    (
+        "tcpstate_reconcile_corrections_total",
+        "Socket table entries fixed because an event or a sock_diag dump disagreed with it.",
+        MetricType::COUNTER,
+        &[],
+    ),
+    (
+        "tcpstate_table_evictions_total",
+        "Socket table entries evicted to stay under --max-sockets.",
+        MetricType::COUNTER,
+        &[],
+    ),
+    (
+        "tcpstate_tracked_sockets",
+        "Entries in the daemon's socket table (full and timewait sockets).",
+        MetricType::GAUGE,
+        &[],
+    ),
+    (
+        "tcpstate_timewait_ended_total",
+        "Timewait sockets that ended, by how: expired (timer), reused (a new connection took the four-tuple), early (vanished before the timer).",
+        MetricType::COUNTER,
+        &["reason"],
+    ),
+    (
+        "tcpstate_build_info",
+        "Build information; the value is always 1.",
+        MetricType::GAUGE,
+        &["version"],
+    ),
+];
+
+/// The registry served at /metrics.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(shared: Arc<Shared>) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        registry.register(Box::new(StateCollector::new(shared)?))?;
+        Ok(Metrics { registry })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+struct StateCollector {
+    shared: Arc<Shared>,
+    descs: Vec<Desc>,
+}
+
+impl StateCollector {
+    fn new(shared: Arc<Shared>) -> Result<StateCollector, prometheus::Error> {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, _, labels)| {
+                Desc::new(
+                    (*name).to_owned(),
+                    (*help).to_owned(),
+                    labels.iter().map(|l| (*l).to_owned()).collect(),
+                    HashMap::new(),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(StateCollector { shared, descs })
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name((*k).to_owned());
+            l.set_value((*v).to_owned());
+            l
+        })
+        .collect()
+}
+
+fn gauge(value: f64, pairs: &[(&str, &str)]) -> proto::Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    let mut m = proto::Metric::from_gauge(g);
+    m.set_label(labels(pairs));
+    m
+}
+
+fn counter(value: u64, pairs: &[(&str, &str)]) -> proto::Metric {
+    let mut c = proto::Counter::default();
+    c.set_value(value as f64);
+    let mut m = proto::Metric::default();
+    m.set_counter(c);
+    m.set_label(labels(pairs));
+    m
+}
+
+fn histogram(h: &Histogram, pairs: &[(&str, &str)]) -> proto::Metric {
+    let mut p = proto::Histogram::default();
+    p.set_sample_count(h.count());
+    p.set_sample_sum(h.sum_seconds());
+    p.set_bucket(
+        h.cumulative()
+            .map(|(le, n)| {
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(le);
+                b.set_cumulative_count(n);
+                b
+            })
+            .collect(),
+    );
+    let mut m = proto::Metric::default();
+    m.set_histogram(p);
+    m.set_label(labels(pairs));
+    m
+}
+
+/// What one scrape reads, taken under the locks and released before the
+/// families are built.
+struct Reading {
+    counts: [u64; 13],
+    durations: Vec<Histogram>,
+    leaks: Vec<(String, u64)>,
+    stats: EngineStats,
+    tracked: usize,
+    transitions: Vec<(TcpState, TcpState, u64)>,
+    lost: u64,
+}
+
+impl StateCollector {
+    fn read(&self) -> Reading {
+        let (counts, durations, leaks, stats, tracked) = {
+            let engine = self.shared.engine();
+            (
+                *engine.counts(),
+                engine.durations().to_vec(),
+                engine.leak_summary().by_comm.clone(),
+                engine.stats(),
+                engine.tracked(),
+            )
+        };
+        let (transitions, lost) = self.shared.kernel_counters();
+        Reading {
+            counts,
+            durations,
+            leaks,
+            stats,
+            tracked,
+            transitions,
+            lost,
+        }
+    }
+}
+
+impl Collector for StateCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let r = self.read();
+        let mut values: Vec<Vec<proto::Metric>> = vec![
+            GAUGED_STATES
+                .iter()
+                .map(|s| {
+                    gauge(
+                        r.counts[usize::from(s.number())] as f64,
+                        &[("state", s.name())],
+                    )
+                })
+                .collect(),
+            r.transitions
+                .iter()
+                .map(|(from, to, n)| counter(*n, &[("from", from.name()), ("to", to.name())]))
+                .collect(),
+            GAUGED_STATES
+                .iter()
+                .map(|s| {
+                    histogram(
+                        &r.durations[usize::from(s.number())],
+                        &[("state", s.name())],
+                    )
+                })
+                .collect(),
+            r.leaks
+                .iter()
+                .map(|(comm, n)| gauge(*n as f64, &[("comm", comm)]))
+                .collect(),
+            vec![counter(self.shared.events_received(), &[])],
+            vec![counter(r.lost, &[])],
+            vec![counter(self.shared.events_invalid(), &[])],
+            vec![counter(r.stats.corrections, &[])],
+            vec![counter(r.stats.evictions, &[])],
+            vec![gauge(r.tracked as f64, &[])],
+            vec![
+                counter(r.stats.timewait_expired, &[("reason", "expired")]),
+                counter(r.stats.timewait_reused, &[("reason", "reused")]),
+                counter(r.stats.timewait_ended_early, &[("reason", "early")]),
+            ],
+            vec![gauge(1.0, &[("version", env!("CARGO_PKG_VERSION"))])],
+        ];
+        FAMILIES
+            .iter()
+            .zip(values.iter_mut())
+            .filter(|(_, metrics)| !metrics.is_empty())
+            .map(|((name, help, kind, _), metrics)| {
+                let mut f = MetricFamily::default();
+                f.set_name((*name).to_owned());
+                f.set_help((*help).to_owned());
+                f.set_field_type(*kind);
+                f.set_metric(std::mem::take(metrics));
+                f
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,323 @@
+//! `tracer daemon` as a child process, a keep-alive HTTP client for it (so
+//! scraping does not itself open and close connections that would change
+//! the counts being checked), and `ss` as ground truth across namespaces.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::tracer_bin;
+
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `tracer daemon --listen 127.0.0.1:0 ARGS` and waits until it
+    /// is ready (its /readyz says so).
+    pub fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(tracer_bin())
+            .args(["daemon", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer daemon");
+        let stderr = child.stderr.take().expect("stderr");
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        let (addr_tx, addr_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("serving http://").nth(1)
+                    && let Some(addr) = rest.split('/').next()
+                    && let Ok(addr) = addr.parse::<SocketAddr>()
+                {
+                    let _ = addr_tx.send(addr);
+                }
+                let mut s = sink.lock().expect("lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not start serving; stderr:\n{}",
+                    text.lock().expect("lock")
+                );
+            }
+        };
+        let mut daemon = Daemon {
+            child,
+            addr,
+            stderr: text,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = get(addr, "/readyz")
+                && r.status == 200
+            {
+                return daemon;
+            }
+            if Instant::now() > deadline {
+                let _ = daemon.child.kill();
+                panic!("daemon not ready in 30 s; stderr:\n{}", daemon.stderr());
+            }
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("daemon exited with {status}; stderr:\n{}", daemon.stderr());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    pub fn client(&self) -> Http {
+        Http::connect(self.addr)
+    }
+
+    /// SIGTERM and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        super::wait_timeout(&mut self.child, Duration::from_secs(10))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    request(addr, "GET", path)
+}
+
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Response> {
+    let mut http = Http::try_connect(addr)?;
+    http.send(method, path)
+}
+
+/// A keep-alive HTTP/1.1 connection: one socket for every scrape.
+pub struct Http {
+    stream: BufReader<TcpStream>,
+}
+
+impl Http {
+    pub fn connect(addr: SocketAddr) -> Http {
+        Http::try_connect(addr).expect("connect to daemon")
+    }
+
+    fn try_connect(addr: SocketAddr) -> std::io::Result<Http> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Http {
+            stream: BufReader::new(stream),
+        })
+    }
+
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send("GET", path).expect("HTTP request")
+    }
+
+    fn send(&mut self, method: &str, path: &str) -> std::io::Result<Response> {
+        write!(
+            self.stream.get_mut(),
+            "{method} {path} HTTP/1.1\r\nHost: tracer\r\n\r\n"
+        )?;
+        let mut status_line = String::new();
+        self.stream.read_line(&mut status_line)?;
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; if method == "HEAD" { 0 } else { len }];
+        self.stream.read_exact(&mut body)?;
+        Ok(Response {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// Samples of one metric family: label set (as `k=v,...`) -> value.
+pub fn samples(metrics: &str, name: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in metrics.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, labels) = match series.split_once('{') {
+            Some((m, l)) => (m, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let labels = labels.replace('"', "");
+        if let Ok(v) = value.parse() {
+            out.insert(labels, v);
+        }
+    }
+    out
+}
+
+/// `tcpstate_sockets` as state name -> count.
+pub fn socket_gauges(metrics: &str) -> BTreeMap<String, u64> {
+    samples(metrics, "tcpstate_sockets")
+        .into_iter()
+        .map(|(labels, v)| (labels.trim_start_matches("state=").to_owned(), v as u64))
+        .collect()
+}
+
+/// ss's state names, as tracer names them.
+fn state_name(ss: &str) -> Option<&'static str> {
+    Some(match ss {
+        "ESTAB" => "ESTABLISHED",
+        "SYN-SENT" => "SYN_SENT",
+        "SYN-RECV" => "SYN_RECV",
+        "FIN-WAIT-1" => "FIN_WAIT1",
+        "FIN-WAIT-2" => "FIN_WAIT2",
+        "TIME-WAIT" => "TIME_WAIT",
+        "CLOSE-WAIT" => "CLOSE_WAIT",
+        "LAST-ACK" => "LAST_ACK",
+        "LISTEN" => "LISTEN",
+        "CLOSING" => "CLOSING",
+        _ => return None,
+    })
+}
+
+/// Every network namespace (by a path that opens it), found independently
+/// of tracer: /proc/*/ns/net and /run/netns/*, unique by inode.
+pub fn all_namespaces() -> Vec<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut seen = std::collections::HashSet::new();
+    let mut paths = Vec::new();
+    let mut candidates = vec!["/proc/self/ns/net".to_owned()];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+            {
+                candidates.push(format!("/proc/{}/ns/net", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            candidates.push(e.path().display().to_string());
+        }
+    }
+    for c in candidates {
+        if let Ok(m) = std::fs::metadata(&c)
+            && seen.insert(m.ino())
+        {
+            paths.push(c);
+        }
+    }
+    paths
+}
+
+/// What `ss -tan` counts per state, summed over every network namespace.
+pub fn ss_counts() -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for ns in all_namespaces() {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={ns}"))
+            .args(["ss", "-Htan"])
+            .output();
+        let Ok(out) = out else { continue };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(state) = line.split_whitespace().next().and_then(state_name) {
+                *counts.entry(state.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// The states the daemon must count exactly as ss does (SYN_RECV is
+/// different by design: ss shows half-open request sockets).
+pub const COMPARED: [&str; 9] = [
+    "ESTABLISHED",
+    "SYN_SENT",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "CLOSING",
+    "LISTEN",
+];
+
+/// Waits until, between two scrapes that agree with each other, ss agrees
+/// with them state by state; panics with both sides otherwise.
+pub fn assert_gauges_match_ss(http: &mut Http, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let before = socket_gauges(&http.get("/metrics").body);
+        let truth = ss_counts();
+        let after = socket_gauges(&http.get("/metrics").body);
+        let pick = |m: &BTreeMap<String, u64>| -> Vec<(String, u64)> {
+            COMPARED
+                .iter()
+                .map(|s| ((*s).to_owned(), m.get(*s).copied().unwrap_or(0)))
+                .collect()
+        };
+        let (b, t, a) = (pick(&before), pick(&truth), pick(&after));
+        if b == t && t == a {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("gauges do not match ss -tan:\n  tracer: {a:?}\n  ss:     {t:?}");
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,379 @@
+//! `tracer daemon` against the real kernel: its gauges against `ss -tan`,
+//! CLOSE_WAIT leaks of a separate process, a real TIME_WAIT expiry, a
+//! SIGKILL and restart, the HTTP endpoints and `promtool check metrics`.
+//! Needs root; in CI (CI=true) these tests must run.
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{daemon::*, *};
+use tracer::snapshot::Snapshot;
+
+/// Sockets a test keeps open so their states persist.
+#[derive(Default)]
+struct Held {
+    listeners: Vec<TcpListener>,
+    streams: Vec<TcpStream>,
+}
+
+/// On `ip`: a listener, two established pairs, a server socket in
+/// CLOSE_WAIT whose client closed (an orphaned FIN_WAIT2), a client
+/// half-closed in FIN_WAIT2 with its server in CLOSE_WAIT, and a client
+/// socket in TIME_WAIT.
+fn make_states(ip: &str, held: &mut Held) {
+    let listener = TcpListener::bind((ip, 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let pair = |listener: &TcpListener| {
+        let c = TcpStream::connect(addr).expect("connect");
+        let (s, _) = listener.accept().expect("accept");
+        (c, s)
+    };
+    for _ in 0..2 {
+        let (c, s) = pair(&listener);
+        held.streams.extend([c, s]);
+    }
+    let (c, mut s) = pair(&listener);
+    drop(c);
+    read_to_eof(&mut s);
+    held.streams.push(s);
+
+    let (c, mut s) = pair(&listener);
+    c.shutdown(Shutdown::Write).expect("shutdown");
+    read_to_eof(&mut s);
+    held.streams.extend([c, s]);
+
+    let (c, mut s) = pair(&listener);
+    drop(c);
+    read_to_eof(&mut s);
+    drop(s);
+    held.listeners.push(listener);
+}
+
+#[test]
+fn gauges_match_ss_for_sockets_older_and_newer_than_the_daemon() {
+    if !can_load_ebpf("gauges_match_ss_for_sockets_older_and_newer_than_the_daemon") {
+        return;
+    }
+    let mut held = Held::default();
+    make_states("127.0.0.1", &mut held);
+    make_states("::1", &mut held);
+    let daemon = Daemon::start(&["--reconcile-interval", "200ms"]);
+    let mut http = daemon.client();
+    assert_gauges_match_ss(&mut http, Duration::from_secs(15));
+    make_states("127.0.0.1", &mut held);
+    make_states("::1", &mut held);
+    assert_gauges_match_ss(&mut http, Duration::from_secs(15));
+    // Closing everything brings them down in step.
+    drop(held);
+    assert_gauges_match_ss(&mut http, Duration::from_secs(15));
+    assert!(daemon.stop().success());
+}
+
+/// A server that accepts and never closes, running as its own process
+/// under a name of its own (a symlink to python3, so its comm is that name).
+struct LeakyServer {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const LEAKY: &str = "leaky-server";
+
+impl LeakyServer {
+    fn start() -> LeakyServer {
+        let dir = std::env::temp_dir().join(format!("tracer-leaky-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("python3");
+        let exe = dir.join(LEAKY);
+        std::os::unix::fs::symlink(python, &exe).expect("symlink");
+        let script = "import socket, sys\n\
+            s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(16)\n\
+            print(s.getsockname()[1], flush=True)\n\
+            held = [s.accept()[0] for _ in range(3)]\n\
+            sys.stdin.read()\n";
+        let mut child = Command::new(&exe)
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start leaky server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port");
+        let port: u16 = line.trim().parse().expect("port number");
+        LeakyServer {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _dir: TempDir(dir),
+        }
+    }
+
+    /// Closing stdin makes it exit, which closes its sockets.
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        wait_timeout(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+fn leaked(metrics: &str, comm: &str) -> f64 {
+    samples(metrics, "tcpstate_close_wait_leaked_sockets")
+        .get(&format!("comm={comm}"))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn close_wait_leak_is_reported_under_the_process_name_and_clears() {
+    if !can_load_ebpf("close_wait_leak_is_reported_under_the_process_name_and_clears") {
+        return;
+    }
+    let daemon = Daemon::start(&[
+        "--close-wait-threshold",
+        "2s",
+        "--reconcile-interval",
+        "200ms",
+    ]);
+    let mut http = daemon.client();
+    let server = LeakyServer::start();
+    let pid = server.child.id();
+    for _ in 0..3 {
+        let c = TcpStream::connect(server.addr).expect("connect");
+        drop(c); // the server's socket goes to CLOSE_WAIT and stays there
+    }
+    // Below the threshold: not yet a leak.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(leaked(&http.get("/metrics").body, LEAKY), 0.0);
+    wait_until(
+        "3 leaked sockets under its name",
+        Duration::from_secs(10),
+        || leaked(&http.get("/metrics").body, LEAKY) == 3.0,
+    );
+    // Logged once per socket, with pid, comm and addresses.
+    let log = daemon.stderr();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("close_wait_leak") && l.contains(&format!("comm={LEAKY}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    for line in &lines {
+        assert!(line.contains(&format!("pid={pid}")), "{line}");
+        assert!(line.contains(&format!("local={}", server.addr)), "{line}");
+    }
+    let snapshot: Snapshot =
+        serde_json::from_str(&http.get("/api/v1/snapshot").body).expect("snapshot");
+    let mine: Vec<_> = snapshot
+        .close_wait_leaks
+        .iter()
+        .filter(|l| l.comm == LEAKY)
+        .collect();
+    assert_eq!(mine.len(), 3, "{:?}", snapshot.close_wait_leaks);
+    assert!(
+        mine.iter()
+            .all(|l| l.pid == pid && l.age_seconds >= 2.0 && l.local == server.addr.to_string())
+    );
+    assert!(
+        mine.windows(2)
+            .all(|w| w[0].age_seconds >= w[1].age_seconds),
+        "oldest first"
+    );
+
+    server.stop();
+    wait_until("the leak to clear", Duration::from_secs(10), || {
+        leaked(&http.get("/metrics").body, LEAKY) == 0.0
+    });
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn time_wait_expiry_lands_in_the_duration_histogram() {
+    if !can_load_ebpf("time_wait_expiry_lands_in_the_duration_histogram") {
+        return;
+    }
+    let daemon = Daemon::start(&["--reconcile-interval", "500ms"]);
+    let mut http = daemon.client();
+    let hist = |http: &mut Http| {
+        let m = http.get("/metrics").body;
+        let count = samples(&m, "tcpstate_state_duration_seconds_count")
+            .get("state=TIME_WAIT")
+            .copied()
+            .unwrap_or(0.0);
+        let sum = samples(&m, "tcpstate_state_duration_seconds_sum")
+            .get("state=TIME_WAIT")
+            .copied()
+            .unwrap_or(0.0);
+        (count, sum)
+    };
+    let (count0, sum0) = hist(&mut http);
+    // One TIME_WAIT socket, client side.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let client_addr = client.local_addr().expect("client addr");
+    let (mut server, _) = listener.accept().expect("accept");
+    drop(client);
+    read_to_eof(&mut server);
+    drop(server);
+    let tw_in_snapshot = |http: &mut Http| {
+        let s: Snapshot =
+            serde_json::from_str(&http.get("/api/v1/snapshot").body).expect("snapshot");
+        s.time_wait_by_destination
+            .iter()
+            .any(|d| d.remote == listener.local_addr().expect("addr").to_string())
+    };
+    wait_until(
+        "the TIME_WAIT socket to be counted",
+        Duration::from_secs(5),
+        || tw_in_snapshot(&mut http),
+    );
+    // The kernel destroys it after 60 s; the next reconciliation notices.
+    let start = Instant::now();
+    wait_until(
+        "the TIME_WAIT socket to end",
+        Duration::from_secs(75),
+        || !tw_in_snapshot(&mut http),
+    );
+    let waited = start.elapsed();
+    let ss = Command::new("ss")
+        .args(["-Htan", "src", &client_addr.to_string()])
+        .output()
+        .expect("ss");
+    assert!(
+        String::from_utf8_lossy(&ss.stdout).trim().is_empty(),
+        "ss still shows it"
+    );
+    assert!(
+        waited > Duration::from_secs(50),
+        "ended after only {waited:?}"
+    );
+    let (count, sum) = hist(&mut http);
+    assert!(count > count0, "no TIME_WAIT observation");
+    let observed = (sum - sum0) / (count - count0);
+    assert!(
+        (59.0..=62.0).contains(&observed),
+        "TIME_WAIT lasted {observed} s"
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn exact_again_after_sigkill_and_restart() {
+    if !can_load_ebpf("exact_again_after_sigkill_and_restart") {
+        return;
+    }
+    let mut held = Held::default();
+    make_states("127.0.0.1", &mut held);
+    let mut daemon = Daemon::start(&["--reconcile-interval", "200ms"]);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGKILL) };
+    wait_timeout(&mut daemon.child, Duration::from_secs(5));
+    drop(daemon);
+    // The world moves on while no daemon runs.
+    make_states("::1", &mut held);
+    held.streams.truncate(held.streams.len() / 2);
+    let daemon = Daemon::start(&["--reconcile-interval", "200ms"]);
+    let mut http = daemon.client();
+    assert_gauges_match_ss(&mut http, Duration::from_secs(15));
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn http_endpoints_and_promtool() {
+    if !can_load_ebpf("http_endpoints_and_promtool") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let addr = daemon.addr;
+    let r = get(addr, "/healthz").expect("healthz");
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+    assert_eq!(get(addr, "/readyz").expect("readyz").status, 200);
+    assert_eq!(get(addr, "/nope").expect("404").status, 404);
+    assert_eq!(get(addr, "/metrics/extra").expect("404").status, 404);
+    assert_eq!(request(addr, "POST", "/metrics").expect("405").status, 405);
+    assert_eq!(
+        request(addr, "DELETE", "/api/v1/snapshot")
+            .expect("405")
+            .status,
+        405
+    );
+    let head = request(addr, "HEAD", "/metrics").expect("HEAD");
+    assert_eq!(head.status, 200);
+
+    let metrics = get(addr, "/metrics").expect("metrics");
+    assert_eq!(metrics.status, 200);
+    let content_type = metrics.headers.iter().find(|(k, _)| k == "content-type");
+    assert!(content_type.is_some_and(|(_, v)| v.starts_with("text/plain; version=0.0.4")));
+    for family in [
+        "tcpstate_sockets",
+        "tcpstate_state_duration_seconds",
+        "tcpstate_events_total",
+        "tcpstate_events_lost_total",
+        "tcpstate_build_info",
+        "tcpstate_transitions_total",
+    ] {
+        assert!(
+            metrics.body.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}"
+        );
+    }
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut promtool =
+        promtool.expect("promtool (Debian package prometheus; `cargo xtask test` installs it)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.body.as_bytes())
+        .expect("write metrics");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let snap = get(addr, "/api/v1/snapshot").expect("snapshot");
+    assert_eq!(snap.status, 200);
+    let s: Snapshot = serde_json::from_str(&snap.body).expect("snapshot JSON");
+    assert!(s.ready);
+    assert_eq!(s.sockets.len(), 10);
+    assert!(
+        s.sockets
+            .iter()
+            .any(|c| c.state == "LISTEN" && c.count >= 1)
+    );
+    assert_eq!(s.close_wait_threshold_seconds, 60.0);
+    assert!(daemon.stop().success());
+}
