@@ -2,7 +2,8 @@
 //!
 //! * `setup`: the nightly's rust-src and a bpf-linker built against the
 //!   nightly's own LLVM (needed to build the kernel programs). Idempotent.
-//! * `run`: set-up, a release build, then `tracer` as root.
+//! * `run`: set-up, a release build, then `tracer daemon` (or the given
+//!   arguments) as root.
 //! * `test`: set-up plus the test tools, then format, lint and every test.
 
 mod cmd;
@@ -24,7 +25,7 @@ enum Task {
     /// Install what building the kernel programs needs (skips what is there).
     Setup,
     /// Build in release mode and run tracer as root. Arguments after `--` go
-    /// to tracer (default: `trace`).
+    /// to tracer (default: `daemon`).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -14,7 +14,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     cmd::run(cargo().args(["build", "--release", "--package", "tracer"]))?;
     let binary = cmd::workspace_root().join("target/release/tracer");
     let args: Vec<String> = if args.is_empty() {
-        vec!["trace".to_owned()]
+        vec!["daemon".to_owned()]
     } else {
         args.to_vec()
     };
