@@ -7,7 +7,7 @@
 //! * State: [`engine`] turns events and sock_diag dumps ([`sockdiag`],
 //!   [`netns`], [`procfs`]) into the socket table.
 //! * Front ends: [`trace`] (`tracer trace`); [`daemon`] (`tracer daemon`)
-//!   with [`http`], [`metrics`] and [`snapshot`].
+//!   with [`http`], [`metrics`] and [`snapshot`]; [`top`] (`tracer top`).
 //! * [`cli`] defines every flag; [`shutdown`] handles SIGINT and SIGTERM.
 
 pub mod btf;
@@ -26,5 +26,6 @@ pub mod ringbuf;
 pub mod shutdown;
 pub mod snapshot;
 pub mod sockdiag;
+pub mod top;
 pub mod trace;
 pub mod tracefs;

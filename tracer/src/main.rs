@@ -8,7 +8,7 @@ use tracer::{
     cli::{Cli, Command},
     daemon,
     shutdown::Shutdown,
-    trace,
+    top, trace,
 };
 
 fn main() -> ExitCode {
@@ -25,24 +25,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = match cli.command {
-        // The trace loop is one task; the daemon also serves HTTP while it
-        // applies events, so it gets a second worker.
-        Command::Trace(_) => tokio::runtime::Builder::new_current_thread()
+    match cli.command {
+        // A terminal program: no async runtime and no signal handlers (the
+        // terminal is in raw mode; q and Ctrl-C arrive as keys).
+        Command::Top(args) => top::run(args.options()),
+        // One task: the current thread is enough.
+        Command::Trace(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?,
-        Command::Daemon(_) => tokio::runtime::Builder::new_multi_thread()
+            .build()?
+            .block_on(async { trace::run(args.options(), Shutdown::install()?).await }),
+        // Serves HTTP while it applies events: a second worker.
+        Command::Daemon(args) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
-            .build()?,
-    };
-    runtime.block_on(async {
-        let shutdown = Shutdown::install()?;
-        match cli.command {
-            Command::Trace(args) => trace::run(args.options(), shutdown).await,
-            Command::Daemon(args) => daemon::run(args.options(), shutdown).await,
-        }
-    })
+            .build()?
+            .block_on(async { daemon::run(args.options(), Shutdown::install()?).await }),
+    }
 }
 
 /// Logs go to stderr as `tracer: LEVEL message`; RUST_LOG, when set, wins.

@@ -6,14 +6,14 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    io::Write as _,
+    net::{Shutdown, TcpListener, TcpStream},
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use common::{daemon::*, *};
+use common::{daemon::*, leaky::*, *};
 use tracer::snapshot::Snapshot;
 
 /// Sockets a test keeps open so their states persist.
@@ -74,65 +74,6 @@ fn gauges_match_ss_for_sockets_older_and_newer_than_the_daemon() {
     drop(held);
     assert_gauges_match_ss(&mut http, Duration::from_secs(15));
     assert!(daemon.stop().success());
-}
-
-/// A server that accepts and never closes, running as its own process
-/// under a name of its own (a symlink to python3, so its comm is that name).
-struct LeakyServer {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-const LEAKY: &str = "leaky-server";
-
-impl LeakyServer {
-    fn start() -> LeakyServer {
-        let dir = std::env::temp_dir().join(format!("tracer-leaky-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("python3");
-        let exe = dir.join(LEAKY);
-        std::os::unix::fs::symlink(python, &exe).expect("symlink");
-        let script = "import socket, sys\n\
-            s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(16)\n\
-            print(s.getsockname()[1], flush=True)\n\
-            held = [s.accept()[0] for _ in range(3)]\n\
-            sys.stdin.read()\n";
-        let mut child = Command::new(&exe)
-            .args(["-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start leaky server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("port");
-        let port: u16 = line.trim().parse().expect("port number");
-        LeakyServer {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            _dir: TempDir(dir),
-        }
-    }
-
-    /// Closing stdin makes it exit, which closes its sockets.
-    fn stop(mut self) {
-        drop(self.child.stdin.take());
-        wait_timeout(&mut self.child, Duration::from_secs(10));
-    }
 }
 
 fn leaked(metrics: &str, comm: &str) -> f64 {

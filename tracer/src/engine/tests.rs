@@ -309,7 +309,8 @@ fn dump_corrects_timewait_substate_and_adds_missed_ones() {
     );
     assert_eq!(e.count(FinWait2), 1);
     assert_eq!(e.count(TimeWait), 1);
-    assert_eq!(e.timewait_by_destination(10)[0].count, 2);
+    // Destinations add up to the TIME_WAIT gauge: the FIN_WAIT2 one is out.
+    assert_eq!(e.timewait_by_destination(10)[0].count, 1);
 }
 
 #[test]

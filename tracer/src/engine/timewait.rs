@@ -100,21 +100,33 @@ impl Engine {
             return;
         }
         self.counts[slot(tw.substate)] += 1;
-        *self.tw_by_dest.entry(dest_key(&tuple)).or_insert(0) += 1;
+        if tw.substate == TcpState::TimeWait {
+            self.count_destination(&tuple, true);
+        }
         self.timewait.insert(tuple, tw);
     }
 
     pub(super) fn remove_timewait(&mut self, tuple: &Tuple) -> Option<TimeWait> {
         let tw = self.timewait.remove(tuple)?;
         self.counts[slot(tw.substate)] -= 1;
+        if tw.substate == TcpState::TimeWait {
+            self.count_destination(tuple, false);
+        }
+        Some(tw)
+    }
+
+    /// Keeps the TIME_WAIT-by-destination counts (substate TIME_WAIT only,
+    /// so they add up to the TIME_WAIT gauge).
+    fn count_destination(&mut self, tuple: &Tuple, add: bool) {
         let key = dest_key(tuple);
-        if let Some(n) = self.tw_by_dest.get_mut(&key) {
+        if add {
+            *self.tw_by_dest.entry(key).or_insert(0) += 1;
+        } else if let Some(n) = self.tw_by_dest.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
                 self.tw_by_dest.remove(&key);
             }
         }
-        Some(tw)
     }
 
     fn observe_timewait_end(&mut self, tw: &TimeWait, end_ns: u64) {
@@ -165,6 +177,9 @@ impl Engine {
                     tw.substate = d.state;
                     self.counts[slot(old)] -= 1;
                     self.counts[slot(d.state)] += 1;
+                    if old == TcpState::TimeWait || d.state == TcpState::TimeWait {
+                        self.count_destination(&d.tuple, d.state == TcpState::TimeWait);
+                    }
                     result.changed += 1;
                 }
                 continue;
@@ -210,7 +225,7 @@ impl Engine {
         result
     }
 
-    /// Timewait sockets by remote endpoint, most first, at most `limit`.
+    /// TIME_WAIT sockets by remote endpoint, most first, at most `limit`.
     pub fn timewait_by_destination(&self, limit: usize) -> Vec<DestinationCount> {
         let mut all: Vec<DestinationCount> = self
             .tw_by_dest

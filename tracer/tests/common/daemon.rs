@@ -100,6 +100,14 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A failing test shows what the daemon said, and whether it was alive.
+        if thread::panicking() {
+            let state = match self.child.try_wait() {
+                Ok(Some(status)) => format!("exited with {status}"),
+                _ => "still running".to_owned(),
+            };
+            eprintln!("--- daemon ({state}) stderr:\n{}---", self.stderr());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
