@@ -29,12 +29,7 @@ struct Held {
 /// socket in TIME_WAIT.
 fn make_states(ip: &str, held: &mut Held) {
     let listener = TcpListener::bind((ip, 0)).expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let pair = |listener: &TcpListener| {
-        let c = TcpStream::connect(addr).expect("connect");
-        let (s, _) = listener.accept().expect("accept");
-        (c, s)
-    };
+    let pair = connect_pair;
     for _ in 0..2 {
         let (c, s) = pair(&listener);
         held.streams.extend([c, s]);
@@ -81,14 +76,6 @@ fn leaked(metrics: &str, comm: &str) -> f64 {
         .get(&format!("comm={comm}"))
         .copied()
         .unwrap_or(0.0)
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -175,9 +162,8 @@ fn time_wait_expiry_lands_in_the_duration_histogram() {
     let (count0, sum0) = hist(&mut http);
     // One TIME_WAIT socket, client side.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (client, mut server) = connect_pair(&listener);
     let client_addr = client.local_addr().expect("client addr");
-    let (mut server, _) = listener.accept().expect("accept");
     drop(client);
     read_to_eof(&mut server);
     drop(server);

@@ -69,6 +69,14 @@ impl Tmux {
         (parts.next() == Some("1")).then(|| parts.next()?.parse().ok())?
     }
 
+    /// Waits for the command to exit and returns its status.
+    fn wait_exit(&self) -> Option<i32> {
+        wait_until("the command to exit", Duration::from_secs(5), || {
+            self.exit_status().is_some()
+        });
+        self.exit_status()
+    }
+
     fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -178,12 +186,7 @@ fn top_in_a_terminal_shows_ss_counts_and_the_leaking_process() {
 
     // q quits with status 0 and gives the terminal back.
     tmux.keys("q");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tmux.exit_status().is_none() {
-        assert!(Instant::now() < deadline, "top did not quit");
-        thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(tmux.exit_status(), Some(0));
+    assert_eq!(tmux.wait_exit(), Some(0));
     assert!(
         !tmux.screen().contains("Sockets by state"),
         "alternate screen not left"
@@ -273,10 +276,5 @@ fn unreachable_daemon_is_a_clear_message_not_a_crash() {
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(tmux.exit_status(), None, "top died:\n{}", tmux.screen());
     tmux.keys("q");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tmux.exit_status().is_none() {
-        assert!(Instant::now() < deadline, "top did not quit");
-        thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(tmux.exit_status(), Some(0));
+    assert_eq!(tmux.wait_exit(), Some(0));
 }

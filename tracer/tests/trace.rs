@@ -20,13 +20,9 @@ use tracer::trace::format::JsonTransition;
 /// ESTABLISHED->FIN_WAIT1->(FIN_WAIT2->)CLOSE. Server child: LISTEN->SYN_RECV
 /// ->ESTABLISHED->CLOSE_WAIT->LAST_ACK->CLOSE.
 fn full_lifecycle(ip: &str) {
-    let (listener, port) = bound_listener(ip);
-    let trace = Trace::start(&["--port", &port.to_string()]);
-    listener.listen(16).expect("listen");
-    let listener: TcpListener = listener.into();
-    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (trace, listener, port) = traced_listener(ip, &[]);
+    let (client, mut server) = connect_pair(&listener);
     let client_addr = client.local_addr().expect("client addr");
-    let (mut server, _) = listener.accept().expect("accept");
     drop(client);
     read_to_eof(&mut server);
     drop(server);
@@ -124,12 +120,8 @@ fn server_that_never_closes_stays_in_close_wait() {
     if !can_load_ebpf("server_that_never_closes_stays_in_close_wait") {
         return;
     }
-    let (listener, port) = bound_listener("127.0.0.1");
-    let trace = Trace::start(&["--port", &port.to_string()]);
-    listener.listen(16).expect("listen");
-    let listener: TcpListener = listener.into();
-    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
+    let (trace, listener, port) = traced_listener("127.0.0.1", &[]);
+    let (client, mut server) = connect_pair(&listener);
     drop(client);
     read_to_eof(&mut server); // the FIN is in: the server socket is in CLOSE_WAIT
     let events = trace.wait_for("CLOSE_WAIT", |ev| {
@@ -173,12 +165,8 @@ fn reset_connection_takes_the_reset_path() {
     if !can_load_ebpf("reset_connection_takes_the_reset_path") {
         return;
     }
-    let (listener, port) = bound_listener("127.0.0.1");
-    let trace = Trace::start(&["--port", &port.to_string()]);
-    listener.listen(16).expect("listen");
-    let listener: TcpListener = listener.into();
-    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (mut server, _) = listener.accept().expect("accept");
+    let (trace, listener, _) = traced_listener("127.0.0.1", &[]);
+    let (client, mut server) = connect_pair(&listener);
     // SO_LINGER with a zero timeout: close() sends RST instead of FIN.
     let client = socket2::Socket::from(client);
     client.set_linger(Some(Duration::ZERO)).expect("linger");
@@ -256,10 +244,7 @@ fn pid_and_comm_are_those_of_the_connecting_process() {
     if !can_load_ebpf("pid_and_comm_are_those_of_the_connecting_process") {
         return;
     }
-    let (listener, port) = bound_listener("127.0.0.1");
-    let trace = Trace::start(&["--port", &port.to_string()]);
-    listener.listen(16).expect("listen");
-    let listener: TcpListener = listener.into();
+    let (trace, listener, port) = traced_listener("127.0.0.1", &[]);
     // bash's /dev/tcp: connect() runs in a process whose pid and comm we know.
     let mut child = Command::new("bash")
         .arg("-c")
@@ -430,18 +415,14 @@ fn overflow_is_counted_and_counters_stay_exact() {
     if !can_load_ebpf("overflow_is_counted_and_counters_stay_exact") {
         return;
     }
-    let (listener, port) = bound_listener("127.0.0.1");
     // The smallest ring buffer holds about 39 events.
-    let trace = Trace::start(&["--port", &port.to_string(), "--ring-buffer-size", "4KiB"]);
+    let (trace, listener, _) = traced_listener("127.0.0.1", &["--ring-buffer-size", "4KiB"]);
     // A stopped reader drains nothing: the burst below must overflow.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(trace.pid() as i32, libc::SIGSTOP) };
-    listener.listen(128).expect("listen");
-    let listener: TcpListener = listener.into();
     let connections = 50;
     for _ in 0..connections {
-        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (mut server, _) = listener.accept().expect("accept");
+        let (client, mut server) = connect_pair(&listener);
         drop(client);
         read_to_eof(&mut server);
     }

@@ -8,7 +8,7 @@ pub mod leaky;
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -249,6 +249,35 @@ pub fn bound_listener(ip: &str) -> (Socket, u16) {
         .expect("inet")
         .port();
     (s, port)
+}
+
+/// A listener on an ephemeral port of `ip`, with `tracer trace --json
+/// --port PORT EXTRA...` attached before it starts listening, so the trace
+/// sees its whole life.
+pub fn traced_listener(ip: &str, extra: &[&str]) -> (Trace, TcpListener, u16) {
+    let (socket, port) = bound_listener(ip);
+    let port_arg = port.to_string();
+    let mut args = vec!["--port", port_arg.as_str()];
+    args.extend_from_slice(extra);
+    let trace = Trace::start(&args);
+    socket.listen(128).expect("listen");
+    (trace, socket.into(), port)
+}
+
+/// A connection to `listener`: (client, accepted server side).
+pub fn connect_pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    (client, server)
+}
+
+/// Polls `done` every 100 ms; panics naming `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Reads until the peer's FIN (EOF) arrives.
