@@ -6,11 +6,16 @@ use std::{
     time::Duration,
 };
 
-use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+
+use clap::{
+    Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, parser::ValueSource,
+};
 use tracer_common::TcpState;
 
 use crate::{
     btf::VMLINUX_BTF,
+    config::{self, ConfigError, DEFAULT_CONFIG},
     daemon::{DEFAULT_LISTEN, DaemonOptions},
     engine::EngineConfig,
     event::Family,
@@ -133,9 +138,42 @@ pub struct DaemonArgs {
     /// Kernel BTF file to read structure layouts from.
     #[arg(long, value_name = "PATH", default_value = VMLINUX_BTF, env = "TRACER_BTF")]
     pub btf: PathBuf,
+
+    /// Config file (TOML; keys are these flags' names). Flags and
+    /// environment variables override it. A missing default file is fine.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG, env = "TRACER_CONFIG")]
+    pub config: PathBuf,
+
+    /// Check the configuration (file and flags), print it, and exit.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 impl DaemonArgs {
+    /// The effective settings, in config-file syntax (`--check-config`).
+    pub fn describe(&self, log_level: log::LevelFilter) -> String {
+        format!(
+            "# configuration is valid (config file: {config})\n\
+             listen = \"{listen}\"\n\
+             reconcile-interval = \"{interval}\"\n\
+             close-wait-threshold = \"{threshold}\"\n\
+             max-sockets = {max}\n\
+             leak-top-n = {top}\n\
+             ring-buffer-size = \"{ring}KiB\"\n\
+             btf = \"{btf}\"\n\
+             log-level = \"{level}\"\n",
+            config = self.config.display(),
+            listen = self.listen,
+            interval = humantime::format_duration(self.reconcile_interval),
+            threshold = humantime::format_duration(self.close_wait_threshold),
+            max = self.max_sockets,
+            top = self.leak_top_n,
+            ring = self.ring_buffer_size / 1024,
+            btf = self.btf.display(),
+            level = log_level.as_str().to_lowercase(),
+        )
+    }
+
     pub fn options(&self) -> DaemonOptions {
         DaemonOptions {
             listen: self.listen,
@@ -256,6 +294,66 @@ impl TraceArgs {
     }
 }
 
+/// Why the command line (with its config file) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Parses the command line; for `daemon`, merges in its config file under
+/// the flags and environment variables that were given.
+pub fn parse_args(argv: &[OsString]) -> Result<Cli, CliError> {
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let (Command::Daemon(daemon), Some(("daemon", sub))) = (&cli.command, matches.subcommand())
+    else {
+        return Ok(cli);
+    };
+    let given = |m: &clap::ArgMatches, id: &str| {
+        !matches!(m.value_source(id), None | Some(ValueSource::DefaultValue))
+    };
+    let Some(text) = config::read(&daemon.config, given(sub, "config"))? else {
+        return Ok(cli);
+    };
+    let settings = config::settings(&daemon.config, &text, validate_setting)?;
+    let mut extra: Vec<OsString> = Vec::new();
+    for (key, value) in settings {
+        let id = key.replace('-', "_");
+        let set = if key == "log-level" {
+            given(&matches, &id)
+        } else {
+            given(sub, &id)
+        };
+        if !set {
+            extra.push(format!("--{key}").into());
+            extra.push(value.into());
+        }
+    }
+    let at = argv
+        .iter()
+        .position(|a| a == "daemon")
+        .map_or(argv.len(), |i| i + 1);
+    let mut merged = argv.to_vec();
+    merged.splice(at..at, extra);
+    Ok(Cli::try_parse_from(merged)?)
+}
+
+/// Checks one config value with the flag's own parser.
+fn validate_setting(key: &str, value: &str) -> Result<(), String> {
+    let args = ["tracer", "daemon", &format!("--{key}"), value];
+    Cli::command()
+        .try_get_matches_from(args)
+        .map(drop)
+        .map_err(|e| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            first.trim_start_matches("error: ").to_owned()
+        })
+}
+
 fn parse_state(s: &str) -> Result<TcpState, String> {
     TcpState::from_name(s).ok_or_else(|| {
         let names: Vec<&str> = TcpState::ALL.iter().map(|s| s.name()).collect();
@@ -323,7 +421,6 @@ fn parse_ring_buffer_size(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory as _;
 
     #[test]
     fn cli_is_consistent() {

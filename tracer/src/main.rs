@@ -1,20 +1,28 @@
 //! The `tracer` binary: parse flags, set up logging, run one subcommand.
 //! Exit codes: 0 success, 1 runtime error, 2 usage error (from clap).
 
-use std::{io::Write as _, process::ExitCode};
+use std::{ffi::OsString, io::Write as _, process::ExitCode, sync::Arc};
 
-use clap::Parser as _;
 use tracer::{
-    cli::{Cli, Command},
+    cli::{self, Cli, CliError, Command},
     daemon,
     shutdown::Shutdown,
     top, trace,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = match cli::parse_args(&argv) {
+        Ok(cli) => cli,
+        // Usage errors: clap prints its own message (and --help, --version).
+        Err(CliError::Clap(e)) => e.exit(),
+        Err(e @ CliError::Config(_)) => {
+            eprintln!("tracer: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(cli.log_level);
-    match run(cli) {
+    match run(cli, argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the error and its causes, outermost first.
@@ -24,7 +32,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
     match cli.command {
         // A terminal program: no async runtime and no signal handlers (the
         // terminal is in raw mode; q and Ctrl-C arrive as keys).
@@ -34,12 +42,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(async { trace::run(args.options(), Shutdown::install()?).await }),
+        Command::Daemon(args) if args.check_config => {
+            print!("{}", args.describe(cli.log_level));
+            Ok(())
+        }
         // Serves HTTP while it applies events: a second worker.
-        Command::Daemon(args) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?
-            .block_on(async { daemon::run(args.options(), Shutdown::install()?).await }),
+        Command::Daemon(args) => {
+            let reload: daemon::Reload = Arc::new(move || match cli::parse_args(&argv) {
+                Ok(Cli {
+                    command: Command::Daemon(a),
+                    log_level,
+                }) => Ok((a.options(), log_level)),
+                Ok(_) => Err("the command line changed".to_owned()),
+                Err(e) => Err(e.to_string()),
+            });
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    daemon::run(args.options(), Shutdown::install()?, Some(reload)).await
+                })
+        }
     }
 }
 
