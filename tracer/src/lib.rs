@@ -5,14 +5,16 @@
 //! * Events: [`ringbuf`] reads the ring buffer, [`event`] decodes records,
 //!   [`clock`] turns kernel time into wall time.
 //! * State: [`engine`] turns events and sock_diag dumps ([`sockdiag`],
-//!   [`netns`], [`procfs`]) into the socket table.
+//!   [`netns`], [`procfs`], [`procnet`]) into the socket table.
 //! * Front ends: [`trace`] (`tracer trace`); [`daemon`] (`tracer daemon`)
 //!   with [`http`], [`metrics`] and [`snapshot`]; [`top`] (`tracer top`).
-//! * [`cli`] defines every flag; [`shutdown`] handles SIGINT and SIGTERM.
+//! * [`cli`] defines every flag, [`config`] the daemon's config file;
+//!   [`shutdown`] handles SIGINT and SIGTERM; [`systemd`] talks to systemd.
 
 pub mod btf;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod event;
@@ -22,10 +24,12 @@ pub mod netns;
 pub mod privileges;
 pub mod probe;
 pub mod procfs;
+pub mod procnet;
 pub mod ringbuf;
 pub mod shutdown;
 pub mod snapshot;
 pub mod sockdiag;
+pub mod systemd;
 pub mod top;
 pub mod trace;
 pub mod tracefs;

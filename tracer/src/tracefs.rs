@@ -19,6 +19,11 @@ pub enum TracefsError {
     )]
     Mount(io::Error),
     #[error(
+        "tracefs at {0} is not readable (permission denied): run tracer as root or with \
+         CAP_DAC_READ_SEARCH"
+    )]
+    Unreadable(String),
+    #[error(
         "tracepoint {category}:{name} not found under {root}: the kernel is older than 4.16 \
          or was built without it (CONFIG_INET and CONFIG_TRACEPOINTS are needed)"
     )]
@@ -46,6 +51,15 @@ fn mounted_root() -> Option<PathBuf> {
 pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     if let Some(root) = mounted_root() {
         return Ok(root);
+    }
+    // Mounted but closed to us (tracefs is root-only): mounting again
+    // would only fail with EBUSY, so say what is really wrong.
+    for dir in MOUNT_POINTS {
+        if let Err(e) = std::fs::read_dir(dir)
+            && e.kind() == io::ErrorKind::PermissionDenied
+        {
+            return Err(TracefsError::Unreadable(dir.to_owned()));
+        }
     }
     let target = MOUNT_POINTS[0];
     let c = |s: &str| CString::new(s).map_err(|e| TracefsError::Mount(io::Error::other(e)));

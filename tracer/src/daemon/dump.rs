@@ -10,7 +10,7 @@ use crate::{
     clock::monotonic_ns,
     engine::{DumpedSocket, Tuple},
     event::Comm,
-    netns, procfs,
+    netns, procfs, procnet,
     sockdiag::{self, DiagSocket},
 };
 
@@ -50,7 +50,15 @@ pub fn dump_namespaces(states: u32, owners: bool) -> Dump {
         } else {
             match netns::run_in(&ns, move || sockdiag::dump_all(states)) {
                 Ok(r) => r.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                // Without CAP_SYS_ADMIN (the systemd unit drops it), read the
+                // namespace's table through one of its processes instead.
+                Err(enter) => match pid_in(&ns) {
+                    Some(pid) => procnet::dump(pid, states)
+                        .map_err(|e| format!("{enter}; /proc/{pid}/net/tcp: {e}")),
+                    None => Err(format!(
+                        "{enter}; no process in it to read /proc/PID/net/tcp from"
+                    )),
+                },
             }
         };
         let found = match result {
@@ -76,6 +84,25 @@ pub fn dump_namespaces(states: u32, owners: bool) -> Dump {
     }
     dump.end_ns = monotonic_ns();
     dump
+}
+
+/// A process in namespace `ns`, if any (from its path, or a scan of /proc).
+fn pid_in(ns: &netns::NetNs) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let from_path = ns
+        .path
+        .strip_prefix("/proc")
+        .ok()
+        .and_then(|rest| rest.iter().next())
+        .and_then(|pid| pid.to_str()?.parse().ok());
+    if from_path.is_some() {
+        return from_path;
+    }
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let ino = std::fs::metadata(e.path().join("ns/net")).ok()?.ino();
+        (ino == u64::from(ns.inode)).then_some(pid)
+    })
 }
 
 /// Converts one sock_diag record; None for states the engine does not know.

@@ -17,7 +17,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 use tracer_common::TcpState;
 
@@ -32,6 +36,7 @@ use crate::{
     ringbuf::EventReader,
     shutdown::Shutdown,
     sockdiag,
+    systemd::Notifier,
 };
 
 /// Default address of the HTTP endpoint: loopback only.
@@ -46,8 +51,15 @@ pub struct DaemonOptions {
     pub interval: Duration,
 }
 
+/// Re-reads the configuration (on SIGHUP): new options and log level.
+pub type Reload = Arc<dyn Fn() -> Result<(DaemonOptions, log::LevelFilter), String> + Send + Sync>;
+
 /// Runs the daemon until SIGINT or SIGTERM.
-pub async fn run(options: DaemonOptions, mut shutdown: Shutdown) -> anyhow::Result<()> {
+pub async fn run(
+    options: DaemonOptions,
+    mut shutdown: Shutdown,
+    reload: Option<Reload>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let shared = Arc::new(Shared::new(
         Engine::new(options.engine.clone()),
@@ -63,13 +75,16 @@ pub async fn run(options: DaemonOptions, mut shutdown: Shutdown) -> anyhow::Resu
     let server = tokio::spawn(http::serve(listener, shared.clone(), cancel.clone()));
     log::info!("serving http://{local}/metrics");
 
-    let result = follow(&options, &shared, &mut shutdown, started).await;
+    let notifier = Notifier::from_env();
+    let result = follow(options, &shared, &mut shutdown, started, &notifier, reload).await;
+    notifier.stopping();
     cancel.cancel();
-    match tokio::time::timeout(Duration::from_secs(2), server).await {
+    // Requests in flight get a moment; the whole stop stays under 2 s.
+    match tokio::time::timeout(Duration::from_secs(1), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => log::warn!("http server: {e}"),
         Ok(Err(e)) => log::warn!("http server task: {e}"),
-        Err(_) => log::warn!("http server did not stop within 2 s"),
+        Err(_) => log::info!("closing connections still open after 1 s"),
     }
     if let Some(mut probe) = shared.take_probe() {
         probe.detach()?;
@@ -79,11 +94,14 @@ pub async fn run(options: DaemonOptions, mut shutdown: Shutdown) -> anyhow::Resu
 
 /// Attach, seed, then apply events until a signal.
 async fn follow(
-    options: &DaemonOptions,
+    mut options: DaemonOptions,
     shared: &Arc<Shared>,
     shutdown: &mut Shutdown,
     started: Instant,
+    notifier: &Notifier,
+    reload: Option<Reload>,
 ) -> anyhow::Result<()> {
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut probe = Probe::load(&options.probe)?;
     let mut reader = EventReader::new(probe.take_events()?).context("watching the ring buffer")?;
     shared.set_probe(probe);
@@ -116,15 +134,19 @@ async fn follow(
         }
     }
     shared.set_ready();
-    log::info!(
-        "ready: {} sockets in {} network namespaces seeded, in {} ms",
+    let status = format!(
+        "{} sockets in {} network namespaces seeded, in {} ms",
         seed.sockets.len(),
         seed.namespaces,
         started.elapsed().as_millis()
     );
+    log::info!("ready: {status}");
+    notifier.ready(&status);
 
-    let mut tick = tokio::time::interval(options.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = ticker(options.interval);
+    // Without a watchdog, an hour-long interval that never fires.
+    let mut watchdog = ticker(Notifier::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let watchdog_on = Notifier::watchdog_interval().is_some();
     let mut reconciling: Option<JoinHandle<dump::Dump>> = None;
     let mut rates = shared::RateTracker::default();
     loop {
@@ -136,6 +158,20 @@ async fn follow(
             read = reader.read(|bytes| decode_into(shared, bytes, &mut batch)) => {
                 read.context("reading the ring buffer")?;
                 shared.apply_batch(&mut batch);
+            }
+            _ = watchdog.tick(), if watchdog_on => notifier.watchdog(),
+            _ = hangup.recv() => {
+                let Some(reload) = &reload else { continue };
+                match reload() {
+                    Ok((new, level)) => {
+                        if new.interval != options.interval {
+                            tick = ticker(new.interval);
+                        }
+                        apply_reload(&options, &new, level, shared);
+                        options = new;
+                    }
+                    Err(e) => log::error!("SIGHUP: configuration not reloaded: {e}"),
+                }
             }
             _ = tick.tick() => {
                 if reconciling.is_none() {
@@ -169,6 +205,63 @@ async fn follow(
                 }
             }
         }
+    }
+}
+
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Applies what can change live and says what needs a restart.
+fn apply_reload(
+    old: &DaemonOptions,
+    new: &DaemonOptions,
+    level: log::LevelFilter,
+    shared: &Shared,
+) {
+    let mut changed = Vec::new();
+    let mut restart = Vec::new();
+    if new.interval != old.interval {
+        changed.push("reconcile-interval");
+    }
+    if new.engine.close_wait_threshold_ns != old.engine.close_wait_threshold_ns {
+        changed.push("close-wait-threshold");
+    }
+    if new.engine.max_sockets != old.engine.max_sockets {
+        changed.push("max-sockets");
+    }
+    if new.engine.leak_top_n != old.engine.leak_top_n {
+        changed.push("leak-top-n");
+    }
+    if level != log::max_level() {
+        changed.push("log-level");
+        log::set_max_level(level);
+    }
+    shared.engine().set_config(new.engine.clone());
+    if new.listen != old.listen {
+        restart.push("listen");
+    }
+    if new.probe.ring_buffer_bytes != old.probe.ring_buffer_bytes {
+        restart.push("ring-buffer-size");
+    }
+    if new.probe.btf_path != old.probe.btf_path {
+        restart.push("btf");
+    }
+    log::info!(
+        "SIGHUP: configuration reloaded; changed: {}",
+        if changed.is_empty() {
+            "nothing".to_owned()
+        } else {
+            changed.join(", ")
+        }
+    );
+    if !restart.is_empty() {
+        log::warn!(
+            "SIGHUP: {} changed but only take effect after a restart",
+            restart.join(", ")
+        );
     }
 }
 

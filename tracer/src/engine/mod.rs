@@ -181,6 +181,12 @@ impl Engine {
         &self.cfg
     }
 
+    /// New limits (on SIGHUP). A lower `max_sockets` evicts on the next
+    /// insertion; a new threshold applies from the next leak sweep.
+    pub fn set_config(&mut self, cfg: EngineConfig) {
+        self.cfg = cfg;
+    }
+
     /// Sockets per state (index: kernel state number).
     pub fn counts(&self) -> &[u64; STATE_SLOTS] {
         &self.counts

@@ -24,7 +24,13 @@ impl Daemon {
     /// Starts `tracer daemon --listen 127.0.0.1:0 ARGS` and waits until it
     /// is ready (its /readyz says so).
     pub fn start(args: &[&str]) -> Daemon {
-        let mut child = Command::new(tracer_bin())
+        Daemon::start_with(Command::new(tracer_bin()), args)
+    }
+
+    /// The same with `command` (the tracer binary, or a wrapper such as
+    /// setpriv with the binary as its last argument, and any environment).
+    pub fn start_with(mut command: Command, args: &[&str]) -> Daemon {
+        let mut child = command
             .args(["daemon", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::null())
