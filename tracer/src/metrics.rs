@@ -108,6 +108,11 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ),
 ];
 
+/// Every metric family's name (histograms add `_bucket`, `_sum`, `_count`).
+pub fn family_names() -> impl Iterator<Item = &'static str> {
+    FAMILIES.iter().map(|(name, ..)| *name)
+}
+
 /// The registry served at /metrics.
 pub struct Metrics {
     registry: Registry,
