@@ -4,12 +4,18 @@
 //!   nightly's own LLVM (needed to build the kernel programs). Idempotent.
 //! * `run`: set-up, a release build, then `tracer daemon` (or the given
 //!   arguments) as root.
-//! * `test`: set-up plus the test tools, then format, lint and every test.
+//! * `test`: set-up plus the test tools, then format, lint, every test, and
+//!   checks of `install` and of the Debian package.
+//! * `install`: release build, then binary, unit, config and docs in place.
+//! * `deb`: the Debian package (cargo-deb), checked.
 
 mod cmd;
+mod package;
 mod run;
 mod setup;
 mod test;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -30,13 +36,25 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, check formatting and lints, and run every test (the eBPF tests
-    /// need root; with CI=true they must run). Arguments after `--` go to
-    /// `cargo test`.
+    /// Set up, check formatting and lints, run every test (the eBPF tests
+    /// need root; with CI=true they must run), then check `install` and the
+    /// Debian package. Arguments after `--` go to `cargo test`.
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build in release mode and install the binary, the systemd unit, the
+    /// default config (kept if present) and the docs.
+    Install {
+        /// Stage under this directory instead of the real root (packaging).
+        #[arg(long, default_value = "")]
+        destdir: PathBuf,
+        /// Where the binary and docs go (bin/, share/doc/).
+        #[arg(long, default_value = "/usr")]
+        prefix: PathBuf,
+    },
+    /// Build the Debian package (target/debian/) and check its contents.
+    Deb,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +62,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::toolchain(),
         Task::Run { args } => run::run(&args),
         Task::Test { args } => test::test(&args),
+        Task::Install { destdir, prefix } => package::install(&destdir, &prefix),
+        Task::Deb => package::check_deb(),
     }
 }

@@ -184,3 +184,13 @@ pub fn debian_tools(tools: &[Tool]) -> anyhow::Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
+
+/// Installs missing Python command-line tools from PyPI: (command, package).
+pub fn python_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (command, package) in tools {
+        if which(command).is_none() {
+            cmd::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", package]))?;
+        }
+    }
+    Ok(())
+}
