@@ -2,7 +2,11 @@
 //! `kubernetes-validate`, offline), and consistent with the systemd unit:
 //! the same capabilities, the host's network, the mounts the daemon reads.
 
+mod common;
+
 use std::process::Command;
+
+use common::tool_output;
 
 const MANIFEST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -15,16 +19,11 @@ const UNIT: &str = concat!(
 
 #[test]
 fn manifests_validate_offline() {
-    let out = Command::new("kubernetes-validate")
-        .args(["--strict", MANIFEST])
-        .output()
-        .expect("kubernetes-validate (PyPI; `cargo xtask test` installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (status, text) = tool_output(
+        Command::new("kubernetes-validate").args(["--strict", MANIFEST]),
+        "kubernetes-validate (PyPI; `cargo xtask test` installs it)",
     );
-    assert!(out.status.success(), "{text}");
+    assert!(status.success(), "{text}");
     for kind in [
         "namespace/tracer",
         "serviceaccount/tracer",

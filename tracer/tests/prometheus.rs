@@ -20,16 +20,11 @@ fn deploy(path: &str) -> PathBuf {
 }
 
 fn promtool(args: &[&str]) -> String {
-    let out = Command::new("promtool")
-        .args(args)
-        .output()
-        .expect("promtool (Debian package prometheus; `cargo xtask test` installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (status, text) = tool_output(
+        Command::new("promtool").args(args),
+        "promtool (Debian package prometheus; `cargo xtask test` installs it)",
     );
-    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    assert!(status.success(), "promtool {args:?}:\n{text}");
     text
 }
 

@@ -58,17 +58,12 @@ fn unit_file_verifies_and_is_hardened() {
     let unit = unit_text().replace("/usr/bin/tracer", tracer_bin());
     let path = scratch.0.join("tracer.service");
     std::fs::write(&path, unit).expect("write unit");
-    let out = Command::new("systemd-analyze")
-        .args(["verify", path.to_str().expect("utf-8 path")])
-        .output()
-        .expect("systemd-analyze (Debian package systemd)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (status, text) = tool_output(
+        Command::new("systemd-analyze").args(["verify", path.to_str().expect("utf-8 path")]),
+        "systemd-analyze (Debian package systemd)",
     );
     assert!(
-        out.status.success() && text.trim().is_empty(),
+        status.success() && text.trim().is_empty(),
         "systemd-analyze verify:\n{text}"
     );
 

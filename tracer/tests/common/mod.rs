@@ -350,6 +350,18 @@ impl Drop for NetNs {
     }
 }
 
+/// Runs a tool the tests compare against: its exit status and its stdout
+/// and stderr together. `what` says where the tool comes from when missing.
+pub fn tool_output(cmd: &mut Command, what: &str) -> (std::process::ExitStatus, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
 /// Runs a command that must succeed.
 pub fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
