@@ -56,12 +56,15 @@ fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
                 Ok(_) => Err("the command line changed".to_owned()),
                 Err(e) => Err(e.to_string()),
             });
+            let options = args.options();
+            // Before any other thread: capabilities are per thread.
+            let probe = daemon::load_and_drop_privileges(&options)?;
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?
                 .block_on(async {
-                    daemon::run(args.options(), Shutdown::install()?, Some(reload)).await
+                    daemon::run(options, probe, Shutdown::install()?, Some(reload)).await
                 })
         }
     }

@@ -1,10 +1,14 @@
 //! What the process may do: the capability check that turns the kernel's
 //! bare EPERM into a sentence, and the MEMLOCK limit older kernels need.
 
-/// CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF (linux/capability.h).
-const CAP_SYS_ADMIN: u32 = 21;
+/// Capability numbers (linux/capability.h).
+pub const CAP_SYS_PTRACE: u32 = 19;
+pub const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+/// The highest capability number the kernel may know (CAP_LAST_CAP is
+/// 40 today; unknown numbers are skipped).
+const CAP_MAX: u32 = 63;
 
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -49,6 +53,95 @@ fn check_caps(caps: u64) -> Result<(), MissingCapabilities> {
     Err(MissingCapabilities {
         missing: missing.join(", "),
     })
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Drops every capability but those in `keep` that the process has, from
+/// the effective, permitted, inheritable, ambient and (where allowed)
+/// bounding sets. Capabilities are per thread: call it before any other
+/// thread starts, and threads started later inherit the reduced sets.
+/// Returns the capabilities kept.
+pub fn keep_only(keep: &[u32]) -> std::io::Result<Vec<u32>> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget fills two CapData for version 3; both structs are ours.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    let had = |cap: u32| data[(cap / 32) as usize].permitted & (1 << (cap % 32)) != 0;
+    let kept: Vec<u32> = keep.iter().copied().filter(|c| had(*c)).collect();
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which is
+    // about to go. Failures (no CAP_SETPCAP, unknown numbers) are harmless.
+    for cap in 0..=CAP_MAX {
+        if !kept.contains(&cap) {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    let mut next = [CapData::default(); 2];
+    for &cap in &kept {
+        let d = &mut next[(cap / 32) as usize];
+        d.effective |= 1 << (cap % 32);
+        d.permitted |= 1 << (cap % 32);
+    }
+    // SAFETY: capset reads the header and two CapData we own.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            next.as_ptr(),
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(kept)
+}
+
+/// A capability's name, for logs.
+pub fn cap_name(cap: u32) -> String {
+    match cap {
+        CAP_SYS_PTRACE => "CAP_SYS_PTRACE".to_owned(),
+        CAP_SYS_ADMIN => "CAP_SYS_ADMIN".to_owned(),
+        CAP_PERFMON => "CAP_PERFMON".to_owned(),
+        CAP_BPF => "CAP_BPF".to_owned(),
+        n => format!("capability {n}"),
+    }
 }
 
 /// Lifts RLIMIT_MEMLOCK for kernels that still charge BPF maps to it

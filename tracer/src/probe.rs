@@ -214,6 +214,12 @@ impl Probe {
         program.detach(link).map_err(ProbeError::Program)
     }
 
+    /// The kernel's id of the loaded program (as `bpftool prog show` lists it).
+    pub fn program_id(&self) -> Option<u32> {
+        let program: &TracePoint = self.ebpf.program(PROGRAM)?.try_into().ok()?;
+        program.info().ok().map(|info| info.id())
+    }
+
     /// Sum of all transition counters.
     pub fn transitions_total(&self) -> Result<u64, ProbeError> {
         Ok(self.transition_counts()?.iter().flatten().sum())

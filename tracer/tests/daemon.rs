@@ -217,14 +217,88 @@ fn exact_again_after_sigkill_and_restart() {
     let mut held = Held::default();
     make_states("127.0.0.1", &mut held);
     let mut daemon = Daemon::start(&["--reconcile-interval", "200ms"]);
+    let id = daemon
+        .stderr()
+        .lines()
+        .find_map(|l| {
+            l.split("attached program id ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .expect("the daemon logs its program id");
+    let attached = |id: u32| {
+        let prog = Command::new("bpftool")
+            .args(["prog", "show", "id", &id.to_string()])
+            .output();
+        let links = Command::new("bpftool")
+            .args(["link", "show"])
+            .output()
+            .expect("bpftool (Debian package bpftool)");
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        let id_text = id.to_string();
+        let linked = links.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words.windows(2).any(|w| w[0] == "prog" && w[1] == id_text)
+        });
+        (prog.is_ok_and(|o| o.status.success()), linked)
+    };
+    assert_eq!(
+        attached(id),
+        (true, true),
+        "program {id} not loaded and linked while running"
+    );
     // SAFETY: signalling our own child.
     unsafe { libc::kill(daemon.child.id() as i32, libc::SIGKILL) };
     wait_timeout(&mut daemon.child, Duration::from_secs(5));
     drop(daemon);
+    // Nothing outlives the process: no program, no link.
+    wait_until(
+        "the kernel to free the program",
+        Duration::from_secs(5),
+        || attached(id) == (false, false),
+    );
     // The world moves on while no daemon runs.
     make_states("::1", &mut held);
     held.streams.truncate(held.streams.len() / 2);
     let daemon = Daemon::start(&["--reconcile-interval", "200ms"]);
+    let mut http = daemon.client();
+    assert_gauges_match_ss(&mut http, Duration::from_secs(15));
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn keeps_only_the_capabilities_it_still_needs_in_every_thread() {
+    if !can_load_ebpf("keeps_only_the_capabilities_it_still_needs_in_every_thread") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let pid = daemon.child.id();
+    // CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21): nothing else, anywhere.
+    let wanted = format!("{:016x}", (1u64 << 19) | (1 << 21));
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    let mut threads = 0;
+    for task in tasks.flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).expect("status");
+        for field in ["CapEff:", "CapPrm:", "CapBnd:"] {
+            let value = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .expect("capability line")
+                .trim();
+            assert_eq!(value, wanted, "{field} of thread {:?}", task.file_name());
+        }
+        threads += 1;
+    }
+    assert!(threads >= 3, "only {threads} threads");
+    assert!(
+        daemon
+            .stderr()
+            .contains("keeping: CAP_SYS_PTRACE, CAP_SYS_ADMIN")
+    );
+    // And it still works: events are applied, scrapes answer.
     let mut http = daemon.client();
     assert_gauges_match_ss(&mut http, Duration::from_secs(15));
     assert!(daemon.stop().success());

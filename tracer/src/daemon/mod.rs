@@ -31,7 +31,7 @@ use crate::{
     clock::monotonic_ns,
     engine::{Engine, EngineConfig, Leak},
     event::Transition,
-    http,
+    http, privileges,
     probe::{Probe, ProbeOptions},
     ringbuf::EventReader,
     shutdown::Shutdown,
@@ -55,8 +55,39 @@ pub struct DaemonOptions {
 pub type Reload = Arc<dyn Fn() -> Result<(DaemonOptions, log::LevelFilter), String> + Send + Sync>;
 
 /// Runs the daemon until SIGINT or SIGTERM.
+/// Loads and attaches the kernel side, then gives up every capability the
+/// daemon no longer needs. Call it before the async runtime starts:
+/// capabilities belong to threads, and later threads inherit the rest.
+///
+/// Kept, when present: CAP_SYS_PTRACE (the TIME_WAIT reconciliation reads
+/// other namespaces' /proc/PID/net/tcp; the seed reads /proc/PID/fd) and
+/// CAP_SYS_ADMIN (it enters other namespaces instead, where allowed).
+pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Probe> {
+    let probe = Probe::load(&options.probe)?;
+    if let Some(id) = probe.program_id() {
+        log::info!("attached program id {id} to sock:inet_sock_set_state");
+    }
+    let keep = [privileges::CAP_SYS_PTRACE, privileges::CAP_SYS_ADMIN];
+    match privileges::keep_only(&keep) {
+        Ok(kept) => {
+            let names: Vec<String> = kept.into_iter().map(privileges::cap_name).collect();
+            log::info!(
+                "attached; dropped every other capability, keeping: {}",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+        Err(e) => log::warn!("could not drop capabilities: {e}"),
+    }
+    Ok(probe)
+}
+
 pub async fn run(
     options: DaemonOptions,
+    probe: Probe,
     mut shutdown: Shutdown,
     reload: Option<Reload>,
 ) -> anyhow::Result<()> {
@@ -76,7 +107,16 @@ pub async fn run(
     log::info!("serving http://{local}/metrics");
 
     let notifier = Notifier::from_env();
-    let result = follow(options, &shared, &mut shutdown, started, &notifier, reload).await;
+    let result = follow(
+        options,
+        probe,
+        &shared,
+        &mut shutdown,
+        started,
+        &notifier,
+        reload,
+    )
+    .await;
     notifier.stopping();
     cancel.cancel();
     // Requests in flight get a moment; the whole stop stays under 2 s.
@@ -95,6 +135,7 @@ pub async fn run(
 /// Attach, seed, then apply events until a signal.
 async fn follow(
     mut options: DaemonOptions,
+    mut probe: Probe,
     shared: &Arc<Shared>,
     shutdown: &mut Shutdown,
     started: Instant,
@@ -102,7 +143,6 @@ async fn follow(
     reload: Option<Reload>,
 ) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut probe = Probe::load(&options.probe)?;
     let mut reader = EventReader::new(probe.take_events()?).context("watching the ring buffer")?;
     shared.set_probe(probe);
     let mut batch: Vec<Transition> = Vec::with_capacity(4096);
