@@ -15,6 +15,7 @@ use tracer_common::TcpState;
 use crate::{
     daemon::Shared,
     engine::{EngineStats, Histogram},
+    probe::KernelStats,
 };
 
 /// States with a socket gauge: every state a socket can be counted in
@@ -213,7 +214,7 @@ struct Reading {
     stats: EngineStats,
     tracked: usize,
     transitions: Vec<(TcpState, TcpState, u64)>,
-    lost: u64,
+    kernel: KernelStats,
 }
 
 impl StateCollector {
@@ -228,7 +229,7 @@ impl StateCollector {
                 engine.tracked(),
             )
         };
-        let (transitions, lost) = self.shared.kernel_counters();
+        let (transitions, kernel) = self.shared.kernel_counters();
         Reading {
             counts,
             durations,
@@ -236,7 +237,7 @@ impl StateCollector {
             stats,
             tracked,
             transitions,
-            lost,
+            kernel,
         }
     }
 }
@@ -276,7 +277,14 @@ impl Collector for StateCollector {
                 .map(|(comm, n)| gauge(*n as f64, &[("comm", comm)]))
                 .collect(),
             vec![counter(self.shared.events_received(), &[])],
-            vec![counter(r.lost, &[])],
+            vec![
+                counter(r.kernel.ringbuf_full, &[("reason", "ring_buffer_full")]),
+                counter(r.kernel.recursion_misses, &[("reason", "not_run")]),
+                counter(
+                    r.kernel.record_read_failed + r.kernel.bad_config,
+                    &[("reason", "read_failed")],
+                ),
+            ],
             vec![counter(self.shared.events_invalid(), &[])],
             vec![counter(r.stats.corrections, &[])],
             vec![counter(r.stats.evictions, &[])],

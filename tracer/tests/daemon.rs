@@ -269,6 +269,76 @@ fn exact_again_after_sigkill_and_restart() {
     assert!(daemon.stop().success());
 }
 
+/// One number from the metrics: the sum over a family's series whose
+/// labels contain `filter`.
+fn metric_sum(metrics: &str, name: &str, filter: &str) -> f64 {
+    samples(metrics, name)
+        .iter()
+        .filter(|(labels, _)| labels.contains(filter))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted_and_the_gauges_heal() {
+    if !can_load_ebpf("ring_buffer_overflow_is_counted_and_the_gauges_heal") {
+        return;
+    }
+    // The smallest ring buffer holds about 39 events.
+    let daemon = Daemon::start(&[
+        "--ring-buffer-size",
+        "4KiB",
+        "--reconcile-interval",
+        "200ms",
+    ]);
+    let mut http = daemon.client();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut kept = Vec::new();
+    // A stopped daemon drains nothing: this burst must overflow.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGSTOP) };
+    for i in 0..60 {
+        let (client, mut server) = connect_pair(&listener);
+        if i % 2 == 0 {
+            kept.push((client, server)); // established, never seen by events
+        } else {
+            drop(client);
+            read_to_eof(&mut server); // TIME_WAIT on the client side
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGCONT) };
+    let m = http.get("/metrics").body;
+    assert!(
+        metric_sum(&m, "tcpstate_events_lost_total", "ring_buffer_full") > 0.0,
+        "no loss counted"
+    );
+    // Transition counters stay exact: the kernel counted every transition,
+    // delivered or lost (read when nothing is in flight).
+    wait_until(
+        "transitions = received + lost",
+        Duration::from_secs(15),
+        || {
+            let m = http.get("/metrics").body;
+            let counted = metric_sum(&m, "tcpstate_transitions_total", "");
+            let received = metric_sum(&m, "tcpstate_events_total", "");
+            let lost = metric_sum(&m, "tcpstate_events_lost_total", "ring_buffer_full");
+            counted == received + lost
+        },
+    );
+    // The gauges heal: the loss triggers a full reconciliation.
+    assert_gauges_match_ss(&mut http, Duration::from_secs(15));
+    let m = http.get("/metrics").body;
+    assert!(metric_sum(&m, "tcpstate_reconcile_corrections_total", "") > 0.0);
+    assert!(
+        daemon.stderr().contains("full reconciliation fixed"),
+        "{}",
+        daemon.stderr()
+    );
+    drop(kept);
+    assert!(daemon.stop().success());
+}
+
 #[test]
 fn keeps_only_the_capabilities_it_still_needs_in_every_thread() {
     if !can_load_ebpf("keeps_only_the_capabilities_it_still_needs_in_every_thread") {

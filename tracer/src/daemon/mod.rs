@@ -29,7 +29,7 @@ pub use shared::Shared;
 
 use crate::{
     clock::monotonic_ns,
-    engine::{Engine, EngineConfig, Leak},
+    engine::{Engine, EngineConfig, FullReconcile, Leak},
     event::Transition,
     http, privileges,
     probe::{Probe, ProbeOptions},
@@ -38,6 +38,9 @@ use crate::{
     sockdiag,
     systemd::Notifier,
 };
+
+/// A full reconciliation at least this often, lost events or not.
+const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
 /// Default address of the HTTP endpoint: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9840";
@@ -189,6 +192,11 @@ async fn follow(
     let watchdog_on = Notifier::watchdog_interval().is_some();
     let mut reconciling: Option<JoinHandle<dump::Dump>> = None;
     let mut rates = shared::RateTracker::default();
+    // A full dump (every state) replaces the timewait one after lost events,
+    // and now and then regardless.
+    let mut full = false;
+    let mut lost_at_last_full = 0;
+    let mut last_full = Instant::now();
     loop {
         tokio::select! {
             signal = shutdown.wait() => {
@@ -215,10 +223,20 @@ async fn follow(
             }
             _ = tick.tick() => {
                 if reconciling.is_none() {
-                    // sock_diag filters timewait sockets by their substate:
-                    // orphaned FIN_WAIT2 ones only come with the FIN_WAIT2 bit.
-                    let mask = sockdiag::state_mask(&[TcpState::TimeWait, TcpState::FinWait2]);
-                    reconciling = Some(tokio::task::spawn_blocking(move || dump::dump_namespaces(mask, false)));
+                    let lost = shared.kernel_counters().1.lost_events();
+                    full = lost > lost_at_last_full || last_full.elapsed() >= FULL_RECONCILE_EVERY;
+                    let mask = if full {
+                        sockdiag::ALL_STATES
+                    } else {
+                        // sock_diag filters timewait sockets by their substate:
+                        // orphaned FIN_WAIT2 ones only come with the FIN_WAIT2 bit.
+                        sockdiag::state_mask(&[TcpState::TimeWait, TcpState::FinWait2])
+                    };
+                    if full {
+                        lost_at_last_full = lost;
+                        last_full = Instant::now();
+                    }
+                    reconciling = Some(tokio::task::spawn_blocking(move || dump::dump_namespaces(mask, full)));
                 }
                 let now = monotonic_ns();
                 for leak in shared.engine().sweep_leaks(now) {
@@ -234,9 +252,15 @@ async fn follow(
                 // Every event up to the end of the dump first.
                 reader.drain_now(|bytes| decode_into(shared, bytes, &mut batch));
                 shared.apply_batch(&mut batch);
-                let result = shared
-                    .engine()
-                    .reconcile_timewait(dump.sockets.iter().copied(), dump.start_ns, dump.end_ns);
+                let mut engine = shared.engine();
+                if full {
+                    let result = engine.reconcile_full(&dump.sockets, dump.start_ns, dump.end_ns);
+                    if result != FullReconcile::default() {
+                        log::info!("full reconciliation fixed {result:?}");
+                    }
+                }
+                let result = engine.reconcile_timewait(dump.sockets.iter().copied(), dump.start_ns, dump.end_ns);
+                drop(engine);
                 if result.added + result.changed > 0 {
                     log::debug!("timewait reconciliation: {result:?}");
                 }

@@ -17,7 +17,7 @@ use crate::{
     engine::Engine,
     event::Transition,
     metrics::GAUGED_STATES,
-    probe::Probe,
+    probe::{KernelStats, Probe},
     snapshot::{DestinationEntry, EventCounts, LeakEntry, Snapshot, StateCount, TransitionRate},
 };
 
@@ -123,11 +123,11 @@ impl Shared {
         }
     }
 
-    /// Non-zero kernel transition counters and the kernel's lost events.
-    pub fn kernel_counters(&self) -> (Vec<(TcpState, TcpState, u64)>, u64) {
+    /// Non-zero kernel transition counters and the program's own counters.
+    pub fn kernel_counters(&self) -> (Vec<(TcpState, TcpState, u64)>, KernelStats) {
         let probe = lock(&self.probe);
         let Some(probe) = probe.as_ref() else {
-            return (Vec::new(), 0);
+            return (Vec::new(), KernelStats::default());
         };
         let mut transitions = Vec::new();
         match probe.transition_counts() {
@@ -147,14 +147,11 @@ impl Shared {
             }
             Err(e) => log::warn!("reading kernel transition counters: {e}"),
         }
-        let lost = match probe.stats() {
-            Ok(s) => s.lost_events(),
-            Err(e) => {
-                log::warn!("reading kernel statistics: {e}");
-                0
-            }
-        };
-        (transitions, lost)
+        let stats = probe.stats().unwrap_or_else(|e| {
+            log::warn!("reading kernel statistics: {e}");
+            KernelStats::default()
+        });
+        (transitions, stats)
     }
 
     /// The JSON snapshot.
@@ -200,7 +197,7 @@ impl Shared {
             )
         };
         let rates = lock(&self.rates).clone();
-        let (_, lost) = self.kernel_counters();
+        let lost = self.kernel_counters().1.lost_events();
         Snapshot {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             hostname: self.hostname.clone(),

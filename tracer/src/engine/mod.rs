@@ -14,6 +14,7 @@
 
 mod histogram;
 mod leaks;
+mod reconcile;
 mod timewait;
 mod tuple;
 
@@ -21,6 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 
 pub use histogram::{BUCKETS, Histogram};
 pub use leaks::{Leak, LeakSummary};
+pub use reconcile::FullReconcile;
 use timewait::TimeWait;
 pub use timewait::{DestinationCount, TimewaitReconcile};
 use tracer_common::TcpState;

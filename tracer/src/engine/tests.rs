@@ -561,3 +561,93 @@ fn a_connection_closed_before_the_dump_does_not_take_its_successor() {
     assert_eq!(e.stats().corrections, 0);
     assert_eq!(e.tracked(), 1);
 }
+
+#[test]
+fn full_reconcile_heals_what_lost_events_broke() {
+    let mut e = engine();
+    established(&mut e); // listener, client and child, all at 3 ms
+    // Lost: the child's ESTABLISHED -> CLOSE_WAIT, the client's whole close,
+    // and a second connection that opened while events were dropped.
+    let dump = vec![
+        seed((SRV, ANY), Listen, None),
+        seed((SRV, CLI), CloseWait, None),
+        seed((SRV, "10.0.0.3:1"), Established, None),
+        seed(("10.0.0.3:1", SRV), Established, None),
+        // Half-open request sockets are never counted.
+        seed((SRV, "10.0.0.4:1"), SynRecv, None),
+    ];
+    let r = e.reconcile_full(&dump, SEC, SEC + MS);
+    assert_eq!(
+        r,
+        FullReconcile {
+            added: 2,
+            removed: 1,
+            changed: 1
+        }
+    );
+    assert_eq!(
+        counts(&e),
+        vec![(Established, 2), (CloseWait, 1), (Listen, 1)]
+    );
+    assert_eq!(e.stats().corrections, 4);
+    // The healed sockets follow their next events.
+    e.apply(&ev(2 * SEC, CHILD, CloseWait, LastAck, SRV, CLI));
+    e.apply(&ev(
+        2 * SEC,
+        0xffff_0000_0000_9000,
+        Established,
+        FinWait1,
+        "10.0.0.3:1",
+        SRV,
+    ));
+    assert_eq!(
+        counts(&e),
+        vec![(Established, 1), (FinWait1, 1), (LastAck, 1), (Listen, 1)]
+    );
+    // Nothing to fix the second time.
+    let again = e.reconcile_full(
+        &[
+            seed((SRV, ANY), Listen, None),
+            seed((SRV, "10.0.0.3:1"), Established, None),
+            seed(("10.0.0.3:1", SRV), FinWait1, None),
+            seed((SRV, CLI), LastAck, None),
+        ],
+        3 * SEC,
+        3 * SEC + MS,
+    );
+    assert_eq!(again, FullReconcile::default());
+}
+
+#[test]
+fn full_reconcile_leaves_sockets_that_moved_during_the_dump() {
+    let mut e = engine();
+    established(&mut e);
+    // The dump (1 s .. 1.01 s) saw the client established; an event during
+    // it moved the client on. The event wins; nothing is "missing".
+    e.apply(&ev(SEC + 5 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    let dump = vec![
+        seed((SRV, ANY), Listen, None),
+        seed((SRV, CLI), Established, None),
+        seed((CLI, SRV), Established, None),
+    ];
+    let r = e.reconcile_full(&dump, SEC, SEC + 10 * MS);
+    assert_eq!(r, FullReconcile::default());
+    assert_eq!(
+        counts(&e),
+        vec![(Established, 1), (FinWait1, 1), (Listen, 1)]
+    );
+}
+
+#[test]
+fn full_reconcile_counts_shared_listeners() {
+    let mut e = engine();
+    e.apply(&ev(MS, LISTENER, Close, Listen, SRV, ANY));
+    // The kernel has two listeners on the port (SO_REUSEPORT); we saw one.
+    let dump = vec![
+        seed((SRV, ANY), Listen, None),
+        seed((SRV, ANY), Listen, None),
+    ];
+    let r = e.reconcile_full(&dump, SEC, SEC + MS);
+    assert_eq!(r.added, 1);
+    assert_eq!(e.count(Listen), 2);
+}

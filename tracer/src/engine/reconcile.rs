@@ -1,0 +1,112 @@
+//! Full reconciliation: the whole table against a sock_diag dump of every
+//! state. Events keep the table exact; this heals what lost events broke
+//! (a socket whose every event was dropped, a close never seen).
+
+use std::collections::{HashMap, HashSet};
+
+use tracer_common::TcpState;
+
+use super::{DumpedSocket, Engine, Tuple, slot};
+
+/// What one full reconciliation changed in the full-socket table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FullReconcile {
+    /// In the dump, not in the table.
+    pub added: u64,
+    /// In the table, gone from the dump.
+    pub removed: u64,
+    /// In both, in another state.
+    pub changed: u64,
+}
+
+impl Engine {
+    /// Brings full sockets in line with a dump of every state taken between
+    /// `start_ns` and `end_ns` (apply every event up to `end_ns` first).
+    /// Sockets that events moved during the dump are left to the events;
+    /// timewait sockets in the dump go to [`Engine::reconcile_timewait`].
+    pub fn reconcile_full(
+        &mut self,
+        dump: &[DumpedSocket],
+        start_ns: u64,
+        end_ns: u64,
+    ) -> FullReconcile {
+        let mut result = FullReconcile::default();
+        // What the kernel has, by four-tuple (listeners may share one).
+        let mut kernel: HashMap<Tuple, Vec<TcpState>> = HashMap::new();
+        for d in dump {
+            // Request sockets never reach the tracepoint; closed ones are gone.
+            if d.timewait || matches!(d.state, TcpState::SynRecv | TcpState::Close) {
+                continue;
+            }
+            kernel.entry(d.tuple).or_default().push(d.state);
+        }
+        let mut moved: HashSet<Tuple> = HashSet::new();
+        let mut gone = Vec::new();
+        for (&id, sock) in &self.socks {
+            if sock.since_ns > start_ns {
+                moved.insert(sock.tuple);
+                continue;
+            }
+            // A connect() whose port we have not seen yet cannot be matched.
+            if sock.tuple.lport == 0 {
+                continue;
+            }
+            match kernel.get_mut(&sock.tuple).and_then(|states| {
+                let i = states.iter().position(|s| *s == sock.state).unwrap_or(0);
+                (!states.is_empty()).then(|| states.swap_remove(i))
+            }) {
+                Some(state) if state == sock.state => {}
+                Some(state) => gone.push((id, Some(state))),
+                None => gone.push((id, None)),
+            }
+        }
+        for (id, state) in gone {
+            let Some(mut sock) = self.take_sock(id) else {
+                continue;
+            };
+            match state {
+                Some(state) => {
+                    self.counts[slot(sock.state)] -= 1;
+                    self.counts[slot(state)] += 1;
+                    sock.state = state;
+                    sock.since_ns = end_ns;
+                    sock.since_exact = false;
+                    sock.leak_logged = false;
+                    self.insert_sock(id, sock);
+                    result.changed += 1;
+                }
+                None => {
+                    if self.seeds.get(&sock.tuple) == Some(&id) {
+                        self.seeds.remove(&sock.tuple);
+                    }
+                    self.drop_sock(sock);
+                    result.removed += 1;
+                }
+            }
+        }
+        let missing: Vec<DumpedSocket> = dump
+            .iter()
+            .filter(|d| {
+                !d.timewait
+                    && !moved.contains(&d.tuple)
+                    && kernel.get_mut(&d.tuple).is_some_and(|states| {
+                        match states.iter().position(|s| *s == d.state) {
+                            Some(i) => {
+                                states.swap_remove(i);
+                                true
+                            }
+                            None => false,
+                        }
+                    })
+            })
+            .copied()
+            .collect();
+        result.added = missing.len() as u64;
+        // Seeding places them like sockets found at start-up.
+        let seed_end = self.seed_end_ns;
+        self.seed(missing, start_ns, end_ns);
+        self.seed_end_ns = seed_end.max(end_ns);
+        self.stats.corrections += result.added + result.removed + result.changed;
+        result
+    }
+}
