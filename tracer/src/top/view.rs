@@ -400,6 +400,30 @@ mod tests {
     }
 
     #[test]
+    fn no_color_means_no_color() {
+        let colors = |color: bool| {
+            let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+            terminal
+                .draw(|f| render(f, &model(), Theme { color }))
+                .expect("draw");
+            let buffer = terminal.backend().buffer().clone();
+            buffer
+                .content()
+                .iter()
+                .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+                .count()
+        };
+        assert!(colors(true) > 0, "the colour theme paints something");
+        assert_eq!(colors(false), 0, "NO_COLOR must paint nothing");
+        // SAFETY: tests in this module do not read NO_COLOR concurrently.
+        unsafe { std::env::set_var("NO_COLOR", "1") };
+        assert!(!Theme::from_env().color);
+        unsafe { std::env::set_var("NO_COLOR", "") };
+        assert!(Theme::from_env().color, "an empty NO_COLOR does not count");
+        unsafe { std::env::remove_var("NO_COLOR") };
+    }
+
+    #[test]
     fn tiny_terminal_does_not_panic() {
         let mut m = model();
         m.help = true;
