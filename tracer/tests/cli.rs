@@ -165,3 +165,247 @@ fn sigint_stops_cleanly_with_a_summary() {
     // The table header was printed before any event.
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("TIME "));
 }
+
+/// Every kind of bad input, for every subcommand: out of range, wrong type,
+/// unknown key, missing file, unreadable file. Each is one clear message and
+/// exit code 2 (usage) or 1 (runtime), never a panic.
+#[test]
+fn bad_input_table() {
+    let dir = std::env::temp_dir().join(format!("tracer-bad-input-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let unknown_key = file("unknown.toml", "max-socket = 10\n");
+    let wrong_type = file("type.toml", "leak-top-n = 1.5\n");
+    let out_of_range = file("range.toml", "\nreconcile-interval = \"1ms\"\n");
+    let bad_toml = file("syntax.toml", "listen = [\n");
+    let a_directory = dir.display().to_string();
+    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, i32, &str)> = vec![
+        (vec![], vec![], 2, "Usage"),
+        (
+            vec!["--log-level", "loud"],
+            vec![],
+            2,
+            "invalid value 'loud'",
+        ),
+        (vec!["frobnicate"], vec![], 2, "unrecognized subcommand"),
+        (
+            vec!["trace", "--port", "70000"],
+            vec![],
+            2,
+            "70000 is not in 0..=65535",
+        ),
+        (vec!["trace", "--port", "http"], vec![], 2, "invalid digit"),
+        (
+            vec!["trace", "--state", "OPEN"],
+            vec![],
+            2,
+            "unknown TCP state `OPEN`",
+        ),
+        (vec!["trace", "--family", "5"], vec![], 2, "use 4 or 6"),
+        (
+            vec!["trace", "--pid", "-1"],
+            vec![],
+            2,
+            "unexpected argument",
+        ),
+        (
+            vec!["trace", "--netns", "/nonexistent/ns"],
+            vec![],
+            2,
+            "neither a namespace inode number nor a readable path",
+        ),
+        (
+            vec!["trace", "--ring-buffer-size", "3MiB"],
+            vec![],
+            2,
+            "power of two",
+        ),
+        (
+            vec!["trace", "--ring-buffer-size", "2GiB"],
+            vec![],
+            2,
+            "power of two",
+        ),
+        (
+            vec!["trace", "--ring-buffer-size", "big"],
+            vec![],
+            2,
+            "is not a size",
+        ),
+        (
+            vec!["trace", "--state-time-entries", "0"],
+            vec![],
+            2,
+            "not in 1..=16777216",
+        ),
+        (
+            vec!["trace", "--bogus"],
+            vec![],
+            2,
+            "unexpected argument '--bogus'",
+        ),
+        (
+            vec!["trace"],
+            vec![("TRACER_RING_BUFFER_SIZE", "5")],
+            2,
+            "power of two",
+        ),
+        (
+            vec!["daemon", "--listen", "localhost"],
+            vec![],
+            2,
+            "invalid socket address",
+        ),
+        (
+            vec!["daemon", "--listen", "127.0.0.1:99999"],
+            vec![],
+            2,
+            "invalid socket address",
+        ),
+        (
+            vec!["daemon", "--reconcile-interval", "10ms"],
+            vec![],
+            2,
+            "out of range: use 100ms to 1h",
+        ),
+        (
+            vec!["daemon", "--reconcile-interval", "soon"],
+            vec![],
+            2,
+            "is not a duration",
+        ),
+        (
+            vec!["daemon", "--close-wait-threshold", "0s"],
+            vec![],
+            2,
+            "out of range: use 1s to 30days",
+        ),
+        (
+            vec!["daemon", "--close-wait-threshold", "31d"],
+            vec![],
+            2,
+            "out of range",
+        ),
+        (
+            vec!["daemon", "--max-sockets", "5"],
+            vec![],
+            2,
+            "5 is not in 1000..=100000000",
+        ),
+        (
+            vec!["daemon", "--max-sockets", "lots"],
+            vec![],
+            2,
+            "invalid digit",
+        ),
+        (
+            vec!["daemon", "--leak-top-n", "0"],
+            vec![],
+            2,
+            "0 is not in 1..=1000",
+        ),
+        (
+            vec!["daemon", "--leak-top-n", "1001"],
+            vec![],
+            2,
+            "1001 is not in 1..=1000",
+        ),
+        (
+            vec!["daemon"],
+            vec![("TRACER_MAX_SOCKETS", "many")],
+            2,
+            "invalid digit",
+        ),
+        (
+            vec!["daemon", "--config", "/nonexistent/tracer.toml"],
+            vec![],
+            2,
+            "cannot read config file /nonexistent/tracer.toml",
+        ),
+        (
+            vec!["daemon", "--config", &a_directory],
+            vec![],
+            2,
+            "cannot read config file",
+        ),
+        (
+            vec!["daemon", "--config", &unknown_key],
+            vec![],
+            2,
+            "unknown.toml:1: unknown setting `max-socket`",
+        ),
+        (
+            vec!["daemon", "--config", &wrong_type],
+            vec![],
+            2,
+            "type.toml:1: `leak-top-n` must be a string or a whole number",
+        ),
+        (
+            vec!["daemon", "--config", &out_of_range],
+            vec![],
+            2,
+            "range.toml:2: reconcile-interval",
+        ),
+        (
+            vec!["daemon", "--config", &bad_toml],
+            vec![],
+            2,
+            "syntax.toml: line 1",
+        ),
+        (
+            vec!["top", "--endpoint", "localhost:9840"],
+            vec![],
+            2,
+            "is not an http:// or https:// URL",
+        ),
+        (
+            vec!["top", "-d", "0"],
+            vec![],
+            2,
+            "out of range: use 0.2 to 3600",
+        ),
+        (
+            vec!["top", "-d", "fast"],
+            vec![],
+            2,
+            "is not a number of seconds",
+        ),
+        (
+            vec!["top", "--once", "--endpoint", "http://127.0.0.1:9"],
+            vec![],
+            1,
+            "cannot reach the daemon",
+        ),
+    ];
+    for (args, env, code, needle) in &cases {
+        let mut cmd = Command::new(tracer_bin());
+        cmd.args(args);
+        for var in [
+            "TRACER_RING_BUFFER_SIZE",
+            "TRACER_MAX_SOCKETS",
+            "TRACER_LOG",
+            "TRACER_CONFIG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("run tracer");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(*code),
+            "{args:?} {env:?}:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(needle),
+            "{args:?} {env:?}: want {needle:?} in:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
