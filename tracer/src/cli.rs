@@ -139,6 +139,16 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PATH", default_value = VMLINUX_BTF, env = "TRACER_BTF")]
     pub btf: PathBuf,
 
+    /// HTTP connections served at once; more are closed on arrival and
+    /// counted (1 to 10,000).
+    #[arg(long, value_name = "N", default_value_t = 64, env = "TRACER_HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub http_max_connections: u64,
+
+    /// An HTTP connection that sends and receives nothing for this long is
+    /// closed (1s to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "60s", env = "TRACER_HTTP_IDLE_TIMEOUT", value_parser = parse_idle_timeout)]
+    pub http_idle_timeout: Duration,
+
     /// Config file (TOML; keys are these flags' names). Flags and
     /// environment variables override it. A missing default file is fine.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG, env = "TRACER_CONFIG")]
@@ -161,6 +171,8 @@ impl DaemonArgs {
              leak-top-n = {top}\n\
              ring-buffer-size = \"{ring}KiB\"\n\
              btf = \"{btf}\"\n\
+             http-max-connections = {http_max}\n\
+             http-idle-timeout = \"{http_idle}\"\n\
              log-level = \"{level}\"\n",
             config = self.config.display(),
             listen = self.listen,
@@ -170,6 +182,8 @@ impl DaemonArgs {
             top = self.leak_top_n,
             ring = self.ring_buffer_size / 1024,
             btf = self.btf.display(),
+            http_max = self.http_max_connections,
+            http_idle = humantime::format_duration(self.http_idle_timeout),
             level = log_level.as_str().to_lowercase(),
         )
     }
@@ -190,6 +204,8 @@ impl DaemonArgs {
                 leak_top_n: self.leak_top_n as usize,
             },
             interval: self.reconcile_interval,
+            http_max_connections: self.http_max_connections as usize,
+            http_idle_timeout: self.http_idle_timeout,
         }
     }
 }
@@ -211,6 +227,10 @@ fn parse_duration_in(s: &str, min: Duration, max: Duration) -> Result<Duration, 
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
     parse_duration_in(s, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 fn parse_threshold(s: &str) -> Result<Duration, String> {

@@ -20,15 +20,8 @@ pub const SETTINGS: &[&str] = &[
     "leak-top-n",
     "ring-buffer-size",
     "btf",
-    "log-level",
-];
-
-/// Settings that take effect on SIGHUP; the others need a restart.
-pub const RELOADABLE: &[&str] = &[
-    "reconcile-interval",
-    "close-wait-threshold",
-    "max-sockets",
-    "leak-top-n",
+    "http-max-connections",
+    "http-idle-timeout",
     "log-level",
 ];
 

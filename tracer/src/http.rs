@@ -11,10 +11,9 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{daemon::Shared, metrics::Metrics};
+use crate::{daemon::Shared, http_listener::LimitedListener, metrics::Metrics};
 
 /// Prometheus' text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -38,7 +37,7 @@ pub fn router(shared: Arc<Shared>) -> Result<Router, prometheus::Error> {
 
 /// Serves until `cancel` fires, then finishes the requests in flight.
 pub async fn serve(
-    listener: TcpListener,
+    listener: LimitedListener,
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {

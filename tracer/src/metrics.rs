@@ -67,9 +67,9 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ),
     (
         "tcpstate_events_lost_total",
-        "Transition events the kernel could not deliver (ring buffer full, program not run, read failures).",
+        "Transition events the kernel could not deliver, by reason: ring_buffer_full (still counted in transitions), not_run (the program was busy on that CPU), read_failed.",
         MetricType::COUNTER,
-        &[],
+        &["reason"],
     ),
     (
         "tcpstate_events_invalid_total",
@@ -100,6 +100,12 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
         "Timewait sockets that ended, by how: expired (timer), reused (a new connection took the four-tuple), early (vanished before the timer).",
         MetricType::COUNTER,
         &["reason"],
+    ),
+    (
+        "tcpstate_http_rejected_connections_total",
+        "HTTP connections closed on arrival because --http-max-connections were open.",
+        MetricType::COUNTER,
+        &[],
     ),
     (
         "tcpstate_build_info",
@@ -294,8 +300,10 @@ impl Collector for StateCollector {
                 counter(r.stats.timewait_reused, &[("reason", "reused")]),
                 counter(r.stats.timewait_ended_early, &[("reason", "early")]),
             ],
+            vec![counter(self.shared.http_rejected(), &[])],
             vec![gauge(1.0, &[("version", env!("CARGO_PKG_VERSION"))])],
         ];
+        debug_assert_eq!(values.len(), FAMILIES.len(), "one value list per family");
         FAMILIES
             .iter()
             .zip(values.iter_mut())

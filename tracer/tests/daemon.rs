@@ -374,6 +374,97 @@ fn keeps_only_the_capabilities_it_still_needs_in_every_thread() {
     assert!(daemon.stop().success());
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// True once the server has closed `stream` (EOF or reset).
+fn closed_by_server(mut stream: &TcpStream, within: Duration) -> bool {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn http_limits_hold_against_floods_and_slow_clients() {
+    if !can_load_ebpf("http_limits_hold_against_floods_and_slow_clients") {
+        return;
+    }
+    let daemon = Daemon::start(&["--http-max-connections", "8", "--http-idle-timeout", "2s"]);
+    let addr = daemon.addr;
+    let pid = daemon.child.id();
+    // Let the harness's own readiness probes finish and free their slots.
+    thread::sleep(Duration::from_millis(300));
+    // 20 silent connections: 8 get a slot, the rest are closed on arrival.
+    let silent: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    // A short look at each (refused ones read EOF at once), well inside the
+    // 2 s idle timeout of the others.
+    let (refused, held): (Vec<TcpStream>, Vec<TcpStream>) = silent
+        .into_iter()
+        .partition(|s| closed_by_server(s, Duration::from_millis(20)));
+    assert_eq!(
+        refused.len(),
+        12,
+        "connections beyond the limit must be closed at once"
+    );
+    // The 8 idle ones are closed after the idle timeout, freeing the slots.
+    let freed = held
+        .iter()
+        .filter(|s| closed_by_server(s, Duration::from_secs(4)))
+        .count();
+    assert_eq!(freed, 8);
+    drop((refused, held));
+    // A slow client that never finishes its request is closed too.
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost")
+        .expect("write");
+    assert!(
+        closed_by_server(&slow, Duration::from_secs(3)),
+        "slow client kept open"
+    );
+    // Garbage and huge headers get an error, not a dead daemon.
+    let mut junk = TcpStream::connect(addr).expect("connect");
+    junk.write_all(b"\x00\x01 not http at all\r\n\r\n")
+        .expect("write");
+    assert!(closed_by_server(&junk, Duration::from_secs(4)));
+    let mut huge = TcpStream::connect(addr).expect("connect");
+    let header = format!(
+        "GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let _ = huge.write_all(header.as_bytes()); // the server may close mid-way
+    assert!(closed_by_server(&huge, Duration::from_secs(4)));
+    // A flood of scrapes, each on a new connection: served, memory flat.
+    let baseline = rss_kib(pid);
+    for _ in 0..300 {
+        assert_eq!(get(addr, "/metrics").expect("scrape").status, 200);
+    }
+    let after = rss_kib(pid);
+    assert!(
+        after < baseline + 20 * 1024,
+        "RSS grew from {baseline} KiB to {after} KiB"
+    );
+    let metrics = get(addr, "/metrics").expect("scrape").body;
+    assert!(metric_sum(&metrics, "tcpstate_http_rejected_connections_total", "") >= 12.0);
+    assert!(daemon.stop().success());
+}
+
 #[test]
 fn http_endpoints_and_promtool() {
     if !can_load_ebpf("http_endpoints_and_promtool") {

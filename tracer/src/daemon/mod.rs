@@ -31,7 +31,9 @@ use crate::{
     clock::monotonic_ns,
     engine::{Engine, EngineConfig, FullReconcile, Leak},
     event::Transition,
-    http, privileges,
+    http,
+    http_listener::LimitedListener,
+    privileges,
     probe::{Probe, ProbeOptions},
     ringbuf::EventReader,
     shutdown::Shutdown,
@@ -52,6 +54,10 @@ pub struct DaemonOptions {
     pub engine: EngineConfig,
     /// Between timewait reconciliations, leak sweeps and rate updates.
     pub interval: Duration,
+    /// HTTP connections served at once; more are closed on arrival.
+    pub http_max_connections: usize,
+    /// An HTTP connection idle this long is closed.
+    pub http_idle_timeout: Duration,
 }
 
 /// Re-reads the configuration (on SIGHUP): new options and log level.
@@ -106,6 +112,12 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let local = listener.local_addr().context("listening socket")?;
+    let listener = LimitedListener::new(
+        listener,
+        options.http_max_connections,
+        options.http_idle_timeout,
+        shared.http_stats(),
+    );
     let server = tokio::spawn(http::serve(listener, shared.clone(), cancel.clone()));
     log::info!("serving http://{local}/metrics");
 
@@ -312,6 +324,12 @@ fn apply_reload(
     }
     if new.probe.btf_path != old.probe.btf_path {
         restart.push("btf");
+    }
+    if new.http_max_connections != old.http_max_connections {
+        restart.push("http-max-connections");
+    }
+    if new.http_idle_timeout != old.http_idle_timeout {
+        restart.push("http-idle-timeout");
     }
     log::info!(
         "SIGHUP: configuration reloaded; changed: {}",

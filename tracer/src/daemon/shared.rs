@@ -4,7 +4,7 @@
 
 use std::{
     sync::{
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -16,6 +16,7 @@ use crate::{
     clock::monotonic_ns,
     engine::Engine,
     event::Transition,
+    http_listener::HttpStats,
     metrics::GAUGED_STATES,
     probe::{KernelStats, Probe},
     snapshot::{DestinationEntry, EventCounts, LeakEntry, Snapshot, StateCount, TransitionRate},
@@ -35,6 +36,7 @@ pub struct Shared {
     invalid: AtomicU64,
     rates: Mutex<Rates>,
     hostname: String,
+    http: Arc<HttpStats>,
 }
 
 /// Per-second rates over the last interval.
@@ -73,11 +75,20 @@ impl Shared {
             invalid: AtomicU64::new(0),
             rates: Mutex::new(Rates::default()),
             hostname: hostname(),
+            http: Arc::new(HttpStats::default()),
         }
     }
 
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
         lock(&self.engine)
+    }
+
+    pub fn http_stats(&self) -> Arc<HttpStats> {
+        self.http.clone()
+    }
+
+    pub fn http_rejected(&self) -> u64 {
+        self.http.rejected.load(Ordering::Relaxed)
     }
 
     pub fn set_probe(&self, probe: Probe) {
