@@ -166,6 +166,9 @@ fn sigint_stops_cleanly_with_a_summary() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("TIME "));
 }
 
+/// Arguments, environment, expected exit code, a part of the message.
+type BadInput<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, &'a str);
+
 /// Every kind of bad input, for every subcommand: out of range, wrong type,
 /// unknown key, missing file, unreadable file. Each is one clear message and
 /// exit code 2 (usage) or 1 (runtime), never a panic.
@@ -184,7 +187,7 @@ fn bad_input_table() {
     let out_of_range = file("range.toml", "\nreconcile-interval = \"1ms\"\n");
     let bad_toml = file("syntax.toml", "listen = [\n");
     let a_directory = dir.display().to_string();
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, i32, &str)> = vec![
+    let cases: Vec<BadInput> = vec![
         (vec![], vec![], 2, "Usage"),
         (
             vec!["--log-level", "loud"],

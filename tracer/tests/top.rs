@@ -13,17 +13,22 @@ use std::{
 
 use common::{daemon::*, leaky::*, *};
 
-/// A tmux session running one command, killed on drop.
+/// A tmux session running one command, killed on drop. The command's exit
+/// status goes to a file (tmux does not always know it).
 struct Tmux {
     name: String,
+    status_file: std::path::PathBuf,
 }
 
 impl Tmux {
     fn start(tag: &str, width: u16, height: u16, command: &str) -> Tmux {
         let name = format!("tracer-{tag}-{}", std::process::id());
+        let status_file = std::env::temp_dir().join(format!("{name}.status"));
+        let _ = std::fs::remove_file(&status_file);
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &name])
             .output();
+        let wrapped = format!("{command}; echo $? > {}", status_file.display());
         run(Command::new("tmux").args([
             "new-session",
             "-d",
@@ -33,11 +38,11 @@ impl Tmux {
             &width.to_string(),
             "-y",
             &height.to_string(),
-            command,
+            &wrapped,
         ]));
-        // Keep the pane after the command exits, to read how it ended.
+        // Keep the pane after the command exits, to read the screen it left.
         run(Command::new("tmux").args(["set-option", "-t", &name, "remain-on-exit", "on"]));
-        Tmux { name }
+        Tmux { name, status_file }
     }
 
     fn screen(&self) -> String {
@@ -52,21 +57,13 @@ impl Tmux {
         run(Command::new("tmux").args(["send-keys", "-t", &self.name, keys]));
     }
 
-    /// The exit status of the pane's command, once it ended.
+    /// The exit status of the command, once it ended.
     fn exit_status(&self) -> Option<i32> {
-        let out = Command::new("tmux")
-            .args([
-                "display-message",
-                "-p",
-                "-t",
-                &self.name,
-                "#{pane_dead} #{pane_dead_status}",
-            ])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut parts = text.split_whitespace();
-        (parts.next() == Some("1")).then(|| parts.next()?.parse().ok())?
+        std::fs::read_to_string(&self.status_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Waits for the command to exit and returns its status.
@@ -98,6 +95,7 @@ impl Drop for Tmux {
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.name])
             .output();
+        let _ = std::fs::remove_file(&self.status_file);
     }
 }
 
