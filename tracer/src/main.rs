@@ -71,12 +71,14 @@ fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
 }
 
 /// Logs go to stderr as `tracer: LEVEL message`; RUST_LOG, when set, wins.
+/// The level is applied as the global maximum, so SIGHUP can change it.
 fn init_logging(level: log::LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
+    let rust_log = std::env::var("RUST_LOG").ok();
+    match &rust_log {
+        Some(spec) => builder.parse_filters(spec),
+        None => builder.filter_level(log::LevelFilter::Trace),
+    };
     builder
         .format(|buf, record| {
             writeln!(
@@ -87,4 +89,7 @@ fn init_logging(level: log::LevelFilter) {
             )
         })
         .init();
+    if rust_log.is_none() {
+        log::set_max_level(level);
+    }
 }

@@ -121,17 +121,22 @@ fn pick(m: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// A daemon that calls a CLOSE_WAIT socket leaked after 1 s.
+fn leak_watching_daemon() -> Daemon {
+    Daemon::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "200ms",
+    ])
+}
+
 #[test]
 fn top_in_a_terminal_shows_ss_counts_and_the_leaking_process() {
     if !can_load_ebpf("top_in_a_terminal_shows_ss_counts_and_the_leaking_process") {
         return;
     }
-    let daemon = Daemon::start(&[
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "200ms",
-    ]);
+    let daemon = leak_watching_daemon();
     let server = LeakyServer::start();
     for _ in 0..3 {
         drop(TcpStream::connect(server.addr).expect("connect"));
@@ -198,12 +203,7 @@ fn top_once_prints_text_and_exits() {
     if !can_load_ebpf("top_once_prints_text_and_exits") {
         return;
     }
-    let daemon = Daemon::start(&[
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "200ms",
-    ]);
+    let daemon = leak_watching_daemon();
     let server = LeakyServer::start();
     drop(TcpStream::connect(server.addr).expect("connect"));
     let endpoint = format!("http://{}", daemon.addr);

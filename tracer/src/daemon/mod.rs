@@ -297,40 +297,44 @@ fn apply_reload(
     level: log::LevelFilter,
     shared: &Shared,
 ) {
-    let mut changed = Vec::new();
-    let mut restart = Vec::new();
-    if new.interval != old.interval {
-        changed.push("reconcile-interval");
-    }
-    if new.engine.close_wait_threshold_ns != old.engine.close_wait_threshold_ns {
-        changed.push("close-wait-threshold");
-    }
-    if new.engine.max_sockets != old.engine.max_sockets {
-        changed.push("max-sockets");
-    }
-    if new.engine.leak_top_n != old.engine.leak_top_n {
-        changed.push("leak-top-n");
-    }
-    if level != log::max_level() {
-        changed.push("log-level");
-        log::set_max_level(level);
-    }
+    let live = [
+        ("reconcile-interval", new.interval != old.interval),
+        (
+            "close-wait-threshold",
+            new.engine.close_wait_threshold_ns != old.engine.close_wait_threshold_ns,
+        ),
+        (
+            "max-sockets",
+            new.engine.max_sockets != old.engine.max_sockets,
+        ),
+        ("leak-top-n", new.engine.leak_top_n != old.engine.leak_top_n),
+        ("log-level", level != log::max_level()),
+    ];
+    let needs_restart = [
+        ("listen", new.listen != old.listen),
+        (
+            "ring-buffer-size",
+            new.probe.ring_buffer_bytes != old.probe.ring_buffer_bytes,
+        ),
+        ("btf", new.probe.btf_path != old.probe.btf_path),
+        (
+            "http-max-connections",
+            new.http_max_connections != old.http_max_connections,
+        ),
+        (
+            "http-idle-timeout",
+            new.http_idle_timeout != old.http_idle_timeout,
+        ),
+    ];
+    let names = |list: &[(&'static str, bool)]| -> Vec<&'static str> {
+        list.iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(name, _)| *name)
+            .collect()
+    };
+    let (changed, restart) = (names(&live), names(&needs_restart));
+    log::set_max_level(level);
     shared.engine().set_config(new.engine.clone());
-    if new.listen != old.listen {
-        restart.push("listen");
-    }
-    if new.probe.ring_buffer_bytes != old.probe.ring_buffer_bytes {
-        restart.push("ring-buffer-size");
-    }
-    if new.probe.btf_path != old.probe.btf_path {
-        restart.push("btf");
-    }
-    if new.http_max_connections != old.http_max_connections {
-        restart.push("http-max-connections");
-    }
-    if new.http_idle_timeout != old.http_idle_timeout {
-        restart.push("http-idle-timeout");
-    }
     log::info!(
         "SIGHUP: configuration reloaded; changed: {}",
         if changed.is_empty() {
