@@ -149,6 +149,11 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", env = "TRACER_HTTP_IDLE_TIMEOUT", value_parser = parse_idle_timeout)]
     pub http_idle_timeout: Duration,
 
+    /// Split tcpstate_sockets by network namespace (a `netns` label: the
+    /// namespace's inode). Off by default: one series per state.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set, env = "TRACER_NETNS_LABEL")]
+    pub netns_label: bool,
+
     /// Config file (TOML; keys are these flags' names). Flags and
     /// environment variables override it. A missing default file is fine.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG, env = "TRACER_CONFIG")]
@@ -173,6 +178,7 @@ impl DaemonArgs {
              btf = \"{btf}\"\n\
              http-max-connections = {http_max}\n\
              http-idle-timeout = \"{http_idle}\"\n\
+             netns-label = {netns_label}\n\
              log-level = \"{level}\"\n",
             config = self.config.display(),
             listen = self.listen,
@@ -184,6 +190,7 @@ impl DaemonArgs {
             btf = self.btf.display(),
             http_max = self.http_max_connections,
             http_idle = humantime::format_duration(self.http_idle_timeout),
+            netns_label = self.netns_label,
             level = log_level.as_str().to_lowercase(),
         )
     }
@@ -205,6 +212,7 @@ impl DaemonArgs {
             },
             interval: self.reconcile_interval,
             http_max_connections: self.http_max_connections as usize,
+            netns_label: self.netns_label,
             http_idle_timeout: self.http_idle_timeout,
         }
     }

@@ -22,6 +22,7 @@ pub const SETTINGS: &[&str] = &[
     "btf",
     "http-max-connections",
     "http-idle-timeout",
+    "netns-label",
     "log-level",
 ];
 
@@ -37,7 +38,7 @@ pub enum ConfigError {
         line: usize,
         key: String,
     },
-    #[error("{path}:{line}: `{key}` must be a string or a whole number")]
+    #[error("{path}:{line}: `{key}` must be a string, a whole number or a boolean")]
     Type {
         path: String,
         line: usize,
@@ -108,6 +109,7 @@ pub fn settings(
         let value = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
             _ => return Err(ConfigError::Type { path: p, line, key }),
         };
         if let Err(message) = validate(&key, &value) {
@@ -161,7 +163,7 @@ mod tests {
         let e = parse("\n leak-top-n = [1]\n").unwrap_err().to_string();
         assert_eq!(
             e,
-            "/etc/tracer/tracer.toml:2: `leak-top-n` must be a string or a whole number"
+            "/etc/tracer/tracer.toml:2: `leak-top-n` must be a string, a whole number or a boolean"
         );
         let e = parse("listen = \n").unwrap_err().to_string();
         assert!(

@@ -150,10 +150,14 @@ impl StateCollector {
         let descs = FAMILIES
             .iter()
             .map(|(name, help, _, labels)| {
+                let mut labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+                if *name == "tcpstate_sockets" && shared.netns_label() {
+                    labels.push("netns".to_owned());
+                }
                 Desc::new(
                     (*name).to_owned(),
                     (*help).to_owned(),
-                    labels.iter().map(|l| (*l).to_owned()).collect(),
+                    labels,
                     HashMap::new(),
                 )
             })
@@ -215,6 +219,8 @@ fn histogram(h: &Histogram, pairs: &[(&str, &str)]) -> proto::Metric {
 /// families are built.
 struct Reading {
     counts: [u64; 13],
+    /// Per namespace, when the netns label is on.
+    by_netns: Vec<(u32, [u64; 13])>,
     durations: Vec<Histogram>,
     leaks: Vec<(String, u64)>,
     stats: EngineStats,
@@ -225,10 +231,22 @@ struct Reading {
 
 impl StateCollector {
     fn read(&self) -> Reading {
-        let (counts, durations, leaks, stats, tracked) = {
+        let (counts, by_netns, durations, leaks, stats, tracked) = {
             let engine = self.shared.engine();
+            let by_netns = if self.shared.netns_label() {
+                let mut v: Vec<(u32, [u64; 13])> = engine
+                    .counts_by_netns()
+                    .iter()
+                    .map(|(k, v)| (*k, *v))
+                    .collect();
+                v.sort_by_key(|(k, _)| *k);
+                v
+            } else {
+                Vec::new()
+            };
             (
                 *engine.counts(),
+                by_netns,
                 engine.durations().to_vec(),
                 engine.leak_summary().by_comm.clone(),
                 engine.stats(),
@@ -238,6 +256,7 @@ impl StateCollector {
         let (transitions, kernel) = self.shared.kernel_counters();
         Reading {
             counts,
+            by_netns,
             durations,
             leaks,
             stats,
@@ -256,15 +275,30 @@ impl Collector for StateCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let r = self.read();
         let mut values: Vec<Vec<proto::Metric>> = vec![
-            GAUGED_STATES
-                .iter()
-                .map(|s| {
-                    gauge(
-                        r.counts[usize::from(s.number())] as f64,
-                        &[("state", s.name())],
-                    )
-                })
-                .collect(),
+            if self.shared.netns_label() {
+                r.by_netns
+                    .iter()
+                    .flat_map(|(ns, counts)| {
+                        let ns = ns.to_string();
+                        GAUGED_STATES.iter().map(move |s| {
+                            gauge(
+                                counts[usize::from(s.number())] as f64,
+                                &[("state", s.name()), ("netns", &ns)],
+                            )
+                        })
+                    })
+                    .collect()
+            } else {
+                GAUGED_STATES
+                    .iter()
+                    .map(|s| {
+                        gauge(
+                            r.counts[usize::from(s.number())] as f64,
+                            &[("state", s.name())],
+                        )
+                    })
+                    .collect()
+            },
             r.transitions
                 .iter()
                 .map(|(from, to, n)| counter(*n, &[("from", from.name()), ("to", to.name())]))

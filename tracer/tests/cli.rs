@@ -346,7 +346,7 @@ fn bad_input_table() {
             vec!["daemon", "--config", &wrong_type],
             vec![],
             2,
-            "type.toml:1: `leak-top-n` must be a string or a whole number",
+            "type.toml:1: `leak-top-n` must be a string, a whole number or a boolean",
         ),
         (
             vec!["daemon", "--config", &out_of_range],

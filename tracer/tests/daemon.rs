@@ -465,6 +465,91 @@ fn http_limits_hold_against_floods_and_slow_clients() {
     assert!(daemon.stop().success());
 }
 
+/// `tcpstate_sockets{netns=INODE}` by state.
+fn gauges_in(metrics: &str, inode: u32) -> std::collections::BTreeMap<String, u64> {
+    samples(metrics, "tcpstate_sockets")
+        .into_iter()
+        .filter_map(|(labels, v)| {
+            let mut state = None;
+            let mut ns = None;
+            for pair in labels.split(',') {
+                match pair.split_once('=') {
+                    Some(("state", s)) => state = Some(s.to_owned()),
+                    Some(("netns", n)) => ns = n.parse::<u32>().ok(),
+                    _ => {}
+                }
+            }
+            (ns == Some(inode)).then(|| (state.unwrap_or_default(), v as u64))
+        })
+        .collect()
+}
+
+#[test]
+fn netns_label_splits_the_gauges_as_ss_n_counts_them() {
+    if !can_load_ebpf("netns_label_splits_the_gauges_as_ss_n_counts_them") {
+        return;
+    }
+    let a = NetNs::new("label-a");
+    let b = NetNs::new("label-b");
+    // Sockets made inside each namespace, kept by this process.
+    let make = |ns: &NetNs, listeners: usize, pairs: usize, close_waits: usize| {
+        ns.run_inside(move || {
+            let mut held = Held::default();
+            for _ in 0..listeners {
+                held.listeners
+                    .push(TcpListener::bind("127.0.0.1:0").expect("bind"));
+            }
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            for i in 0..pairs + close_waits {
+                let (c, mut s) = connect_pair(&listener);
+                if i < pairs {
+                    held.streams.extend([c, s]);
+                } else {
+                    drop(c);
+                    read_to_eof(&mut s);
+                    held.streams.push(s);
+                }
+            }
+            held.listeners.push(listener);
+            held
+        })
+    };
+    // Before the daemon (seeded) and after it (from events).
+    let _a1 = make(&a, 2, 1, 0);
+    let _b1 = make(&b, 0, 2, 1);
+    let daemon = Daemon::start(&["--netns-label", "true", "--reconcile-interval", "200ms"]);
+    let _b2 = make(&b, 1, 1, 1);
+    let mut http = daemon.client();
+    for ns in [&a, &b] {
+        let inode = ns_inode(&ns.path());
+        wait_until(
+            &format!("{}'s gauges to equal ss -N", ns.name),
+            Duration::from_secs(15),
+            || {
+                let ours = gauges_in(&http.get("/metrics").body, inode);
+                let truth = ss_counts_in(&ns.name);
+                COMPARED.iter().all(|s| {
+                    ours.get(*s).copied().unwrap_or(0) == truth.get(*s).copied().unwrap_or(0)
+                })
+            },
+        );
+    }
+    // The comparison was not between empty tables.
+    assert_eq!(ss_counts_in(&a.name).get("LISTEN"), Some(&3));
+    assert_eq!(ss_counts_in(&b.name).get("LISTEN"), Some(&3));
+    assert_eq!(ss_counts_in(&b.name).get("CLOSE_WAIT"), Some(&2));
+    // Without the flag, one series per state.
+    let plain = Daemon::start(&[]);
+    let m = get(plain.addr, "/metrics").expect("scrape").body;
+    assert!(
+        samples(&m, "tcpstate_sockets")
+            .keys()
+            .all(|k| !k.contains("netns="))
+    );
+    assert!(plain.stop().success());
+    assert!(daemon.stop().success());
+}
+
 #[test]
 fn http_endpoints_and_promtool() {
     if !can_load_ebpf("http_endpoints_and_promtool") {

@@ -256,8 +256,12 @@ fn config_file_is_checked_with_line_and_reason() {
             "bad.toml:1: unknown setting `listn`",
         ),
         (
+            "leak-top-n = [5]\n",
+            "bad.toml:1: `leak-top-n` must be a string, a whole number or a boolean",
+        ),
+        (
             "leak-top-n = true\n",
-            "bad.toml:1: `leak-top-n` must be a string or a whole number",
+            "bad.toml:1: leak-top-n: invalid value 'true'",
         ),
         ("listen = \n", "bad.toml: line 1, column 10: "),
     ] {

@@ -58,6 +58,8 @@ pub struct DaemonOptions {
     pub http_max_connections: usize,
     /// An HTTP connection idle this long is closed.
     pub http_idle_timeout: Duration,
+    /// Split the socket gauges by network namespace.
+    pub netns_label: bool,
 }
 
 /// Re-reads the configuration (on SIGHUP): new options and log level.
@@ -104,6 +106,7 @@ pub async fn run(
     let shared = Arc::new(Shared::new(
         Engine::new(options.engine.clone()),
         options.interval,
+        options.netns_label,
     ));
     let cancel = CancellationToken::new();
 
@@ -325,6 +328,7 @@ fn apply_reload(
             "http-idle-timeout",
             new.http_idle_timeout != old.http_idle_timeout,
         ),
+        ("netns-label", new.netns_label != old.netns_label),
     ];
     let names = |list: &[(&'static str, bool)]| -> Vec<&'static str> {
         list.iter()

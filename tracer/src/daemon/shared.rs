@@ -37,6 +37,8 @@ pub struct Shared {
     rates: Mutex<Rates>,
     hostname: String,
     http: Arc<HttpStats>,
+    /// Socket gauges carry a `netns` label.
+    netns_label: bool,
 }
 
 /// Per-second rates over the last interval.
@@ -64,8 +66,9 @@ fn hostname() -> String {
 }
 
 impl Shared {
-    pub fn new(engine: Engine, interval: Duration) -> Shared {
+    pub fn new(engine: Engine, interval: Duration, netns_label: bool) -> Shared {
         Shared {
+            netns_label,
             engine: Mutex::new(engine),
             probe: Mutex::new(None),
             started: Instant::now(),
@@ -81,6 +84,10 @@ impl Shared {
 
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
         lock(&self.engine)
+    }
+
+    pub fn netns_label(&self) -> bool {
+        self.netns_label
     }
 
     pub fn http_stats(&self) -> Arc<HttpStats> {

@@ -142,6 +142,9 @@ pub struct Engine {
     listeners: HashMap<(u32, u16), u32>,
     owners: HashMap<u32, Owner>,
     counts: [u64; STATE_SLOTS],
+    /// The same, per network namespace (inode); namespaces drop out when
+    /// they hold no socket.
+    counts_by_netns: HashMap<u32, [u64; STATE_SLOTS]>,
     durations: [Histogram; STATE_SLOTS],
     stats: EngineStats,
     leak_summary: LeakSummary,
@@ -173,6 +176,7 @@ impl Engine {
             listeners: HashMap::new(),
             owners: HashMap::new(),
             counts: [0; STATE_SLOTS],
+            counts_by_netns: HashMap::new(),
             durations: Default::default(),
             stats: EngineStats::default(),
             leak_summary: LeakSummary::default(),
@@ -196,6 +200,30 @@ impl Engine {
 
     pub fn count(&self, state: TcpState) -> u64 {
         self.counts[slot(state)]
+    }
+
+    /// Sockets per state in each network namespace that has any.
+    pub fn counts_by_netns(&self) -> &HashMap<u32, [u64; STATE_SLOTS]> {
+        &self.counts_by_netns
+    }
+
+    /// One more socket in `state` in namespace `netns`.
+    fn count_up(&mut self, netns: u32, state: TcpState) {
+        self.counts[slot(state)] += 1;
+        self.counts_by_netns
+            .entry(netns)
+            .or_insert([0; STATE_SLOTS])[slot(state)] += 1;
+    }
+
+    /// One socket fewer in `state` in namespace `netns`.
+    fn count_down(&mut self, netns: u32, state: TcpState) {
+        self.counts[slot(state)] -= 1;
+        if let Some(ns) = self.counts_by_netns.get_mut(&netns) {
+            ns[slot(state)] -= 1;
+            if ns.iter().all(|&n| n == 0) {
+                self.counts_by_netns.remove(&netns);
+            }
+        }
     }
 
     /// Time-in-state histograms (index: kernel state number).
@@ -243,7 +271,7 @@ impl Engine {
             if d.state == TcpState::Listen && owner != 0 {
                 self.set_listener(d.tuple, owner);
             }
-            self.counts[slot(d.state)] += 1;
+            self.count_up(d.tuple.netns, d.state);
             let sock = Sock {
                 tuple: d.tuple,
                 since_ns: end_ns,
@@ -318,9 +346,9 @@ impl Engine {
                 // dump and the events disagree. Follow the kernel.
                 self.stats.corrections += 1;
             }
-            self.counts[slot(sock.state)] -= 1;
+            self.count_down(sock.tuple.netns, sock.state);
             if t.new != TcpState::Close {
-                self.counts[slot(t.new)] += 1;
+                self.count_up(sock.tuple.netns, t.new);
             }
             sock.state = t.new;
             sock.since_ns = t.ts_ns;
@@ -373,7 +401,7 @@ impl Engine {
         } else {
             (t.old, false)
         };
-        self.counts[slot(state)] += 1;
+        self.count_up(tuple.netns, state);
         Some(Sock {
             tuple,
             since_ns: t.ts_ns,
@@ -436,14 +464,14 @@ impl Engine {
         if let Some(old) = self.socks.insert(id, sock) {
             // The kernel reused an address whose CLOSE we never saw.
             self.stats.corrections += 1;
-            self.counts[slot(old.state)] -= 1;
+            self.count_down(old.tuple.netns, old.state);
             self.release_owner(old.owner);
         }
     }
 
     /// Forgets a record that was taken out of the table.
     fn drop_sock(&mut self, sock: Sock) {
-        self.counts[slot(sock.state)] -= 1;
+        self.count_down(sock.tuple.netns, sock.state);
         self.release_owner(sock.owner);
     }
 

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use tracer_common::TcpState;
 
-use super::{DumpedSocket, Engine, Tuple, slot};
+use super::{DumpedSocket, Engine, Tuple};
 
 /// What one full reconciliation changed in the full-socket table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,8 +66,8 @@ impl Engine {
             };
             match state {
                 Some(state) => {
-                    self.counts[slot(sock.state)] -= 1;
-                    self.counts[slot(state)] += 1;
+                    self.count_down(sock.tuple.netns, sock.state);
+                    self.count_up(sock.tuple.netns, state);
                     sock.state = state;
                     sock.since_ns = end_ns;
                     sock.since_exact = false;

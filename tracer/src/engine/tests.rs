@@ -522,6 +522,8 @@ fn eviction_keeps_the_table_bounded() {
         assert!(e.tracked() <= 10);
         let total: u64 = e.counts().iter().sum();
         assert_eq!(total as usize, e.tracked(), "gauges follow the table");
+        let per_ns: u64 = e.counts_by_netns().values().flatten().sum();
+        assert_eq!(per_ns, total, "per-namespace gauges add up");
     }
     assert!(e.stats().evictions > 0);
 }
@@ -545,6 +547,15 @@ fn ipv6_and_namespaces_are_separate_sockets() {
     other_ns.netns = NS + 1;
     e.apply(&other_ns);
     assert_eq!(e.count(Listen), 2);
+    let by_ns = e.counts_by_netns();
+    assert_eq!(by_ns[&NS][Listen as usize], 1);
+    assert_eq!(by_ns[&(NS + 1)][Listen as usize], 1);
+    // A namespace with no socket left drops out.
+    let mut close = ev(2 * MS, LISTENER + 8, Listen, Close, "[::1]:80", "[::]:0");
+    close.netns = NS + 1;
+    e.apply(&close);
+    assert!(!e.counts_by_netns().contains_key(&(NS + 1)));
+    assert_eq!(e.counts_by_netns().len(), 1);
 }
 
 #[test]

@@ -99,7 +99,7 @@ impl Engine {
         } else if !self.make_room() {
             return;
         }
-        self.counts[slot(tw.substate)] += 1;
+        self.count_up(tuple.netns, tw.substate);
         if tw.substate == TcpState::TimeWait {
             self.count_destination(&tuple, true);
         }
@@ -108,7 +108,7 @@ impl Engine {
 
     pub(super) fn remove_timewait(&mut self, tuple: &Tuple) -> Option<TimeWait> {
         let tw = self.timewait.remove(tuple)?;
-        self.counts[slot(tw.substate)] -= 1;
+        self.count_down(tuple.netns, tw.substate);
         if tw.substate == TcpState::TimeWait {
             self.count_destination(tuple, false);
         }
@@ -175,8 +175,8 @@ impl Engine {
                 if tw.substate != d.state {
                     let old = tw.substate;
                     tw.substate = d.state;
-                    self.counts[slot(old)] -= 1;
-                    self.counts[slot(d.state)] += 1;
+                    self.count_down(d.tuple.netns, old);
+                    self.count_up(d.tuple.netns, d.state);
                     if old == TcpState::TimeWait || d.state == TcpState::TimeWait {
                         self.count_destination(&d.tuple, d.state == TcpState::TimeWait);
                     }

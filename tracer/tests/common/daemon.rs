@@ -279,21 +279,34 @@ pub fn all_namespaces() -> Vec<String> {
     paths
 }
 
+/// Adds `ss -Htan`'s lines (run with `args` first) to `counts` by state.
+fn count_ss(args: &[&str], counts: &mut BTreeMap<String, u64>) {
+    let Ok(out) = Command::new(args[0]).args(&args[1..]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(state) = line.split_whitespace().next().and_then(state_name) {
+            *counts.entry(state.to_owned()).or_insert(0) += 1;
+        }
+    }
+}
+
 /// What `ss -tan` counts per state, summed over every network namespace.
 pub fn ss_counts() -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for ns in all_namespaces() {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={ns}"))
-            .args(["ss", "-Htan"])
-            .output();
-        let Ok(out) = out else { continue };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some(state) = line.split_whitespace().next().and_then(state_name) {
-                *counts.entry(state.to_owned()).or_insert(0) += 1;
-            }
-        }
+        count_ss(
+            &["nsenter", &format!("--net={ns}"), "ss", "-Htan"],
+            &mut counts,
+        );
     }
+    counts
+}
+
+/// What `ss -N NAME -tan` counts per state in one named namespace.
+pub fn ss_counts_in(name: &str) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    count_ss(&["ss", "-N", name, "-Htan"], &mut counts);
     counts
 }
 
