@@ -551,6 +551,44 @@ fn netns_label_splits_the_gauges_as_ss_n_counts_them() {
 }
 
 #[test]
+fn memory_stays_bounded_over_a_long_churn() {
+    if !can_load_ebpf("memory_stays_bounded_over_a_long_churn") {
+        return;
+    }
+    let daemon = Daemon::start(&["--max-sockets", "1000", "--reconcile-interval", "200ms"]);
+    let pid = daemon.child.id();
+    let mut http = daemon.client();
+    let baseline = rss_kib(pid);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    for _ in 0..5 {
+        for _ in 0..1000 {
+            // The server closes first: each connection leaves a TIME_WAIT
+            // socket, so the table fills past its cap.
+            let (mut client, server) = connect_pair(&listener);
+            drop(server);
+            read_to_eof(&mut client);
+        }
+        let m = http.get("/metrics").body;
+        let tracked = metric_sum(&m, "tcpstate_tracked_sockets", "");
+        assert!(
+            tracked <= 1000.0,
+            "{tracked} entries with --max-sockets 1000"
+        );
+    }
+    let m = http.get("/metrics").body;
+    assert!(
+        metric_sum(&m, "tcpstate_table_evictions_total", "") > 0.0,
+        "no eviction counted"
+    );
+    let after = rss_kib(pid);
+    assert!(
+        after < baseline + 30 * 1024,
+        "RSS grew from {baseline} KiB to {after} KiB over 5,000 connections"
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
 fn http_endpoints_and_promtool() {
     if !can_load_ebpf("http_endpoints_and_promtool") {
         return;
