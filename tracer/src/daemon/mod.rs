@@ -237,8 +237,11 @@ async fn follow(
                 }
             }
             _ = tick.tick() => {
+                // One read of the kernel's counters serves both the loss
+                // check and the rates.
+                let (transitions, kernel) = shared.kernel_counters();
                 if reconciling.is_none() {
-                    let lost = shared.kernel_counters().1.lost_events();
+                    let lost = kernel.lost_events();
                     full = lost > lost_at_last_full || last_full.elapsed() >= FULL_RECONCILE_EVERY;
                     let mask = if full {
                         sockdiag::ALL_STATES
@@ -257,7 +260,7 @@ async fn follow(
                 for leak in shared.engine().sweep_leaks(now) {
                     log_leak(&leak);
                 }
-                rates.update(shared);
+                rates.update(shared, &transitions);
             }
             dump = async { reconciling.as_mut().expect("guarded by the precondition").await },
                 if reconciling.is_some() =>

@@ -175,7 +175,7 @@ impl Shared {
     /// The JSON snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let now = monotonic_ns();
-        let (sockets, leaks, leaked_total, destinations, stats, tracked) = {
+        let (sockets, leaks, leaked_total, destinations, stats, tracked, threshold_ns) = {
             let e = self.engine();
             let sockets = GAUGED_STATES
                 .iter()
@@ -212,6 +212,7 @@ impl Shared {
                 destinations,
                 e.stats(),
                 e.tracked(),
+                e.config().close_wait_threshold_ns,
             )
         };
         let rates = lock(&self.rates).clone();
@@ -232,8 +233,7 @@ impl Shared {
                 evictions: stats.evictions,
                 tracked_sockets: tracked as u64,
             },
-            close_wait_threshold_seconds: self.engine().config().close_wait_threshold_ns as f64
-                / 1e9,
+            close_wait_threshold_seconds: threshold_ns as f64 / 1e9,
             close_wait_leaks: leaks,
             close_wait_leaked_total: leaked_total,
             time_wait_by_destination: destinations,
@@ -248,11 +248,11 @@ pub struct RateTracker {
 }
 
 impl RateTracker {
-    pub fn update(&mut self, shared: &Shared) {
-        let (transitions, _) = shared.kernel_counters();
+    /// `transitions` as [`Shared::kernel_counters`] gives them.
+    pub fn update(&mut self, shared: &Shared, transitions: &[(TcpState, TcpState, u64)]) {
         let slots = STATE_SLOTS as usize;
         let mut totals = vec![0u64; slots * slots];
-        for (from, to, n) in &transitions {
+        for (from, to, n) in transitions {
             totals[usize::from(from.number()) * slots + usize::from(to.number())] = *n;
         }
         let now = Instant::now();
