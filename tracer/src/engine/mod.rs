@@ -216,10 +216,18 @@ impl Engine {
     }
 
     /// One socket fewer in `state` in namespace `netns`.
+    /// Saturating: a gauge that wrapped to 2^64 would be worse than one
+    /// that is briefly low (a full reconciliation corrects it).
     fn count_down(&mut self, netns: u32, state: TcpState) {
-        self.counts[slot(state)] -= 1;
+        let total = &mut self.counts[slot(state)];
+        debug_assert!(*total > 0, "count of {state:?} below zero");
+        *total = total.saturating_sub(1);
         if let Some(ns) = self.counts_by_netns.get_mut(&netns) {
-            ns[slot(state)] -= 1;
+            debug_assert!(
+                ns[slot(state)] > 0,
+                "count of {state:?} in {netns} below zero"
+            );
+            ns[slot(state)] = ns[slot(state)].saturating_sub(1);
             if ns.iter().all(|&n| n == 0) {
                 self.counts_by_netns.remove(&netns);
             }
@@ -321,6 +329,12 @@ impl Engine {
         };
 
         if tuple.lport != 0 {
+            if sock.tuple.netns != tuple.netns {
+                // The kernel reused the address in another namespace and we
+                // missed the old socket's CLOSE: its count moves with it.
+                self.count_down(sock.tuple.netns, sock.state);
+                self.count_up(tuple.netns, sock.state);
+            }
             sock.tuple = tuple;
         }
         // An event from before the dump ended, for a socket the dump saw in

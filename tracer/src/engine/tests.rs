@@ -540,6 +540,34 @@ fn address_reuse_without_close_is_a_correction() {
 }
 
 #[test]
+fn address_reused_in_another_namespace_moves_its_count() {
+    let mut e = engine();
+    established(&mut e);
+    // CLIENT's CLOSE was lost; the address now holds a socket in another
+    // namespace, first seen mid-life.
+    let mut reused = ev(
+        SEC,
+        CLIENT,
+        Established,
+        FinWait1,
+        "10.0.0.9:5",
+        "10.0.0.7:1",
+    );
+    reused.netns = NS + 1;
+    e.apply(&reused);
+    let by_ns = e.counts_by_netns();
+    assert_eq!(
+        by_ns[&NS][Established as usize], 1,
+        "only the server side stays"
+    );
+    assert_eq!(by_ns[&(NS + 1)][FinWait1 as usize], 1, "{by_ns:?}");
+    assert_eq!(by_ns[&(NS + 1)].iter().sum::<u64>(), 1, "{by_ns:?}");
+    assert_eq!(e.count(Established), 1);
+    let per_ns: u64 = by_ns.values().flatten().sum();
+    assert_eq!(per_ns, e.counts().iter().sum::<u64>());
+}
+
+#[test]
 fn ipv6_and_namespaces_are_separate_sockets() {
     let mut e = engine();
     e.apply(&ev(MS, LISTENER, Close, Listen, "[::1]:80", "[::]:0"));
