@@ -149,6 +149,17 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", env = "TRACER_HTTP_IDLE_TIMEOUT", value_parser = parse_idle_timeout)]
     pub http_idle_timeout: Duration,
 
+    /// A request must arrive whole, and its answer start, within this; a
+    /// client that trickles its request is closed (1s to 10m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", env = "TRACER_HTTP_REQUEST_TIMEOUT", value_parser = parse_request_timeout)]
+    pub http_request_timeout: Duration,
+
+    /// Web config file for TLS and basic auth, in the Prometheus exporters'
+    /// format (tls_server_config, basic_auth_users). Off by default: plain
+    /// HTTP without authentication. Re-read on SIGHUP.
+    #[arg(long, value_name = "PATH", env = "TRACER_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Split tcpstate_sockets by network namespace (a `netns` label: the
     /// namespace's inode). Off by default: one series per state.
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set, env = "TRACER_NETNS_LABEL")]
@@ -178,6 +189,8 @@ impl DaemonArgs {
              btf = \"{btf}\"\n\
              http-max-connections = {http_max}\n\
              http-idle-timeout = \"{http_idle}\"\n\
+             http-request-timeout = \"{http_request}\"\n\
+             {web_config}\n\
              netns-label = {netns_label}\n\
              log-level = \"{level}\"\n",
             config = self.config.display(),
@@ -190,6 +203,11 @@ impl DaemonArgs {
             btf = self.btf.display(),
             http_max = self.http_max_connections,
             http_idle = humantime::format_duration(self.http_idle_timeout),
+            http_request = humantime::format_duration(self.http_request_timeout),
+            web_config = match &self.web_config_file {
+                Some(path) => format!("web-config-file = \"{}\"", path.display()),
+                None => "# web-config-file: none (plain HTTP, no authentication)".to_owned(),
+            },
             netns_label = self.netns_label,
             level = log_level.as_str().to_lowercase(),
         )
@@ -214,6 +232,8 @@ impl DaemonArgs {
             http_max_connections: self.http_max_connections as usize,
             netns_label: self.netns_label,
             http_idle_timeout: self.http_idle_timeout,
+            http_request_timeout: self.http_request_timeout,
+            web_config: self.web_config_file.clone(),
         }
     }
 }
@@ -235,6 +255,10 @@ fn parse_duration_in(s: &str, min: Duration, max: Duration) -> Result<Duration, 
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
     parse_duration_in(s, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn parse_request_timeout(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Duration::from_secs(1), Duration::from_secs(600))
 }
 
 fn parse_idle_timeout(s: &str) -> Result<Duration, String> {

@@ -22,6 +22,8 @@ pub const SETTINGS: &[&str] = &[
     "btf",
     "http-max-connections",
     "http-idle-timeout",
+    "http-request-timeout",
+    "web-config-file",
     "netns-label",
     "log-level",
 ];

@@ -7,7 +7,7 @@
 //! * State: [`engine`] turns events and sock_diag dumps ([`sockdiag`],
 //!   [`netns`], [`procfs`], [`procnet`]) into the socket table.
 //! * Front ends: [`trace`] (`tracer trace`); [`daemon`] (`tracer daemon`)
-//!   with [`http`] (limited by [`http_listener`]), [`metrics`] and
+//!   with [`http`] (limits, TLS, basic auth), [`metrics`] and
 //!   [`snapshot`]; [`top`] (`tracer top`).
 //! * [`cli`] defines every flag, [`config`] the daemon's config file;
 //!   [`shutdown`] handles SIGINT and SIGTERM; [`systemd`] talks to systemd.
@@ -20,7 +20,6 @@ pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod http;
-pub mod http_listener;
 pub mod metrics;
 pub mod netns;
 pub mod privileges;

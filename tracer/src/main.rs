@@ -43,6 +43,8 @@ fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
             .build()?
             .block_on(async { trace::run(args.options(), Shutdown::install()?).await }),
         Command::Daemon(args) if args.check_config => {
+            // The web config file is part of the configuration.
+            daemon::load_web_security(&args.options())?;
             print!("{}", args.describe(cli.log_level));
             Ok(())
         }
@@ -57,6 +59,7 @@ fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
                 Err(e) => Err(e.to_string()),
             });
             let options = args.options();
+            let web = daemon::load_web_security(&options)?;
             // Before any other thread: capabilities are per thread.
             let probe = daemon::load_and_drop_privileges(&options)?;
             tokio::runtime::Builder::new_multi_thread()
@@ -64,7 +67,7 @@ fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(async {
-                    daemon::run(options, probe, Shutdown::install()?, Some(reload)).await
+                    daemon::run(options, probe, web, Shutdown::install()?, Some(reload)).await
                 })
         }
     }

@@ -139,17 +139,19 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(target: &str) -> Prometheus {
-        let dir = std::env::temp_dir().join(format!("tracer-prom-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
+    /// Scrapes `target` every second; `job_extra` is added to the scrape
+    /// job's YAML (indented four spaces), e.g. a scheme and credentials.
+    fn start(target: &str, job_extra: &str) -> Prometheus {
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
             .expect("addr")
             .port();
+        let dir = std::env::temp_dir().join(format!("tracer-prom-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
         let config = format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n"
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['{target}']\n{job_extra}"
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("config");
         let child = Command::new("prometheus")
@@ -213,7 +215,7 @@ fn a_real_prometheus_scrapes_the_daemon_and_agrees_with_ss() {
     for _ in 0..3 {
         held.push(connect_pair(&listener));
     }
-    let prometheus = Prometheus::start(&daemon.addr.to_string());
+    let prometheus = Prometheus::start(&daemon.addr.to_string(), "");
     let addr: std::net::SocketAddr = prometheus.addr.parse().expect("addr");
     wait_until("Prometheus to serve", Duration::from_secs(30), || {
         get(addr, "/-/ready").is_ok_and(|r| r.status == 200)
@@ -245,5 +247,64 @@ fn a_real_prometheus_scrapes_the_daemon_and_agrees_with_ss() {
         );
     }
     drop(held);
+    assert!(daemon.stop().success());
+}
+
+/// `up` of the tracer job and the scrape error, as Prometheus reports them.
+fn scrape_health(http: &mut Http) -> Option<(String, String)> {
+    let r = http.get("/api/v1/targets");
+    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    let target = v["data"]["activeTargets"].as_array()?.first()?.clone();
+    Some((
+        target["health"].as_str()?.to_owned(),
+        target["lastError"].as_str().unwrap_or("").to_owned(),
+    ))
+}
+
+#[test]
+fn prometheus_scrapes_over_tls_with_basic_auth() {
+    if !can_load_ebpf("prometheus_scrapes_over_tls_with_basic_auth") {
+        return;
+    }
+    let pki = common::tls::TestPki::new("prom");
+    let web = pki.dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  prometheus: '{}'\n",
+            pki.cert.display(),
+            pki.key.display(),
+            common::tls::htpasswd_hash("scrape-secret")
+        ),
+    )
+    .expect("web config");
+    let daemon = Daemon::start(&["--web-config-file", web.to_str().expect("path")]);
+    let job = |password: &str| {
+        format!(
+            "    scheme: https\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: prometheus\n      password: {password}\n",
+            pki.ca.display()
+        )
+    };
+    // The right password: the target is up. A wrong one: down, with 401.
+    for (password, health, error) in [("scrape-secret", "up", ""), ("wrong", "down", "401")] {
+        let prometheus = Prometheus::start(&daemon.addr.to_string(), &job(password));
+        let addr: std::net::SocketAddr = prometheus.addr.parse().expect("addr");
+        wait_until("Prometheus to serve", Duration::from_secs(30), || {
+            get(addr, "/-/ready").is_ok_and(|r| r.status == 200)
+        });
+        let mut http = Http::connect(addr);
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            last = scrape_health(&mut http);
+            if last.as_ref().is_some_and(|(h, _)| h != "unknown") {
+                break;
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        let (got, last_error) = last.expect("a scrape result");
+        assert_eq!(got, health, "password {password}: {last_error}");
+        assert!(last_error.contains(error), "{last_error}");
+    }
     assert!(daemon.stop().success());
 }

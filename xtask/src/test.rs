@@ -26,6 +26,21 @@ const TEST_TOOLS: &[Tool] = &[
         package: "iproute2",
         why: "ground truth for socket states",
     },
+    Tool {
+        command: "openssl",
+        package: "openssl",
+        why: "certificates for the TLS tests",
+    },
+    Tool {
+        command: "curl",
+        package: "curl",
+        why: "an independent HTTPS and basic-auth client",
+    },
+    Tool {
+        command: "htpasswd",
+        package: "apache2-utils",
+        why: "bcrypt hashes for the basic-auth tests",
+    },
 ];
 
 pub fn test(extra: &[String]) -> anyhow::Result<()> {

@@ -12,6 +12,7 @@ mod shared;
 
 use std::{
     net::SocketAddr,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -31,8 +32,12 @@ use crate::{
     clock::monotonic_ns,
     engine::{Engine, EngineConfig, FullReconcile, Leak},
     event::Transition,
-    http,
-    http_listener::LimitedListener,
+    http::{
+        self,
+        listener::{LimitedListener, StreamLimits},
+        server::Timeouts,
+        web_config::WebSecurity,
+    },
     privileges,
     probe::{Probe, ProbeOptions},
     ringbuf::EventReader,
@@ -58,6 +63,10 @@ pub struct DaemonOptions {
     pub http_max_connections: usize,
     /// An HTTP connection idle this long is closed.
     pub http_idle_timeout: Duration,
+    /// A request must arrive, and its answer start, within this.
+    pub http_request_timeout: Duration,
+    /// The exporter-style web config file (TLS, basic auth), if any.
+    pub web_config: Option<PathBuf>,
     /// Split the socket gauges by network namespace.
     pub netns_label: bool,
 }
@@ -99,6 +108,7 @@ pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Probe
 pub async fn run(
     options: DaemonOptions,
     probe: Probe,
+    web: WebSecurity,
     mut shutdown: Shutdown,
     reload: Option<Reload>,
 ) -> anyhow::Result<()> {
@@ -118,11 +128,28 @@ pub async fn run(
     let listener = LimitedListener::new(
         listener,
         options.http_max_connections,
-        options.http_idle_timeout,
+        StreamLimits {
+            idle: options.http_idle_timeout,
+            request: options.http_request_timeout,
+        },
         shared.http_stats(),
     );
-    let server = tokio::spawn(http::serve(listener, shared.clone(), cancel.clone()));
-    log::info!("serving http://{local}/metrics");
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
+    log::info!("serving {scheme}://{local}/metrics ({})", web.describe());
+    shared.web_security().set(web);
+    let app = http::router(shared.clone()).context("setting up the metrics")?;
+    let timeouts = Timeouts {
+        request: options.http_request_timeout,
+        // Requests in flight get a moment; the whole stop stays under 2 s.
+        drain: Duration::from_secs(1),
+    };
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        app,
+        shared.web_security().clone(),
+        timeouts,
+        cancel.clone(),
+    ));
 
     let notifier = Notifier::from_env();
     let result = follow(
@@ -137,12 +164,8 @@ pub async fn run(
     .await;
     notifier.stopping();
     cancel.cancel();
-    // Requests in flight get a moment; the whole stop stays under 2 s.
-    match tokio::time::timeout(Duration::from_secs(1), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => log::warn!("http server: {e}"),
-        Ok(Err(e)) => log::warn!("http server task: {e}"),
-        Err(_) => log::info!("closing connections still open after 1 s"),
+    if let Err(e) = server.await {
+        log::warn!("http server task: {e}");
     }
     if let Some(mut probe) = shared.take_probe() {
         probe.detach()?;
@@ -231,6 +254,7 @@ async fn follow(
                             tick = ticker(new.interval);
                         }
                         apply_reload(&options, &new, level, shared);
+                        reload_web_security(&new, shared);
                         options = new;
                     }
                     Err(e) => log::error!("SIGHUP: configuration not reloaded: {e}"),
@@ -296,6 +320,27 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     tick
 }
 
+/// Reads the web config file (if any) at start-up: before capabilities
+/// are dropped, so a key file only root may read is fine.
+pub fn load_web_security(options: &DaemonOptions) -> anyhow::Result<WebSecurity> {
+    match &options.web_config {
+        None => Ok(WebSecurity::default()),
+        Some(path) => WebSecurity::load(path).map_err(anyhow::Error::msg),
+    }
+}
+
+/// Re-reads the web config file on SIGHUP (new certificates, new users);
+/// on any error the one in force stays.
+fn reload_web_security(options: &DaemonOptions, shared: &Shared) {
+    match load_web_security(options) {
+        Ok(web) => {
+            log::info!("SIGHUP: web config: {}", web.describe());
+            shared.web_security().set(web);
+        }
+        Err(e) => log::error!("SIGHUP: web config not reloaded, the old one stays: {e:#}"),
+    }
+}
+
 /// Applies what can change live and says what needs a restart.
 fn apply_reload(
     old: &DaemonOptions,
@@ -330,6 +375,10 @@ fn apply_reload(
         (
             "http-idle-timeout",
             new.http_idle_timeout != old.http_idle_timeout,
+        ),
+        (
+            "http-request-timeout",
+            new.http_request_timeout != old.http_request_timeout,
         ),
         ("netns-label", new.netns_label != old.netns_label),
     ];

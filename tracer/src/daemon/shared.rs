@@ -16,7 +16,7 @@ use crate::{
     clock::monotonic_ns,
     engine::Engine,
     event::Transition,
-    http_listener::HttpStats,
+    http::{listener::HttpStats, server::WebSecurityHandle},
     metrics::GAUGED_STATES,
     probe::{KernelStats, Probe},
     snapshot::{DestinationEntry, EventCounts, LeakEntry, Snapshot, StateCount, TransitionRate},
@@ -37,6 +37,8 @@ pub struct Shared {
     rates: Mutex<Rates>,
     hostname: String,
     http: Arc<HttpStats>,
+    /// TLS and basic auth in force (SIGHUP replaces them).
+    web_security: WebSecurityHandle,
     /// Socket gauges carry a `netns` label.
     netns_label: bool,
 }
@@ -79,6 +81,7 @@ impl Shared {
             rates: Mutex::new(Rates::default()),
             hostname: hostname(),
             http: Arc::new(HttpStats::default()),
+            web_security: WebSecurityHandle::default(),
         }
     }
 
@@ -92,6 +95,10 @@ impl Shared {
 
     pub fn http_stats(&self) -> Arc<HttpStats> {
         self.http.clone()
+    }
+
+    pub fn web_security(&self) -> &WebSecurityHandle {
+        &self.web_security
     }
 
     pub fn http_rejected(&self) -> u64 {

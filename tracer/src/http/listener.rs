@@ -1,8 +1,9 @@
 //! The HTTP listener's limits: at most N connections at once (more are
-//! accepted and closed at once, so a flood costs nothing), and a connection
-//! idle for too long is closed (so slow or stuck clients free their slot).
-//! Requests are small and answers fast, so this bounds the daemon's memory
-//! whatever its clients do.
+//! accepted and closed at once, so a flood costs nothing); a connection
+//! idle for too long is closed (so stuck clients free their slot); and a
+//! request must arrive whole within a time limit (so a client trickling a
+//! byte now and then cannot hold a slot either). Requests are small and
+//! answers fast, so this bounds the daemon's memory whatever its clients do.
 
 use std::{
     io,
@@ -32,21 +33,30 @@ pub struct HttpStats {
 pub struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
-    idle_timeout: Duration,
+    limits: StreamLimits,
     stats: Arc<HttpStats>,
+}
+
+/// Time limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Nothing sent or received for this long closes the connection.
+    pub idle: Duration,
+    /// From a request's first byte to the response's first byte.
+    pub request: Duration,
 }
 
 impl LimitedListener {
     pub fn new(
         inner: TcpListener,
         max_connections: usize,
-        idle_timeout: Duration,
+        limits: StreamLimits,
         stats: Arc<HttpStats>,
     ) -> Self {
         LimitedListener {
             inner,
             permits: Arc::new(Semaphore::new(max_connections)),
-            idle_timeout,
+            limits,
             stats,
         }
     }
@@ -70,7 +80,7 @@ impl axum::serve::Listener for LimitedListener {
             match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let _ = stream.set_nodelay(true);
-                    return (LimitedStream::new(stream, permit, self.idle_timeout), addr);
+                    return (LimitedStream::new(stream, permit, self.limits), addr);
                 }
                 Err(_) => {
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -86,38 +96,66 @@ impl axum::serve::Listener for LimitedListener {
     }
 }
 
-/// A connection holding one of the listener's slots, closed when idle.
+/// A connection holding one of the listener's slots, closed when idle or
+/// when a request takes too long to arrive.
 pub struct LimitedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
-    idle_timeout: Duration,
+    limits: StreamLimits,
     idle: Pin<Box<Sleep>>,
+    /// Armed by the first byte of a request, disarmed by the first byte of
+    /// its response.
+    request: Pin<Box<Sleep>>,
+    in_request: bool,
 }
 
 impl LimitedStream {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, limits: StreamLimits) -> Self {
         LimitedStream {
             stream,
             _permit: permit,
-            idle_timeout,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            limits,
+            idle: Box::pin(tokio::time::sleep(limits.idle)),
+            request: Box::pin(tokio::time::sleep(limits.request)),
+            in_request: false,
         }
     }
 
     fn touch(&mut self) {
-        let deadline = Instant::now() + self.idle_timeout;
+        let deadline = Instant::now() + self.limits.idle;
         self.idle.as_mut().reset(deadline);
     }
 
-    /// An error once the connection has been idle too long.
-    fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.idle.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
+    fn received(&mut self) {
+        self.touch();
+        if !self.in_request {
+            self.in_request = true;
+            let deadline = Instant::now() + self.limits.request;
+            self.request.as_mut().reset(deadline);
+        }
+    }
+
+    fn sent(&mut self) {
+        self.touch();
+        self.in_request = false;
+    }
+
+    /// An error once the connection has been idle, or its request under
+    /// way, for too long.
+    fn check_deadlines(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.idle.as_mut().poll(cx).is_ready() {
+            return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "idle HTTP connection",
-            )),
-            Poll::Pending => Ok(()),
+            ));
         }
+        if self.in_request && self.request.as_mut().poll(cx).is_ready() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "HTTP request took too long to arrive",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -131,12 +169,12 @@ impl AsyncRead for LimitedStream {
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    self.touch();
+                    self.received();
                 }
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                self.check_idle(cx)?;
+                self.check_deadlines(cx)?;
                 Poll::Pending
             }
         }
@@ -150,7 +188,7 @@ impl AsyncWrite for LimitedStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let n = ready!(Pin::new(&mut self.stream).poll_write(cx, data))?;
-        self.touch();
+        self.sent();
         Poll::Ready(Ok(n))
     }
 

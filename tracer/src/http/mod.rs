@@ -1,6 +1,16 @@
 //! The HTTP front end: `/metrics` (Prometheus text format),
 //! `/api/v1/snapshot` (JSON), `/healthz` and `/readyz`. Anything else is
 //! 404; other methods than GET and HEAD on these paths are 405.
+//!
+//! * [`listener`]: how many connections, and for how long idle;
+//! * [`server`]: the connection loop, TLS, request time limits;
+//! * [`web_config`]: the exporter-style web config file (TLS, basic auth);
+//! * [`auth`]: checking basic auth against bcrypt hashes.
+
+pub mod auth;
+pub mod listener;
+pub mod server;
+pub mod web_config;
 
 use std::sync::Arc;
 
@@ -11,9 +21,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use tokio_util::sync::CancellationToken;
 
-use crate::{daemon::Shared, http_listener::LimitedListener, metrics::Metrics};
+use crate::{daemon::Shared, metrics::Metrics};
 
 /// Prometheus' text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -33,18 +42,6 @@ pub fn router(shared: Arc<Shared>) -> Result<Router, prometheus::Error> {
         .route("/readyz", get(ready_handler))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .with_state(AppState { shared, metrics }))
-}
-
-/// Serves until `cancel` fires, then finishes the requests in flight.
-pub async fn serve(
-    listener: LimitedListener,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let app = router(shared).map_err(std::io::Error::other)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
 }
 
 async fn metrics_handler(State(app): State<AppState>) -> Response {

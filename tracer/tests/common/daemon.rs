@@ -17,6 +17,8 @@ use super::tracer_bin;
 pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Serving HTTPS (a web config with TLS).
+    pub tls: bool,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -44,18 +46,20 @@ impl Daemon {
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("serving http://").nth(1)
+                if let Some((scheme, rest)) = line
+                    .split_once("serving ")
+                    .and_then(|(_, rest)| rest.split_once("://"))
                     && let Some(addr) = rest.split('/').next()
                     && let Ok(addr) = addr.parse::<SocketAddr>()
                 {
-                    let _ = addr_tx.send(addr);
+                    let _ = addr_tx.send((addr, scheme == "https"));
                 }
                 let mut s = sink.lock().expect("lock");
                 s.push_str(&line);
                 s.push('\n');
             }
         });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
+        let (addr, tls) = match addr_rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -68,13 +72,16 @@ impl Daemon {
         let mut daemon = Daemon {
             child,
             addr,
+            tls,
             stderr: text,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = get(addr, "/readyz")
-                && r.status == 200
-            {
+            // Over TLS or behind basic auth this client cannot ask; the log
+            // says it too (at the default log level).
+            let ready = daemon.stderr().contains(": ready: ")
+                || (!tls && get(addr, "/readyz").is_ok_and(|r| r.status == 200));
+            if ready {
                 return daemon;
             }
             if Instant::now() > deadline {

@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod leaky;
+pub mod tls;
 
 use std::{
     collections::BTreeMap,

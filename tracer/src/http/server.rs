@@ -1,0 +1,198 @@
+//! The connection loop: accept (within the listener's limits), the TLS
+//! handshake if the web config asks for one, then HTTP/1.1 with a cap on
+//! the time a request may take to arrive and to be answered.
+//!
+//! Each connection runs in its own task, so a slow handshake or a slow
+//! client never holds up the others.
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use hyper_util::rt::TokioIo;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::ServiceExt as _;
+
+use super::{
+    auth::{BasicAuth, SharedAuth},
+    listener::{LimitedListener, LimitedStream},
+    web_config::WebSecurity,
+};
+
+/// Largest request head accepted (hyper answers 431 beyond it). Scrapes
+/// send a few hundred bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// The web config in force; SIGHUP swaps it, connections take a copy when
+/// they start.
+#[derive(Clone, Default)]
+pub struct WebSecurityHandle {
+    current: Arc<RwLock<Arc<Active>>>,
+}
+
+/// A web config with its per-config state (the acceptor, remembered passwords).
+#[derive(Default)]
+struct Active {
+    tls: Option<TlsAcceptor>,
+    auth: Option<SharedAuth>,
+}
+
+impl WebSecurityHandle {
+    pub fn new(security: WebSecurity) -> Self {
+        let handle = WebSecurityHandle::default();
+        handle.set(security);
+        handle
+    }
+
+    /// Replaces the config; connections already open keep the old one.
+    pub fn set(&self, security: WebSecurity) {
+        let active = Active {
+            tls: security.tls.map(TlsAcceptor::from),
+            auth: (!security.users.is_empty()).then(|| Arc::new(BasicAuth::new(security.users))),
+        };
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(active);
+    }
+
+    fn get(&self) -> Arc<Active> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// How long the parts of a request may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the first byte of a request (or the TLS handshake) to its last
+    /// header, and from the request to the response's start.
+    pub request: Duration,
+    /// How long to wait for requests in flight at shutdown.
+    pub drain: Duration,
+}
+
+/// Serves `app` on `listener` until `cancel` fires, then lets requests in
+/// flight finish for at most `timeouts.drain`.
+pub async fn serve(
+    mut listener: LimitedListener,
+    app: Router,
+    security: WebSecurityHandle,
+    timeouts: Timeouts,
+    cancel: CancellationToken,
+) {
+    use axum::serve::Listener as _;
+    let app = with_auth(app, security.clone());
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, _addr) = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let app = app.clone();
+        let active = security.get();
+        let cancel = cancel.clone();
+        connections.spawn(async move {
+            serve_connection(stream, app, active, timeouts, cancel).await;
+        });
+    }
+    connections.close();
+    if tokio::time::timeout(timeouts.drain, connections.wait())
+        .await
+        .is_err()
+    {
+        log::info!(
+            "closing HTTP connections still open after {}",
+            humantime::format_duration(timeouts.drain)
+        );
+    }
+}
+
+async fn serve_connection(
+    stream: LimitedStream,
+    app: Router,
+    active: Arc<Active>,
+    timeouts: Timeouts,
+    cancel: CancellationToken,
+) {
+    match &active.tls {
+        None => serve_http(stream, app, timeouts, cancel).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(timeouts.request, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_http(tls, app, timeouts, cancel).await,
+                Ok(Err(e)) => log::debug!("TLS handshake failed: {e}"),
+                Err(_) => log::debug!("TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<IO>(io: IO, app: Router, timeouts: Timeouts, cancel: CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let request_timeout = timeouts.request;
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        async move {
+            let request = request.map(Body::new);
+            let response = match tokio::time::timeout(request_timeout, app.oneshot(request)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response(),
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
+    // No hyper timer: its header read timeout also runs while a keep-alive
+    // connection waits for the next scrape. The stream times requests instead.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.max_buf_size(MAX_HEAD_BYTES).keep_alive(true);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                log::debug!("HTTP connection: {e}");
+            }
+        }
+        () = cancel.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Puts basic auth in front of every path. It asks the handle on each
+/// request, so a reloaded user list applies to open connections too.
+fn with_auth(app: Router, security: WebSecurityHandle) -> Router {
+    app.layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            let auth = security.get().auth.clone();
+            async move {
+                match auth {
+                    Some(auth) if !auth.allows(request.headers()).await => unauthorized(),
+                    _ => next.run(request).await,
+                }
+            }
+        },
+    ))
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"tracer\"")],
+        "unauthorized\n",
+    )
+        .into_response()
+}

@@ -1,0 +1,264 @@
+//! The HTTP endpoint's security and limits as a client sees them: TLS and
+//! basic auth from an exporter-style web config file, checked with `curl`
+//! (a client we did not write), reloaded on SIGHUP; and the cap on the time
+//! a request may take to arrive.
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{daemon::*, tls::*, *};
+
+/// `curl` against the daemon: (HTTP status, body). Status 0: no HTTP answer.
+fn curl(addr: SocketAddr, ca: &Path, user: Option<&str>, extra: &[&str]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(ca)
+    .args(extra);
+    if let Some(user) = user {
+        cmd.args(["-u", user]);
+    }
+    let out = cmd
+        .arg(format!("https://{addr}/metrics"))
+        .output()
+        .expect("curl (Debian package curl; `cargo xtask test` installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn web_config(pki: &TestPki, user: &str, password: &str) -> String {
+    format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  {user}: '{}'\n",
+        pki.cert.display(),
+        pki.key.display(),
+        htpasswd_hash(password)
+    )
+}
+
+fn hangup(daemon: &Daemon) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+}
+
+#[test]
+fn tls_and_basic_auth_come_from_the_web_config_and_reload_on_sighup() {
+    if !can_load_ebpf("tls_and_basic_auth_come_from_the_web_config_and_reload_on_sighup") {
+        return;
+    }
+    let pki = TestPki::new("web");
+    let file = pki.dir.join("web.yml");
+    std::fs::write(&file, web_config(&pki, "prom", "first pass")).expect("web config");
+    let daemon = Daemon::start(&["--web-config-file", file.to_str().expect("path")]);
+    assert!(daemon.tls, "the daemon must say it serves https");
+    let addr = daemon.addr;
+
+    let (status, body) = curl(addr, &pki.ca, Some("prom:first pass"), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("tcpstate_sockets{"), "{body}");
+    // Both protocol versions the config allows by default.
+    for version in [&["--tlsv1.2", "--tls-max", "1.2"][..], &["--tlsv1.3"]] {
+        assert_eq!(curl(addr, &pki.ca, Some("prom:first pass"), version).0, 200);
+    }
+    assert_eq!(curl(addr, &pki.ca, None, &[]).0, 401, "no credentials");
+    assert_eq!(curl(addr, &pki.ca, Some("prom:wrong"), &[]).0, 401);
+    assert_eq!(curl(addr, &pki.ca, Some("nobody:first pass"), &[]).0, 401);
+    // A client that does not trust the CA gets no answer at all.
+    let (status, _) = curl(
+        addr,
+        Path::new("/etc/ssl/certs/ca-certificates.crt"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 0, "the handshake must fail without our CA");
+    // Plain HTTP on the TLS port gets no HTTP answer, and no dead daemon.
+    assert!(get(addr, "/metrics").map_or(true, |r| r.status != 200));
+
+    // A new password, then SIGHUP: the old one stops working.
+    std::fs::write(&file, web_config(&pki, "prom", "second pass")).expect("web config");
+    hangup(&daemon);
+    wait_until("the new password to apply", Duration::from_secs(10), || {
+        curl(addr, &pki.ca, Some("prom:second pass"), &[]).0 == 200
+    });
+    assert_eq!(curl(addr, &pki.ca, Some("prom:first pass"), &[]).0, 401);
+
+    // A broken file on SIGHUP: logged, and the config in force stays.
+    std::fs::write(&file, "tls_server_config:\n  cert_file: [oops\n").expect("web config");
+    hangup(&daemon);
+    wait_until(
+        "the reload error to be logged",
+        Duration::from_secs(10),
+        || daemon.stderr().contains("web config not reloaded"),
+    );
+    assert_eq!(curl(addr, &pki.ca, Some("prom:second pass"), &[]).0, 200);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn basic_auth_alone_guards_every_path_over_plain_http() {
+    if !can_load_ebpf("basic_auth_alone_guards_every_path_over_plain_http") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tracer-web-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("web.yml");
+    let hash = htpasswd_hash("pw");
+    std::fs::write(&file, format!("basic_auth_users:\n  prom: '{hash}'\n")).expect("file");
+    let daemon = Daemon::start(&["--web-config-file", file.to_str().expect("path")]);
+    assert!(!daemon.tls);
+    for path in ["/metrics", "/api/v1/snapshot", "/readyz", "/healthz"] {
+        let r = get(daemon.addr, path).expect("request");
+        assert_eq!(r.status, 401, "{path} without credentials");
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("www-authenticate") && v.contains("Basic")),
+            "{path}: {:?}",
+            r.headers
+        );
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-u",
+                "prom:pw",
+            ])
+            .arg(format!("http://{}{path}", daemon.addr))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{path}");
+    }
+    assert!(daemon.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// True once the server has closed `stream` (EOF or reset) within `within`.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn a_request_must_arrive_whole_within_the_request_timeout() {
+    if !can_load_ebpf("a_request_must_arrive_whole_within_the_request_timeout") {
+        return;
+    }
+    // The idle timeout alone would never close a client that trickles.
+    let daemon = Daemon::start(&["--http-request-timeout", "2s", "--http-idle-timeout", "60s"]);
+    let mut trickle = TcpStream::connect(daemon.addr).expect("connect");
+    trickle
+        .write_all(b"GET /metrics HTTP/1.1\r\n")
+        .expect("write");
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(8) {
+        if trickle.write_all(b"X").is_err()
+            || closed_within(&mut trickle, Duration::from_millis(300))
+        {
+            closed = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "a trickling request was kept open for {took:?}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "closed too early: {took:?}"
+    );
+
+    // A keep-alive client that waits between scrapes longer than the request
+    // timeout (as Prometheus does) is still served: the cap is per request.
+    let mut http = daemon.client();
+    assert_eq!(http.get("/metrics").status, 200);
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(http.get("/metrics").status, 200);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn check_config_checks_the_web_config_file() {
+    let dir = std::env::temp_dir().join(format!("tracer-web-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let check = |text: Option<&str>| {
+        let file = dir.join("web.yml");
+        match text {
+            Some(text) => std::fs::write(&file, text).expect("file"),
+            None => {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+        let empty = dir.join("empty.toml");
+        std::fs::write(&empty, "").expect("config file");
+        let out = Command::new(tracer_bin())
+            .args(["daemon", "--check-config", "--config"])
+            .arg(&empty)
+            .arg("--web-config-file")
+            .arg(&file)
+            .output()
+            .expect("tracer");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let hash = htpasswd_hash("pw");
+    let (code, stdout, _) = check(Some(&format!("basic_auth_users:\n  prom: '{hash}'\n")));
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("web-config-file = "), "{stdout}");
+    for (text, expected) in [
+        (
+            Some("basic_auth_users:\n  prom: plaintext\n"),
+            "not a bcrypt hash",
+        ),
+        (
+            Some("tls_server_config:\n  cert_file: a.crt\n"),
+            "both cert_file and key_file",
+        ),
+        (
+            Some("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n"),
+            "a.crt",
+        ),
+        (
+            Some("tls_server_confg: {}\n"),
+            "unknown field `tls_server_confg`",
+        ),
+        (Some("basic_auth_users: [\n"), "web.yml"),
+        (None, "cannot read web config file"),
+    ] {
+        let (code, _, stderr) = check(text);
+        assert_eq!(code, Some(1), "{text:?}: {stderr}");
+        assert!(
+            stderr.starts_with("tracer: error: ") && stderr.contains(expected),
+            "{text:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{text:?}: one line:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
