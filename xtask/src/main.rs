@@ -8,7 +8,10 @@
 //!   checks of `install` and of the Debian package.
 //! * `install`: release build, then binary, unit, config and docs in place.
 //! * `deb`: the Debian package (cargo-deb), checked.
+//! * `bench`: what tracer costs (churn rate, lost events, CPU, kernel time,
+//!   memory, HTTP latency, start-up) against the targets; as root.
 
+mod bench;
 mod cmd;
 mod package;
 mod run;
@@ -55,6 +58,13 @@ enum Task {
     },
     /// Build the Debian package (target/debian/) and check its contents.
     Deb,
+    /// Measure tracer against its performance targets (root; about 5
+    /// minutes; --quick about 2): prints a table and writes
+    /// results/bench-<UTC time>.json.
+    Bench(bench::BenchArgs),
+    /// Hold loopback connections for `bench` (a child process of it).
+    #[command(hide = true)]
+    BenchHold(bench::HoldArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,5 +74,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => test::test(&args),
         Task::Install { destdir, prefix } => package::install(&destdir, &prefix),
         Task::Deb => package::check_deb(),
+        Task::Bench(args) => bench::bench(&args),
+        Task::BenchHold(args) => args.run(),
     }
 }

@@ -1,0 +1,178 @@
+//! The daemon with many connections already open: memory per tracked
+//! socket, time to ready, and HTTP latency. Connections are held by child
+//! processes (see `hold`) and grow level by level; a fresh daemon starts at
+//! each level, after the sockets exist, so that its start-up (the seeding
+//! sock_diag dump) is measured too.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+
+use super::{
+    Plan,
+    hold::Holders,
+    http, measure,
+    procs::Daemon,
+    report::{Latency, Level, Results},
+    stop,
+};
+
+/// After ready, a few reconciliation ticks pass before memory is read.
+const SETTLE: Duration = Duration::from_secs(3);
+/// Requests per path for the latency percentiles.
+const REQUESTS: usize = 200;
+/// The daemon's default --max-sockets: a level that needs more gets more,
+/// else entries would be evicted and not counted.
+const DEFAULT_MAX_SOCKETS: u64 = 2_000_000;
+
+pub fn run(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
+    wait_for_timewait_expiry()?;
+    eprintln!("xtask: bench: daemon memory, idle");
+    results.idle = Some(level(plan, 0, false, results)?);
+    let mut holders = Holders::new()?;
+    for &conns in &plan.levels {
+        stop::check()?;
+        eprintln!("xtask: bench: opening {conns} connections");
+        let opened = Instant::now();
+        holders.grow_to(conns)?;
+        eprintln!(
+            "xtask: bench:   {} held after {:.1} s",
+            holders.held(),
+            opened.elapsed().as_secs_f64()
+        );
+        let with_latency = conns == plan.latency_level;
+        let l = level(plan, conns, with_latency, results)?;
+        results.levels.push(l);
+    }
+    eprintln!("xtask: bench: closing the held connections");
+    drop(holders);
+    Ok(())
+}
+
+/// TIME_WAIT sockets left by an earlier churn (up to tcp_max_tw_buckets,
+/// for 60 s) would be tracked by the idle daemon and hide what one socket
+/// costs: wait until they have expired.
+fn wait_for_timewait_expiry() -> anyhow::Result<()> {
+    const QUIET: u64 = 1_000;
+    let started = Instant::now();
+    let mut said = false;
+    while let Some(tw) = timewait_sockets()
+        && tw >= QUIET
+        && started.elapsed() < Duration::from_secs(70)
+    {
+        if !said {
+            eprintln!("xtask: bench: waiting for {tw} TIME_WAIT sockets to expire (up to 60 s)");
+            said = true;
+        }
+        stop::sleep(Duration::from_secs(1))?;
+    }
+    Ok(())
+}
+
+/// The `tw` count of /proc/net/sockstat.
+fn timewait_sockets() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut fields = tcp.split_whitespace();
+    fields.find(|&f| f == "tw")?;
+    fields.next()?.parse().ok()
+}
+
+/// Starts a daemon with `conns` held, measures, stops it.
+fn level(
+    plan: &Plan,
+    conns: usize,
+    with_latency: bool,
+    results: &mut Results,
+) -> anyhow::Result<Level> {
+    // Both ends of every connection, plus what else the machine has.
+    let needed = 2 * conns as u64 + 200_000;
+    let max_sockets = (needed > DEFAULT_MAX_SOCKETS).then_some(needed);
+    let extra: Vec<String> = max_sockets
+        .map(|n| vec!["--max-sockets".to_owned(), n.to_string()])
+        .unwrap_or_default();
+    let daemon = Daemon::start(&plan.tracer, &extra, &plan.log("daemon"))?;
+    eprintln!(
+        "xtask: bench:   daemon ready after {:.2} s",
+        daemon.ready_after.as_secs_f64()
+    );
+    stop::sleep(SETTLE)?;
+    let text = daemon.metrics()?;
+    let (rss, _) = measure::memory(daemon.pid())?;
+    let tracked = http::sum(&text, "tcpstate_tracked_sockets")?;
+    let established =
+        http::labelled(&text, "tcpstate_sockets", "state", "ESTABLISHED").unwrap_or(0.0);
+    if with_latency {
+        for path in ["/metrics", "/api/v1/snapshot"] {
+            results.latency.push(latency(&daemon, path, conns)?);
+        }
+    }
+    // Serving may have grown it: keep the larger reading.
+    let (rss_after, hwm) = measure::memory(daemon.pid())?;
+    let ready = daemon.ready_after;
+    daemon.stop()?;
+    eprintln!(
+        "xtask: bench:   RSS {:.1} MiB, {tracked} sockets tracked, {established} ESTABLISHED",
+        rss.max(rss_after) as f64 / 1024.0 / 1024.0
+    );
+    Ok(Level {
+        conns,
+        max_sockets,
+        ready,
+        rss: rss.max(rss_after),
+        hwm,
+        tracked,
+        established,
+        kernel_established: kernel_established(),
+    })
+}
+
+/// Sequential GETs on new connections (`Connection: close`, as Prometheus
+/// without keep-alive would), each timed from connect to the last byte.
+fn latency(daemon: &Daemon, path: &'static str, conns: usize) -> anyhow::Result<Latency> {
+    let mut samples = Vec::with_capacity(REQUESTS);
+    // One unmeasured request: the first render may allocate buffers.
+    http::get(daemon.addr, path, Duration::from_secs(30))?;
+    for _ in 0..REQUESTS {
+        stop::check()?;
+        let t = Instant::now();
+        let r = http::get(daemon.addr, path, Duration::from_secs(30))?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if r.status != 200 || r.body.is_empty() {
+            bail!(
+                "GET {path} answered {} with {} bytes",
+                r.status,
+                r.body.len()
+            );
+        }
+        samples.push(ms);
+    }
+    samples.sort_by(f64::total_cmp);
+    eprintln!(
+        "xtask: bench:   GET {path}: p50 {:.2} ms, p99 {:.2} ms",
+        measure::percentile(&samples, 50.0),
+        measure::percentile(&samples, 99.0)
+    );
+    Ok(Latency {
+        path,
+        conns,
+        samples,
+    })
+}
+
+/// Established TCP connections the kernel counts (`ss -s`, from
+/// /proc/net/snmp: cheap even with millions of sockets), as a cross-check
+/// of the daemon's gauge.
+fn kernel_established() -> Option<u64> {
+    let out = crate::cmd::output(Command::new("ss").arg("-s"))?;
+    let line = out.lines().find(|l| l.starts_with("TCP:"))?;
+    let after = line.split("estab ").nth(1)?;
+    after
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}

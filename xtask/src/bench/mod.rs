@@ -1,0 +1,345 @@
+//! `cargo xtask bench`: what tracer costs, measured against the targets in
+//! the issue, on this machine, as root, with the release build:
+//!
+//! 1. loopback connection churn with nothing attached, with `tracer daemon`
+//!    and with libbpf-tools' `tcpstates > /dev/null` (`rounds`);
+//! 2. events the daemon lost, and 3. its CPU time per transition, during
+//!    that churn; 7. the kernel program's time per transition (`rounds`);
+//! 4. the daemon's memory with 10k, 100k and 1M connections held, 5. its
+//!    HTTP latency at 100k and 6. its time to ready at each level
+//!    (`capacity`).
+//!
+//! Held connections come first: the churn leaves up to tcp_max_tw_buckets
+//! TIME_WAIT sockets for a minute, which would blur the idle memory reading.
+//! Prints a table and writes results/bench-<UTC time>.json (and
+//! results/bench-latest.json).
+
+mod capacity;
+mod churn;
+mod hold;
+mod http;
+mod measure;
+mod procs;
+mod report;
+mod rounds;
+mod stop;
+mod sysctl;
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use crate::{
+    cmd::{self, cargo, is_root, output, workspace_root},
+    setup::{self, Tool},
+};
+
+/// What the bench runs besides tracer.
+const BENCH_TOOLS: &[Tool] = &[
+    Tool {
+        command: "tcpstates",
+        package: "libbpf-tools",
+        why: "the reference tracer the churn is compared with",
+    },
+    Tool {
+        command: "bpftool",
+        package: "bpftool",
+        why: "BPF program run time and count",
+    },
+    Tool {
+        command: "ss",
+        package: "iproute2",
+        why: "the kernel's count of established connections",
+    },
+];
+
+/// Connection counts held for the memory and start-up measurements.
+const LEVELS: [usize; 3] = [10_000, 100_000, 1_000_000];
+/// The level the HTTP latency is measured at (or the largest below it).
+const LATENCY_LEVEL: usize = 100_000;
+/// Kernel memory per held connection (two sockets with their files),
+/// rounded up, to refuse a level the machine cannot hold.
+const KERNEL_BYTES_PER_CONN: u64 = 12 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Connection churn: rate, lost events, CPU, kernel time.
+    Churn,
+    /// Held connections: memory, start-up time, HTTP latency.
+    Hold,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Seconds of churn per run [default: 10; 3 with --quick].
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Rounds of (bare, daemon, tcpstates) churn runs; medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    rounds: u64,
+    /// Most connections held: the levels are 10k, 100k and 1M up to this,
+    /// and this [default: 1000000; 100000 with --quick].
+    #[arg(long, value_name = "N")]
+    max_conns: Option<usize>,
+    /// Short churn runs and at most 100k connections held.
+    #[arg(long)]
+    quick: bool,
+    /// Only this part of the bench.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+    /// Churn client threads [default: 2 per CPU].
+    #[arg(long, value_name = "N")]
+    clients: Option<usize>,
+    /// Churn server threads, one listening port each [default: 1 per CPU].
+    #[arg(long, value_name = "N")]
+    servers: Option<usize>,
+    /// Bench this tracer binary instead of building target/release/tracer.
+    #[arg(long, value_name = "PATH")]
+    tracer: Option<PathBuf>,
+}
+
+/// The resolved settings every part reads.
+pub struct Plan {
+    tracer: PathBuf,
+    duration: Duration,
+    rounds: usize,
+    clients: usize,
+    servers: usize,
+    levels: Vec<usize>,
+    latency_level: usize,
+    logs: PathBuf,
+}
+
+impl Plan {
+    /// The log file of one kind of child process (appended to by each run).
+    fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+}
+
+pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!(
+            "cargo xtask bench needs root: it loads BPF programs, changes sysctls and holds \
+             up to two million sockets; run `sudo -E cargo xtask bench`"
+        );
+    }
+    let started = Instant::now();
+    stop::install()?;
+    let tracer = match &args.tracer {
+        Some(path) => path.clone(),
+        None => {
+            setup::toolchain()?;
+            cmd::run(cargo().args(["build", "--release", "--package", "tracer"]))?;
+            workspace_root().join("target/release/tracer")
+        }
+    };
+    if !tracer.is_file() {
+        bail!("no tracer binary at {}", tracer.display());
+    }
+    setup::debian_tools(BENCH_TOOLS)?;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let plan = plan(args, tracer, cpus)?;
+    warn_about_others();
+
+    let mut results = report::Results {
+        meta: meta(args, &plan, cpus),
+        ..Default::default()
+    };
+    let outcome = run_parts(args, &plan, &mut results);
+    results.meta.insert(
+        "total_seconds",
+        json!(started.elapsed().as_secs_f64().round()),
+    );
+    // Whatever was measured before an error is still worth keeping.
+    let error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+    println!();
+    results.print();
+    let path = results.write(error.as_deref())?;
+    println!(
+        "\nwritten to {} (and results/bench-latest.json) in {:.0} s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    outcome
+}
+
+fn plan(args: &BenchArgs, tracer: PathBuf, cpus: usize) -> anyhow::Result<Plan> {
+    let seconds = args.duration.unwrap_or(if args.quick { 3.0 } else { 10.0 });
+    if !(0.5..=3600.0).contains(&seconds) {
+        bail!("--duration {seconds}: use 0.5 to 3600 seconds");
+    }
+    let max_conns = args
+        .max_conns
+        .unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
+    let mut levels: Vec<usize> = LEVELS.into_iter().filter(|&l| l < max_conns).collect();
+    if max_conns > 0 {
+        levels.push(max_conns);
+    }
+    let latency_level = levels
+        .iter()
+        .copied()
+        .filter(|&l| l <= LATENCY_LEVEL)
+        .max()
+        .or_else(|| levels.first().copied())
+        .unwrap_or(0);
+    let logs = workspace_root().join("target/xtask/bench");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    for name in ["daemon", "tcpstates"] {
+        let _ = std::fs::remove_file(logs.join(format!("{name}.log")));
+    }
+    Ok(Plan {
+        tracer,
+        duration: Duration::from_secs_f64(seconds),
+        rounds: usize::try_from(args.rounds)?,
+        clients: args.clients.unwrap_or(2 * cpus).max(1),
+        servers: args.servers.unwrap_or(cpus).max(1),
+        levels,
+        latency_level,
+        logs,
+    })
+}
+
+fn run_parts(args: &BenchArgs, plan: &Plan, results: &mut report::Results) -> anyhow::Result<()> {
+    // Dropped last: restores every setting, also after an error.
+    let mut sysctls = sysctl::Sysctls::default();
+    if args.only != Some(Part::Churn) && !plan.levels.is_empty() {
+        prepare_hold(plan, &mut sysctls)?;
+        capacity::run(plan, results)?;
+    }
+    if args.only != Some(Part::Hold) {
+        rounds::run(plan, &mut sysctls, results)?;
+    }
+    Ok(())
+}
+
+/// Checks that the largest level fits this machine and raises the limits
+/// that would stop it (each restored afterwards).
+fn prepare_hold(plan: &Plan, sysctls: &mut sysctl::Sysctls) -> anyhow::Result<()> {
+    let most = plan.levels.iter().copied().max().unwrap_or(0) as u64;
+    let needed = most * KERNEL_BYTES_PER_CONN + (1 << 30);
+    let available = measure::mem_available()?;
+    if available < needed {
+        bail!(
+            "{most} connections need about {} MiB of memory and {} MiB are available: \
+             use a smaller --max-conns",
+            needed >> 20,
+            available >> 20
+        );
+    }
+    let range = sysctl::read("net.ipv4.ip_local_port_range")?;
+    let ports: Vec<usize> = range.split(' ').filter_map(|p| p.parse().ok()).collect();
+    if let [low, high] = ports[..]
+        && high.saturating_sub(low) < hold::PER_CHILD + 1_000
+    {
+        bail!("net.ipv4.ip_local_port_range ({range}) is too small for the connection holders");
+    }
+    // Two files per connection on top of what is open now.
+    let open: u64 = sysctl::read("fs.file-nr")?
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    sysctls.raise("fs.file-max", open + 2 * most + 200_000)?;
+    // Holders connect and accept one at a time, but leave room anyway.
+    sysctls.raise("net.core.somaxconn", 4096)?;
+    sysctls.raise("net.ipv4.tcp_max_syn_backlog", 4096)?;
+    // Only when connection tracking is active does loopback traffic use it.
+    if Path::new("/proc/sys/net/netfilter/nf_conntrack_count").exists()
+        && sysctl::read_u64("net.netfilter.nf_conntrack_count")? > 0
+    {
+        sysctls.raise("net.netfilter.nf_conntrack_max", 2 * most + 200_000)?;
+    }
+    Ok(())
+}
+
+/// Other tracers running now would skew every figure: say so.
+fn warn_about_others() {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let others: Vec<String> = dir
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| {
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let comm = comm.trim();
+            ["tracer", "tcpstates", "tcplife", "tcptop"]
+                .contains(&comm)
+                .then(|| format!("{comm} (pid {})", e.file_name().to_string_lossy()))
+        })
+        .collect();
+    if !others.is_empty() {
+        eprintln!(
+            "xtask: bench: WARNING: already running, and tracing every transition too: {}",
+            others.join(", ")
+        );
+    }
+}
+
+fn meta(
+    args: &BenchArgs,
+    plan: &Plan,
+    cpus: usize,
+) -> std::collections::BTreeMap<&'static str, serde_json::Value> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let git = |a: &[&str]| output(Command::new("git").current_dir(workspace_root()).args(a));
+    let commit = git(&["rev-parse", "--short", "HEAD"]).map(|c| {
+        let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.trim().is_empty());
+        format!("{}{}", c.trim(), if dirty { " (dirty)" } else { "" })
+    });
+    let version = output(Command::new(&plan.tracer).arg("--version")).map(|v| v.trim().to_owned());
+    [
+        ("started_utc", json!(report::utc(now))),
+        ("tracer", json!(plan.tracer.display().to_string())),
+        ("tracer_version", json!(version)),
+        ("git_commit", json!(commit)),
+        (
+            "kernel",
+            json!(sysctl::read("kernel.osrelease").unwrap_or_default()),
+        ),
+        ("cpus", json!(cpus)),
+        ("churn_seconds", json!(plan.duration.as_secs_f64())),
+        ("rounds", json!(plan.rounds)),
+        ("churn_clients", json!(plan.clients)),
+        ("churn_servers", json!(plan.servers)),
+        ("churn_closes_first", json!("server")),
+        ("levels", json!(plan.levels)),
+        ("quick", json!(args.quick)),
+        (
+            "only",
+            json!(args.only.map(|p| format!("{p:?}").to_lowercase())),
+        ),
+        (
+            "tcp_max_tw_buckets",
+            json!(sysctl::read_u64("net.ipv4.tcp_max_tw_buckets").ok()),
+        ),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// `xtask bench-hold`: arguments of a connection holder child.
+#[derive(Debug, clap::Args)]
+pub struct HoldArgs {
+    /// Loopback address of this holder's listener.
+    #[arg(long)]
+    ip: Ipv4Addr,
+    /// Connections to open and hold.
+    #[arg(long)]
+    conns: usize,
+}
+
+impl HoldArgs {
+    pub fn run(&self) -> anyhow::Result<()> {
+        hold::child(self.ip, self.conns)
+    }
+}

@@ -1,0 +1,537 @@
+//! What the bench found: the figures, a table of them against the targets
+//! from the issue, and the same as JSON under results/.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use super::{churn::Outcome, measure};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Bare,
+    Daemon,
+    Tcpstates,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 3] = [Condition::Bare, Condition::Daemon, Condition::Tcpstates];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Bare => "bare",
+            Condition::Daemon => "tracer daemon",
+            Condition::Tcpstates => "tcpstates > /dev/null",
+        }
+    }
+}
+
+/// What the daemon did during one churn run (deltas over the run).
+#[derive(Debug, Clone, Default)]
+pub struct DaemonCost {
+    /// tcpstate_transitions_total, counted in the kernel.
+    pub transitions: f64,
+    /// tcpstate_events_total: events user space received.
+    pub events: f64,
+    /// tcpstate_events_lost_total by reason.
+    pub lost: BTreeMap<String, f64>,
+    /// User plus system CPU seconds of the daemon.
+    pub cpu_seconds: f64,
+}
+
+impl DaemonCost {
+    pub fn lost_total(&self) -> f64 {
+        self.lost.values().sum()
+    }
+
+    pub fn cpu_per_million(&self) -> f64 {
+        self.cpu_seconds / (self.transitions / 1e6)
+    }
+}
+
+pub struct ChurnRun {
+    pub round: usize,
+    pub condition: Condition,
+    pub outcome: Outcome,
+    pub daemon: Option<DaemonCost>,
+}
+
+/// A BPF program's run statistics over one churn run.
+pub struct KernelCost {
+    pub tool: Condition,
+    pub program: String,
+    pub id: u32,
+    pub runs: u64,
+    pub run_time_ns: u64,
+    pub outcome: Outcome,
+}
+
+impl KernelCost {
+    pub fn ns_per_run(&self) -> f64 {
+        self.run_time_ns as f64 / self.runs as f64
+    }
+}
+
+/// A daemon started with `conns` connections held.
+pub struct Level {
+    pub conns: usize,
+    pub max_sockets: Option<u64>,
+    pub ready: Duration,
+    pub rss: u64,
+    pub hwm: u64,
+    /// tcpstate_tracked_sockets.
+    pub tracked: f64,
+    /// tcpstate_sockets{state="ESTABLISHED"}.
+    pub established: f64,
+    /// The kernel's count of established connections (`ss -s`), both ends.
+    pub kernel_established: Option<u64>,
+}
+
+pub struct Latency {
+    pub path: &'static str,
+    pub conns: usize,
+    /// Milliseconds, sorted.
+    pub samples: Vec<f64>,
+}
+
+#[derive(Default)]
+pub struct Results {
+    pub meta: BTreeMap<&'static str, Value>,
+    pub churn: Vec<ChurnRun>,
+    pub kernel: Vec<KernelCost>,
+    /// The daemon with no connections held (level 0).
+    pub idle: Option<Level>,
+    pub levels: Vec<Level>,
+    pub latency: Vec<Latency>,
+}
+
+/// Targets from the issue.
+const CHURN_RATIO: f64 = 0.95;
+const KERNEL_NS: f64 = 250.0;
+const CPU_PER_MILLION: f64 = 0.2;
+const BYTES_PER_SOCKET: f64 = 200.0;
+const MIB_PER_MILLION_SOCKETS: f64 = 300.0;
+const METRICS_P99_MS: f64 = 10.0;
+const READY_1M_S: f64 = 3.0;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+impl Results {
+    fn runs(&self, c: Condition) -> impl Iterator<Item = &ChurnRun> {
+        self.churn.iter().filter(move |r| r.condition == c)
+    }
+
+    /// Median connections per second of a condition.
+    pub fn median_rate(&self, c: Condition) -> f64 {
+        let rates: Vec<f64> = self.runs(c).map(|r| r.outcome.per_second()).collect();
+        measure::median(&rates)
+    }
+
+    fn daemon_costs(&self) -> impl Iterator<Item = &DaemonCost> {
+        self.runs(Condition::Daemon)
+            .filter_map(|r| r.daemon.as_ref())
+    }
+
+    fn bytes_per_socket(&self, level: &Level) -> Option<f64> {
+        let idle = self.idle.as_ref()?;
+        let sockets = level.tracked - idle.tracked;
+        (sockets > 0.0).then(|| (level.rss as f64 - idle.rss as f64) / sockets)
+    }
+
+    /// The rows of the table: metric, value, target, met.
+    fn rows(&self) -> Vec<(String, String, String, Option<bool>)> {
+        let mut rows = Vec::new();
+        let mut row = |m: String, v: String, t: &str, ok: Option<bool>| {
+            rows.push((m, v, t.to_owned(), ok));
+        };
+        if !self.churn.is_empty() {
+            let bare = self.median_rate(Condition::Bare);
+            for c in Condition::ALL {
+                let n = self.runs(c).count();
+                let rate = self.median_rate(c);
+                let ratio = rate / bare;
+                let (value, target, ok) = match c {
+                    Condition::Bare => (format!("{} conn/s", thousands(rate)), "", None),
+                    Condition::Daemon => (
+                        format!(
+                            "{} conn/s ({:.1} % of bare)",
+                            thousands(rate),
+                            ratio * 100.0
+                        ),
+                        ">= 95 % of bare",
+                        Some(ratio >= CHURN_RATIO),
+                    ),
+                    Condition::Tcpstates => (
+                        format!(
+                            "{} conn/s ({:.1} % of bare)",
+                            thousands(rate),
+                            ratio * 100.0
+                        ),
+                        "(reference)",
+                        None,
+                    ),
+                };
+                row(
+                    format!("churn, {} (median of {n})", c.name()),
+                    value,
+                    target,
+                    ok,
+                );
+            }
+            let costs: Vec<&DaemonCost> = self.daemon_costs().collect();
+            if !costs.is_empty() {
+                let transitions: f64 = costs.iter().map(|c| c.transitions).sum();
+                let events: f64 = costs.iter().map(|c| c.events).sum();
+                let lost: f64 = costs.iter().map(|c| c.lost_total()).sum();
+                let conns: u64 = self
+                    .runs(Condition::Daemon)
+                    .map(|r| r.outcome.connections)
+                    .sum();
+                row(
+                    "transitions per connection".into(),
+                    format!("{:.2}", transitions / conns as f64),
+                    "",
+                    None,
+                );
+                row(
+                    "events lost by the daemon (all daemon runs)".into(),
+                    format!(
+                        "{} lost, {} received, {} transitions",
+                        thousands(lost),
+                        thousands(events),
+                        thousands(transitions)
+                    ),
+                    "0",
+                    Some(lost == 0.0),
+                );
+                let cpu: Vec<f64> = costs.iter().map(|c| c.cpu_per_million()).collect();
+                let cpu = measure::median(&cpu);
+                row(
+                    "daemon CPU per 1M transitions (median)".into(),
+                    format!("{cpu:.3} s"),
+                    "<= 0.2 s (2 s per 10M)",
+                    Some(cpu <= CPU_PER_MILLION),
+                );
+            }
+        }
+        for k in &self.kernel {
+            let (target, ok) = match k.tool {
+                Condition::Daemon => ("<= 250 ns", Some(k.ns_per_run() <= KERNEL_NS)),
+                _ => ("(reference)", None),
+            };
+            row(
+                format!(
+                    "kernel time per transition, {} ({})",
+                    k.tool.name(),
+                    k.program
+                ),
+                format!(
+                    "{:.0} ns ({} runs)",
+                    k.ns_per_run(),
+                    thousands(k.runs as f64)
+                ),
+                target,
+                ok,
+            );
+        }
+        if let Some(idle) = &self.idle {
+            row(
+                format!(
+                    "daemon RSS, idle ({} sockets tracked)",
+                    thousands(idle.tracked)
+                ),
+                mib(idle.rss),
+                "",
+                None,
+            );
+        }
+        for level in &self.levels {
+            let label = format!("{} conns", short(level.conns));
+            let grown = self
+                .idle
+                .as_ref()
+                .map(|i| format!(" (+{})", mib(level.rss.saturating_sub(i.rss))))
+                .unwrap_or_default();
+            row(
+                format!(
+                    "daemon RSS, {label} ({} sockets tracked)",
+                    thousands(level.tracked)
+                ),
+                format!("{}{grown}, peak {}", mib(level.rss), mib(level.hwm)),
+                "",
+                None,
+            );
+            if let Some(b) = self.bytes_per_socket(level) {
+                row(
+                    format!("  bytes per tracked socket, {label}"),
+                    format!("{b:.0} B"),
+                    "< 200 B",
+                    Some(b < BYTES_PER_SOCKET),
+                );
+            }
+            let expected =
+                2.0 * level.conns as f64 + self.idle.as_ref().map_or(0.0, |i| i.established);
+            let close = (level.established - expected).abs() <= 0.01 * expected + 100.0;
+            row(
+                format!("  ESTABLISHED gauge, {label}"),
+                format!(
+                    "{} (expected ~{}{})",
+                    thousands(level.established),
+                    thousands(expected),
+                    level
+                        .kernel_established
+                        .map(|k| format!(", ss -s: {}", thousands(k as f64)))
+                        .unwrap_or_default()
+                ),
+                "within 1 %",
+                Some(close),
+            );
+            let ready = level.ready.as_secs_f64();
+            row(
+                format!("  ready after start, {label}"),
+                format!("{ready:.2} s"),
+                if level.conns >= 1_000_000 {
+                    "< 3 s"
+                } else {
+                    "< 3 s at 1M"
+                },
+                (level.conns >= 1_000_000).then_some(ready < READY_1M_S),
+            );
+        }
+        if let Some((level, per_socket)) = self
+            .levels
+            .iter()
+            .rev()
+            .find_map(|l| Some((l, self.bytes_per_socket(l)?)))
+            && let Some(idle) = &self.idle
+        {
+            let estimate = (idle.rss as f64 + 1e6 * per_socket) / MIB;
+            row(
+                format!(
+                    "daemon RSS for 1M tracked sockets (idle + 1M x per-socket at {} conns)",
+                    short(level.conns)
+                ),
+                format!("{estimate:.1} MiB"),
+                "< 300 MiB",
+                Some(estimate < MIB_PER_MILLION_SOCKETS),
+            );
+        }
+        for l in &self.latency {
+            let p99 = measure::percentile(&l.samples, 99.0);
+            let (target, ok) = if l.path == "/metrics" {
+                ("p99 < 10 ms", Some(p99 < METRICS_P99_MS))
+            } else {
+                ("", None)
+            };
+            row(
+                format!("GET {} latency, {} conns", l.path, short(l.conns)),
+                format!(
+                    "p50 {:.2} ms, p99 {p99:.2} ms ({} requests)",
+                    measure::percentile(&l.samples, 50.0),
+                    l.samples.len()
+                ),
+                target,
+                ok,
+            );
+        }
+        rows
+    }
+
+    /// Prints the table to stdout.
+    pub fn print(&self) {
+        let rows = self.rows();
+        let header = ("metric", "value", "target", "met");
+        let w0 = rows
+            .iter()
+            .map(|r| r.0.len())
+            .chain([header.0.len()])
+            .max()
+            .unwrap_or(0);
+        let w1 = rows
+            .iter()
+            .map(|r| r.1.len())
+            .chain([header.1.len()])
+            .max()
+            .unwrap_or(0);
+        let w2 = rows
+            .iter()
+            .map(|r| r.2.len())
+            .chain([header.2.len()])
+            .max()
+            .unwrap_or(0);
+        println!(
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            header.0, header.1, header.2, header.3
+        );
+        println!("{}", "-".repeat(w0 + w1 + w2 + 11));
+        for (m, v, t, ok) in &rows {
+            let met = match ok {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "",
+            };
+            println!("{m:w0$}  {v:w1$}  {t:w2$}  {met}");
+        }
+    }
+
+    pub fn to_json(&self, error: Option<&str>) -> Value {
+        let outcome = |o: &Outcome| {
+            json!({
+                "connections": o.connections,
+                "errors": o.errors,
+                "seconds": o.elapsed.as_secs_f64(),
+                "connections_per_second": o.per_second(),
+            })
+        };
+        let level = |l: &Level| {
+            json!({
+                "connections": l.conns,
+                "max_sockets_flag": l.max_sockets,
+                "ready_seconds": l.ready.as_secs_f64(),
+                "rss_bytes": l.rss,
+                "peak_rss_bytes": l.hwm,
+                "tracked_sockets": l.tracked,
+                "established_gauge": l.established,
+                "kernel_established": l.kernel_established,
+                "bytes_per_tracked_socket": self.bytes_per_socket(l),
+            })
+        };
+        let bare = self.median_rate(Condition::Bare);
+        let summary: Vec<Value> = self
+            .rows()
+            .into_iter()
+            .map(|(m, v, t, ok)| json!({"metric": m, "value": v, "target": t, "met": ok}))
+            .collect();
+        json!({
+            "meta": self.meta,
+            "error": error,
+            "summary": summary,
+            "churn": {
+                "medians": Condition::ALL.iter().map(|c| json!({
+                    "condition": c.name(),
+                    "connections_per_second": self.median_rate(*c),
+                    "ratio_to_bare": self.median_rate(*c) / bare,
+                })).collect::<Vec<_>>(),
+                "runs": self.churn.iter().map(|r| json!({
+                    "round": r.round,
+                    "condition": r.condition.name(),
+                    "outcome": outcome(&r.outcome),
+                    "daemon": r.daemon.as_ref().map(|d| json!({
+                        "transitions": d.transitions,
+                        "events_received": d.events,
+                        "events_lost": d.lost,
+                        "cpu_seconds": d.cpu_seconds,
+                        "cpu_seconds_per_million_transitions": d.cpu_per_million(),
+                    })),
+                })).collect::<Vec<_>>(),
+            },
+            "kernel": self.kernel.iter().map(|k| json!({
+                "tool": k.tool.name(),
+                "program": k.program,
+                "id": k.id,
+                "run_cnt": k.runs,
+                "run_time_ns": k.run_time_ns,
+                "ns_per_run": k.ns_per_run(),
+                "outcome": outcome(&k.outcome),
+            })).collect::<Vec<_>>(),
+            "memory": {
+                "idle": self.idle.as_ref().map(level),
+                "levels": self.levels.iter().map(level).collect::<Vec<_>>(),
+            },
+            "latency": self.latency.iter().map(|l| json!({
+                "path": l.path,
+                "connections_held": l.conns,
+                "requests": l.samples.len(),
+                "p50_ms": measure::percentile(&l.samples, 50.0),
+                "p99_ms": measure::percentile(&l.samples, 99.0),
+                "max_ms": l.samples.last(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Writes results/bench-<UTC time>.json and results/bench-latest.json.
+    pub fn write(&self, error: Option<&str>) -> anyhow::Result<PathBuf> {
+        let dir = crate::cmd::workspace_root().join("results");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let text = serde_json::to_string_pretty(&self.to_json(error))? + "\n";
+        let stamp = self
+            .meta
+            .get("started_utc")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .replace([':', '-'], "");
+        let path = dir.join(format!("bench-{stamp}.json"));
+        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+        let latest = dir.join("bench-latest.json");
+        std::fs::write(&latest, &text).with_context(|| format!("writing {}", latest.display()))?;
+        Ok(path)
+    }
+}
+
+/// "10k", "100k", "1M" for round numbers, else the number with separators.
+fn short(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => thousands(n as f64),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB)
+}
+
+/// A rounded number with thousands separators: 1234567.8 -> "1,234,568".
+pub fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "n/a".into();
+    }
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < -0.5 { format!("-{out}") } else { out }
+}
+
+/// Seconds since the epoch as an ISO 8601 UTC time (2026-01-31T12:34:56Z).
+pub fn utc(secs: u64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(thousands(1_234_567.8), "1,234,568");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(short(100_000), "100k");
+        assert_eq!(short(1_000_000), "1M");
+        assert_eq!(short(12_345), "12,345");
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_709_210_096), "2024-02-29T12:34:56Z");
+    }
+}
