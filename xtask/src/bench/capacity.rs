@@ -32,6 +32,7 @@ pub fn run(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     wait_for_timewait_expiry()?;
     eprintln!("xtask: bench: daemon memory, idle");
     results.idle = Some(level(plan, 0, false, results)?);
+    let available_before = measure::mem_available()?;
     let mut holders = Holders::new()?;
     for &conns in &plan.levels {
         stop::check()?;
@@ -43,8 +44,16 @@ pub fn run(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
             holders.held(),
             opened.elapsed().as_secs_f64()
         );
+        // What the sockets cost the kernel, for scale (and to check the
+        // memory estimate the bench refuses oversized levels with).
+        let kernel = available_before.saturating_sub(measure::mem_available()?);
+        eprintln!(
+            "xtask: bench:   kernel memory for them: about {} MiB",
+            kernel >> 20
+        );
         let with_latency = conns == plan.latency_level;
-        let l = level(plan, conns, with_latency, results)?;
+        let mut l = level(plan, conns, with_latency, results)?;
+        l.kernel_memory = Some(kernel);
         results.levels.push(l);
     }
     eprintln!("xtask: bench: closing the held connections");
@@ -127,6 +136,7 @@ fn level(
         tracked,
         established,
         kernel_established: kernel_established(),
+        kernel_memory: None,
     })
 }
 

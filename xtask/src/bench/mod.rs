@@ -163,8 +163,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     results.print();
     let path = results.write(error.as_deref())?;
     println!(
-        "\nwritten to {} (and results/bench-latest.json) in {:.0} s",
+        "\nwritten to {}{} in {:.0} s",
         path.display(),
+        if error.is_none() {
+            " and results/bench-latest.json"
+        } else {
+            " (partial: results/bench-latest.json is left as it was)"
+        },
         started.elapsed().as_secs_f64()
     );
     outcome

@@ -86,6 +86,8 @@ pub struct Level {
     pub established: f64,
     /// The kernel's count of established connections (`ss -s`), both ends.
     pub kernel_established: Option<u64>,
+    /// MemAvailable lost since before the connections were opened.
+    pub kernel_memory: Option<u64>,
 }
 
 pub struct Latency {
@@ -177,6 +179,15 @@ impl Results {
                     value,
                     target,
                     ok,
+                );
+            }
+            let errors: u64 = self.churn.iter().map(|r| r.outcome.errors).sum();
+            if errors > 0 {
+                row(
+                    "churn connections that failed (all runs)".into(),
+                    thousands(errors as f64),
+                    "0",
+                    Some(false),
                 );
             }
             let costs: Vec<&DaemonCost> = self.daemon_costs().collect();
@@ -394,6 +405,7 @@ impl Results {
                 "tracked_sockets": l.tracked,
                 "established_gauge": l.established,
                 "kernel_established": l.kernel_established,
+                "kernel_memory_bytes": l.kernel_memory,
                 "bytes_per_tracked_socket": self.bytes_per_socket(l),
             })
         };
@@ -450,7 +462,8 @@ impl Results {
         })
     }
 
-    /// Writes results/bench-<UTC time>.json and results/bench-latest.json.
+    /// Writes results/bench-<UTC time>.json and, for a complete run,
+    /// results/bench-latest.json (a partial one is only kept by its time).
     pub fn write(&self, error: Option<&str>) -> anyhow::Result<PathBuf> {
         let dir = crate::cmd::workspace_root().join("results");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -463,8 +476,11 @@ impl Results {
             .replace([':', '-'], "");
         let path = dir.join(format!("bench-{stamp}.json"));
         std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-        let latest = dir.join("bench-latest.json");
-        std::fs::write(&latest, &text).with_context(|| format!("writing {}", latest.display()))?;
+        if error.is_none() {
+            let latest = dir.join("bench-latest.json");
+            std::fs::write(&latest, &text)
+                .with_context(|| format!("writing {}", latest.display()))?;
+        }
         Ok(path)
     }
 }
