@@ -5,6 +5,7 @@
 //! sock_diag dump) is measured too.
 
 use std::{
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -13,20 +14,64 @@ use anyhow::bail;
 
 use super::{
     Plan,
-    hold::Holders,
+    hold::{self, Holders},
     http, measure,
     procs::Daemon,
-    report::{Latency, Level, Results},
-    stop,
+    results::{Latency, Level, Results},
+    stop, sysctl,
 };
 
 /// After ready, a few reconciliation ticks pass before memory is read.
 const SETTLE: Duration = Duration::from_secs(3);
 /// Requests per path for the latency percentiles.
 const REQUESTS: usize = 200;
+/// Kernel memory per held connection (two sockets with their files; about
+/// 5.5 KiB measured here), rounded up, to refuse a level the machine
+/// cannot hold before trying.
+const KERNEL_BYTES_PER_CONN: u64 = 8 * 1024;
 /// The daemon's default --max-sockets: a level that needs more gets more,
 /// else entries would be evicted and not counted.
 const DEFAULT_MAX_SOCKETS: u64 = 2_000_000;
+
+/// Checks that the largest level fits this machine and raises the limits
+/// that would stop it (each restored afterwards).
+pub fn prepare(plan: &Plan, sysctls: &mut sysctl::Sysctls) -> anyhow::Result<()> {
+    let most = plan.levels.iter().copied().max().unwrap_or(0) as u64;
+    let needed = most * KERNEL_BYTES_PER_CONN + (1 << 30);
+    let available = measure::mem_available()?;
+    if available < needed {
+        bail!(
+            "{most} connections need about {} MiB of memory and {} MiB are available: \
+             use a smaller --max-conns",
+            needed >> 20,
+            available >> 20
+        );
+    }
+    let range = sysctl::read("net.ipv4.ip_local_port_range")?;
+    let ports: Vec<usize> = range.split(' ').filter_map(|p| p.parse().ok()).collect();
+    if let [low, high] = ports[..]
+        && high.saturating_sub(low) < hold::PER_CHILD + 1_000
+    {
+        bail!("net.ipv4.ip_local_port_range ({range}) is too small for the connection holders");
+    }
+    // Two files per connection on top of what is open now.
+    let open: u64 = sysctl::read("fs.file-nr")?
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    sysctls.raise("fs.file-max", open + 2 * most + 200_000)?;
+    // Holders connect and accept one at a time, but leave room anyway.
+    sysctls.raise("net.core.somaxconn", 4096)?;
+    sysctls.raise("net.ipv4.tcp_max_syn_backlog", 4096)?;
+    // Only when connection tracking is active does loopback traffic use it.
+    if Path::new("/proc/sys/net/netfilter/nf_conntrack_count").exists()
+        && sysctl::read_u64("net.netfilter.nf_conntrack_count")? > 0
+    {
+        sysctls.raise("net.netfilter.nf_conntrack_max", 2 * most + 200_000)?;
+    }
+    Ok(())
+}
 
 pub fn run(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     wait_for_timewait_expiry()?;

@@ -21,13 +21,14 @@ mod http;
 mod measure;
 mod procs;
 mod report;
+mod results;
 mod rounds;
 mod stop;
 mod sysctl;
 
 use std::{
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -63,10 +64,6 @@ const BENCH_TOOLS: &[Tool] = &[
 const LEVELS: [usize; 3] = [10_000, 100_000, 1_000_000];
 /// The level the HTTP latency is measured at (or the largest below it).
 const LATENCY_LEVEL: usize = 100_000;
-/// Kernel memory per held connection (two sockets with their files),
-/// rounded up, to refuse a level the machine cannot hold.
-const KERNEL_BYTES_PER_CONN: u64 = 12 * 1024;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
     /// Connection churn: rate, lost events, CPU, kernel time.
@@ -148,7 +145,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let plan = plan(args, tracer, cpus)?;
     warn_about_others();
 
-    let mut results = report::Results {
+    let mut results = results::Results {
         meta: meta(args, &plan, cpus),
         ..Default::default()
     };
@@ -211,55 +208,15 @@ fn plan(args: &BenchArgs, tracer: PathBuf, cpus: usize) -> anyhow::Result<Plan> 
     })
 }
 
-fn run_parts(args: &BenchArgs, plan: &Plan, results: &mut report::Results) -> anyhow::Result<()> {
+fn run_parts(args: &BenchArgs, plan: &Plan, results: &mut results::Results) -> anyhow::Result<()> {
     // Dropped last: restores every setting, also after an error.
     let mut sysctls = sysctl::Sysctls::default();
     if args.only != Some(Part::Churn) && !plan.levels.is_empty() {
-        prepare_hold(plan, &mut sysctls)?;
+        capacity::prepare(plan, &mut sysctls)?;
         capacity::run(plan, results)?;
     }
     if args.only != Some(Part::Hold) {
         rounds::run(plan, &mut sysctls, results)?;
-    }
-    Ok(())
-}
-
-/// Checks that the largest level fits this machine and raises the limits
-/// that would stop it (each restored afterwards).
-fn prepare_hold(plan: &Plan, sysctls: &mut sysctl::Sysctls) -> anyhow::Result<()> {
-    let most = plan.levels.iter().copied().max().unwrap_or(0) as u64;
-    let needed = most * KERNEL_BYTES_PER_CONN + (1 << 30);
-    let available = measure::mem_available()?;
-    if available < needed {
-        bail!(
-            "{most} connections need about {} MiB of memory and {} MiB are available: \
-             use a smaller --max-conns",
-            needed >> 20,
-            available >> 20
-        );
-    }
-    let range = sysctl::read("net.ipv4.ip_local_port_range")?;
-    let ports: Vec<usize> = range.split(' ').filter_map(|p| p.parse().ok()).collect();
-    if let [low, high] = ports[..]
-        && high.saturating_sub(low) < hold::PER_CHILD + 1_000
-    {
-        bail!("net.ipv4.ip_local_port_range ({range}) is too small for the connection holders");
-    }
-    // Two files per connection on top of what is open now.
-    let open: u64 = sysctl::read("fs.file-nr")?
-        .split(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    sysctls.raise("fs.file-max", open + 2 * most + 200_000)?;
-    // Holders connect and accept one at a time, but leave room anyway.
-    sysctls.raise("net.core.somaxconn", 4096)?;
-    sysctls.raise("net.ipv4.tcp_max_syn_backlog", 4096)?;
-    // Only when connection tracking is active does loopback traffic use it.
-    if Path::new("/proc/sys/net/netfilter/nf_conntrack_count").exists()
-        && sysctl::read_u64("net.netfilter.nf_conntrack_count")? > 0
-    {
-        sysctls.raise("net.netfilter.nf_conntrack_max", 2 * most + 200_000)?;
     }
     Ok(())
 }

@@ -1,112 +1,16 @@
-//! What the bench found: the figures, a table of them against the targets
-//! from the issue, and the same as JSON under results/.
+//! What the bench found, against the targets from the issue: a table on
+//! stdout and the same figures as JSON under results/.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use super::{churn::Outcome, measure};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition {
-    Bare,
-    Daemon,
-    Tcpstates,
-}
-
-impl Condition {
-    pub const ALL: [Condition; 3] = [Condition::Bare, Condition::Daemon, Condition::Tcpstates];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Condition::Bare => "bare",
-            Condition::Daemon => "tracer daemon",
-            Condition::Tcpstates => "tcpstates > /dev/null",
-        }
-    }
-}
-
-/// What the daemon did during one churn run (deltas over the run).
-#[derive(Debug, Clone, Default)]
-pub struct DaemonCost {
-    /// tcpstate_transitions_total, counted in the kernel.
-    pub transitions: f64,
-    /// tcpstate_events_total: events user space received.
-    pub events: f64,
-    /// tcpstate_events_lost_total by reason.
-    pub lost: BTreeMap<String, f64>,
-    /// User plus system CPU seconds of the daemon.
-    pub cpu_seconds: f64,
-}
-
-impl DaemonCost {
-    pub fn lost_total(&self) -> f64 {
-        self.lost.values().sum()
-    }
-
-    pub fn cpu_per_million(&self) -> f64 {
-        self.cpu_seconds / (self.transitions / 1e6)
-    }
-}
-
-pub struct ChurnRun {
-    pub round: usize,
-    pub condition: Condition,
-    pub outcome: Outcome,
-    pub daemon: Option<DaemonCost>,
-}
-
-/// A BPF program's run statistics over one churn run.
-pub struct KernelCost {
-    pub tool: Condition,
-    pub program: String,
-    pub id: u32,
-    pub runs: u64,
-    pub run_time_ns: u64,
-    pub outcome: Outcome,
-}
-
-impl KernelCost {
-    pub fn ns_per_run(&self) -> f64 {
-        self.run_time_ns as f64 / self.runs as f64
-    }
-}
-
-/// A daemon started with `conns` connections held.
-pub struct Level {
-    pub conns: usize,
-    pub max_sockets: Option<u64>,
-    pub ready: Duration,
-    pub rss: u64,
-    pub hwm: u64,
-    /// tcpstate_tracked_sockets.
-    pub tracked: f64,
-    /// tcpstate_sockets{state="ESTABLISHED"}.
-    pub established: f64,
-    /// The kernel's count of established connections (`ss -s`), both ends.
-    pub kernel_established: Option<u64>,
-    /// MemAvailable lost since before the connections were opened.
-    pub kernel_memory: Option<u64>,
-}
-
-pub struct Latency {
-    pub path: &'static str,
-    pub conns: usize,
-    /// Milliseconds, sorted.
-    pub samples: Vec<f64>,
-}
-
-#[derive(Default)]
-pub struct Results {
-    pub meta: BTreeMap<&'static str, Value>,
-    pub churn: Vec<ChurnRun>,
-    pub kernel: Vec<KernelCost>,
-    /// The daemon with no connections held (level 0).
-    pub idle: Option<Level>,
-    pub levels: Vec<Level>,
-    pub latency: Vec<Latency>,
-}
+use super::{
+    churn::Outcome,
+    measure,
+    results::{Condition, DaemonCost, Level, Results},
+};
 
 /// Targets from the issue.
 const CHURN_RATIO: f64 = 0.95;
@@ -120,27 +24,6 @@ const READY_1M_S: f64 = 3.0;
 const MIB: f64 = 1024.0 * 1024.0;
 
 impl Results {
-    fn runs(&self, c: Condition) -> impl Iterator<Item = &ChurnRun> {
-        self.churn.iter().filter(move |r| r.condition == c)
-    }
-
-    /// Median connections per second of a condition.
-    pub fn median_rate(&self, c: Condition) -> f64 {
-        let rates: Vec<f64> = self.runs(c).map(|r| r.outcome.per_second()).collect();
-        measure::median(&rates)
-    }
-
-    fn daemon_costs(&self) -> impl Iterator<Item = &DaemonCost> {
-        self.runs(Condition::Daemon)
-            .filter_map(|r| r.daemon.as_ref())
-    }
-
-    fn bytes_per_socket(&self, level: &Level) -> Option<f64> {
-        let idle = self.idle.as_ref()?;
-        let sockets = level.tracked - idle.tracked;
-        (sockets > 0.0).then(|| (level.rss as f64 - idle.rss as f64) / sockets)
-    }
-
     /// The rows of the table: metric, value, target, met.
     fn rows(&self) -> Vec<(String, String, String, Option<bool>)> {
         let mut rows = Vec::new();

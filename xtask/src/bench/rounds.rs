@@ -12,7 +12,7 @@ use super::{
     churn::Server,
     http, measure,
     procs::{Daemon, TCPSTATES_PROG, Tcpstates},
-    report::{ChurnRun, Condition, DaemonCost, KernelCost, Results},
+    results::{ChurnRun, Condition, DaemonCost, KernelCost, Results},
     stop,
     sysctl::Sysctls,
 };
