@@ -84,9 +84,13 @@ pub struct ProbeConfig {
     pub off_net_inum: u32,
     /// Bit set of `FLAG_*`.
     pub flags: u32,
+    /// The program wakes the reader only when this many bytes wait in the
+    /// ring buffer (the reader also drains on a timer). A wake-up costs far
+    /// more than the event itself, so one per event would dominate.
+    pub wakeup_bytes: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 68);
 
 /// The tracepoint record is copied into a stack buffer of this size.
 pub const MAX_RECORD_SIZE: u32 = 128;
@@ -97,6 +101,9 @@ pub const FLAG_NETNS: u32 = 1;
 /// [`ProbeConfig::flags`]: keep a per-socket timestamp so events carry the
 /// time spent in the old state.
 pub const FLAG_STATE_TIME: u32 = 1 << 1;
+/// [`ProbeConfig::flags`]: fill [`Event::comm`] on every event; without it,
+/// only on transitions out of CLOSE (the rest carry zeroes).
+pub const FLAG_COMM_ALWAYS: u32 = 1 << 2;
 
 /// Number of slots per side in the transition counter map: states are 1..=12,
 /// slot 0 collects out-of-range numbers.

@@ -29,14 +29,18 @@ static CONFIG: ProbeConfig = ProbeConfig {
     off_sock_net: 0,
     off_net_inum: 0,
     flags: 0,
+    wakeup_bytes: 0,
 };
 
-/// Reads the configuration through a volatile load, so the compiler does not
-/// fold the zeroes above into the program.
+/// The configuration, through a pointer the compiler cannot see through, so
+/// it does not fold the zeroes above into the program. Fields are then
+/// loaded where they are used (copying the whole struct first cost a spill
+/// per field).
 #[inline(always)]
-pub fn config() -> ProbeConfig {
-    // SAFETY: CONFIG is a plain static; the volatile read only stops constant folding.
-    unsafe { core::ptr::read_volatile(&CONFIG) }
+pub fn config() -> &'static ProbeConfig {
+    let ptr: *const ProbeConfig = &CONFIG;
+    // SAFETY: reading a local pointer; it points at a plain static.
+    unsafe { &*core::ptr::read_volatile(&ptr) }
 }
 
 /// One [`tracer_common::Event`] per transition. User space sets the size

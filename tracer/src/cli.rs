@@ -221,6 +221,8 @@ impl DaemonArgs {
                 // The engine times states itself; the kernel map is not needed.
                 state_time: false,
                 state_time_entries: 1,
+                // Owners come from connect() and listen(), which leave CLOSE.
+                comm_always: false,
                 btf_path: self.btf.clone(),
             },
             engine: EngineConfig {
@@ -326,6 +328,7 @@ impl TraceArgs {
                 ring_buffer_bytes: self.ring_buffer_size,
                 state_time: true,
                 state_time_entries: self.state_time_entries,
+                comm_always: true,
                 btf_path: self.btf.clone(),
             },
             filter: Filter {

@@ -15,7 +15,8 @@ use aya::{
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
 use tracer_common::{
-    FLAG_NETNS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig, STATE_SLOTS, TRANSITION_SLOTS, stat,
+    FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig, STATE_SLOTS,
+    TRANSITION_SLOTS, stat,
 };
 
 use crate::{
@@ -90,6 +91,10 @@ pub struct ProbeOptions {
     pub state_time: bool,
     /// Capacity of that timestamp map.
     pub state_time_entries: u32,
+    /// The current task's name on every event. Without it, only events that
+    /// leave CLOSE carry it (connect and listen run in the owner's context;
+    /// other transitions mostly run in softirq, where the name is noise).
+    pub comm_always: bool,
     /// Kernel BTF to read structure layouts from.
     pub btf_path: PathBuf,
 }
@@ -100,6 +105,7 @@ impl Default for ProbeOptions {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             state_time: true,
             state_time_entries: DEFAULT_STATE_TIME_ENTRIES,
+            comm_always: true,
             btf_path: PathBuf::from(VMLINUX_BTF),
         }
     }
@@ -376,6 +382,9 @@ pub fn probe_config(
     if options.state_time {
         flags |= FLAG_STATE_TIME;
     }
+    if options.comm_always {
+        flags |= FLAG_COMM_ALWAYS;
+    }
     // The namespace is nice to have: without CONFIG_NET_NS the kernel has no
     // `skc_net.net`, and events carry netns 0.
     let off_sock_net = btf.member_offset("sock", &["__sk_common", "skc_net", "net"]);
@@ -407,7 +416,16 @@ pub fn probe_config(
         off_sock_net,
         off_net_inum,
         flags,
+        wakeup_bytes: wakeup_bytes(options.ring_buffer_bytes),
     })
+}
+
+/// When the program wakes the reader: an eighth of the ring buffer, at most
+/// 64 KiB (about 600 events). The reader drains on a timer as well
+/// ([`crate::ringbuf::DRAIN_INTERVAL`]), so fewer events than this wait no
+/// longer than that; more wake it at once, long before the buffer fills.
+pub fn wakeup_bytes(ring_buffer_bytes: u32) -> u32 {
+    (ring_buffer_bytes / 8).min(64 * 1024)
 }
 
 #[cfg(test)]
