@@ -25,6 +25,9 @@ pub struct Dump {
     pub start_ns: u64,
     pub end_ns: u64,
     pub namespaces: usize,
+    /// Time spent finding owners in /proc, and in sock_diag (for the log).
+    pub owners_ms: u64,
+    pub diag_ms: u64,
     /// Namespaces that could not be dumped, with the reason.
     pub failures: Vec<String>,
 }
@@ -38,6 +41,7 @@ pub fn dump_namespaces(states: u32, owners: bool) -> Dump {
     } else {
         HashMap::new()
     };
+    let owners_done_ns = monotonic_ns();
     let mut comms: HashMap<u32, Option<Comm>> = HashMap::new();
     let current = netns::current_inode().ok();
     let mut dump = Dump {
@@ -83,6 +87,8 @@ pub fn dump_namespaces(states: u32, owners: bool) -> Dump {
         }
     }
     dump.end_ns = monotonic_ns();
+    dump.owners_ms = (owners_done_ns - start_ns) / 1_000_000;
+    dump.diag_ms = (dump.end_ns - owners_done_ns) / 1_000_000;
     dump
 }
 

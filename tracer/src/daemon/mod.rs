@@ -207,6 +207,7 @@ async fn follow(
     for failure in &seed.failures {
         log::warn!("start-up dump skipped a namespace: {failure}");
     }
+    let seeding_started = Instant::now();
     {
         let mut engine = shared.engine();
         engine.seed(seed.sockets.iter().copied(), seed.start_ns, seed.end_ns);
@@ -216,10 +217,14 @@ async fn follow(
     }
     shared.set_ready();
     let status = format!(
-        "{} sockets in {} network namespaces seeded, in {} ms",
+        "{} sockets in {} network namespaces seeded, in {} ms \
+         (owners {} ms, sock_diag {} ms, table {} ms)",
         seed.sockets.len(),
         seed.namespaces,
-        started.elapsed().as_millis()
+        started.elapsed().as_millis(),
+        seed.owners_ms,
+        seed.diag_ms,
+        seeding_started.elapsed().as_millis()
     );
     log::info!("ready: {status}");
     notifier.ready(&status);

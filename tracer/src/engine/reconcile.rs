@@ -2,11 +2,11 @@
 //! state. Events keep the table exact; this heals what lost events broke
 //! (a socket whose every event was dropped, a close never seen).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use tracer_common::TcpState;
 
-use super::{DumpedSocket, Engine, Tuple};
+use super::{DumpedSocket, Engine, HashMap, Tuple};
 
 /// What one full reconciliation changed in the full-socket table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl Engine {
     ) -> FullReconcile {
         let mut result = FullReconcile::default();
         // What the kernel has, by four-tuple (listeners may share one).
-        let mut kernel: HashMap<Tuple, Vec<TcpState>> = HashMap::new();
+        let mut kernel: HashMap<Tuple, Vec<TcpState>> = HashMap::default();
         for d in dump {
             // Request sockets never reach the tracepoint; closed ones are gone.
             if d.timewait || matches!(d.state, TcpState::SynRecv | TcpState::Close) {
