@@ -25,24 +25,32 @@ pub struct Dump {
     pub start_ns: u64,
     pub end_ns: u64,
     pub namespaces: usize,
-    /// Time spent finding owners in /proc, and in sock_diag (for the log).
-    pub owners_ms: u64,
+    /// Time spent in sock_diag (for the log).
     pub diag_ms: u64,
     /// Namespaces that could not be dumped, with the reason.
     pub failures: Vec<String>,
 }
 
-/// Dumps TCP sockets in `states` (a sock_diag bit mask) in every network
-/// namespace; with `owners`, finds each socket's process in /proc.
-pub fn dump_namespaces(states: u32, owners: bool) -> Dump {
-    let start_ns = monotonic_ns();
-    let owner_of = if owners {
-        procfs::socket_owners()
-    } else {
-        HashMap::new()
-    };
-    let owners_done_ns = monotonic_ns();
+/// Owners of sockets by inode: pid and name, from a scan of every
+/// /proc/PID/fd. Slow with many sockets (the kernel spends about 10 us on
+/// each descriptor), so the daemon runs it after start-up.
+pub fn socket_owners() -> HashMap<u32, (u32, Comm)> {
     let mut comms: HashMap<u32, Option<Comm>> = HashMap::new();
+    procfs::socket_owners()
+        .into_iter()
+        .filter_map(|(inode, pid)| {
+            let comm = *comms
+                .entry(pid)
+                .or_insert_with(|| procfs::comm(pid).map(|c| Comm::from_name(&c)));
+            Some((inode, (pid, comm?)))
+        })
+        .collect()
+}
+
+/// Dumps TCP sockets in `states` (a sock_diag bit mask) in every network
+/// namespace. Owners are not looked up here (see [`socket_owners`]).
+pub fn dump_namespaces(states: u32) -> Dump {
+    let start_ns = monotonic_ns();
     let current = netns::current_inode().ok();
     let mut dump = Dump {
         start_ns,
@@ -75,20 +83,13 @@ pub fn dump_namespaces(states: u32, owners: bool) -> Dump {
         dump.namespaces += 1;
         dump.sockets.reserve(found.len());
         for d in found {
-            let owner = owner_of.get(&d.inode).and_then(|&pid| {
-                comms
-                    .entry(pid)
-                    .or_insert_with(|| procfs::comm(pid).map(|c| Comm::from_name(&c)))
-                    .map(|comm| (pid, comm))
-            });
-            if let Some(s) = dumped(ns.inode, &d, owner) {
+            if let Some(s) = dumped(ns.inode, &d) {
                 dump.sockets.push(s);
             }
         }
     }
     dump.end_ns = monotonic_ns();
-    dump.owners_ms = (owners_done_ns - start_ns) / 1_000_000;
-    dump.diag_ms = (dump.end_ns - owners_done_ns) / 1_000_000;
+    dump.diag_ms = (dump.end_ns - start_ns) / 1_000_000;
     dump
 }
 
@@ -112,12 +113,13 @@ fn pid_in(ns: &netns::NetNs) -> Option<u32> {
 }
 
 /// Converts one sock_diag record; None for states the engine does not know.
-fn dumped(netns: u32, d: &DiagSocket, owner: Option<(u32, Comm)>) -> Option<DumpedSocket> {
+fn dumped(netns: u32, d: &DiagSocket) -> Option<DumpedSocket> {
     Some(DumpedSocket {
         tuple: Tuple::new(netns, d.local, d.remote),
         state: TcpState::try_from(d.state).ok()?,
         timewait: d.timer == TIMER_TIME_WAIT && d.inode == 0,
         expires_ms: d.expires_ms,
-        owner,
+        owner: None,
+        inode: d.inode,
     })
 }

@@ -102,6 +102,8 @@ pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Probe
         }
         Err(e) => log::warn!("could not drop capabilities: {e}"),
     }
+    // Parsing the kernel's BTF left megabytes freed but resident.
+    release_free_memory();
     Ok(probe)
 }
 
@@ -190,7 +192,7 @@ async fn follow(
 
     // The seed dump, with events buffered meanwhile.
     let mut seeding: JoinHandle<dump::Dump> =
-        tokio::task::spawn_blocking(|| dump::dump_namespaces(sockdiag::ALL_STATES, true));
+        tokio::task::spawn_blocking(|| dump::dump_namespaces(sockdiag::ALL_STATES));
     let seed = loop {
         tokio::select! {
             signal = shutdown.wait() => {
@@ -218,16 +220,22 @@ async fn follow(
     shared.set_ready();
     let status = format!(
         "{} sockets in {} network namespaces seeded, in {} ms \
-         (owners {} ms, sock_diag {} ms, table {} ms)",
+         (sock_diag {} ms, table {} ms)",
         seed.sockets.len(),
         seed.namespaces,
         started.elapsed().as_millis(),
-        seed.owners_ms,
         seed.diag_ms,
         seeding_started.elapsed().as_millis()
     );
     log::info!("ready: {status}");
     notifier.ready(&status);
+    drop(seed);
+    release_free_memory();
+    // Who owns the sockets found at start-up: a scan of /proc that takes
+    // seconds with a million sockets, so it runs after ready.
+    let owners_started = Instant::now();
+    let mut owner_scan: Option<JoinHandle<_>> =
+        Some(tokio::task::spawn_blocking(dump::socket_owners));
 
     let mut tick = ticker(options.interval);
     // Without a watchdog, an hour-long interval that never fires.
@@ -251,6 +259,19 @@ async fn follow(
                 shared.apply_batch(&mut batch);
             }
             _ = watchdog.tick(), if watchdog_on => notifier.watchdog(),
+            owners = async { owner_scan.as_mut().expect("guarded by the precondition").await },
+                if owner_scan.is_some() =>
+            {
+                owner_scan = None;
+                let owners = owners.context("owner scan panicked")?;
+                let named = shared.engine().assign_owners(&owners);
+                drop(owners);
+                release_free_memory();
+                log::info!(
+                    "owners of {named} sockets found at start-up named from /proc, in {} ms",
+                    owners_started.elapsed().as_millis()
+                );
+            }
             _ = hangup.recv() => {
                 let Some(reload) = &reload else { continue };
                 match reload() {
@@ -283,7 +304,7 @@ async fn follow(
                         lost_at_last_full = lost;
                         last_full = Instant::now();
                     }
-                    reconciling = Some(tokio::task::spawn_blocking(move || dump::dump_namespaces(mask, full)));
+                    reconciling = Some(tokio::task::spawn_blocking(move || dump::dump_namespaces(mask)));
                 }
                 let now = monotonic_ns();
                 for leak in shared.engine().sweep_leaks(now) {
@@ -308,6 +329,10 @@ async fn follow(
                 }
                 let result = engine.reconcile_timewait(dump.sockets.iter().copied(), dump.start_ns, dump.end_ns);
                 drop(engine);
+                if full {
+                    drop(dump.sockets);
+                    release_free_memory();
+                }
                 if result.added + result.changed > 0 {
                     log::debug!("timewait reconciliation: {result:?}");
                 }
@@ -316,6 +341,18 @@ async fn follow(
                 }
             }
         }
+    }
+}
+
+/// Hands memory freed after a large one-off (the start-up dump, the owner
+/// scan, a full reconciliation) back to the kernel. glibc keeps it in the
+/// arena of the thread that freed it otherwise, and the resident size would
+/// stay at the peak of the largest dump ever made.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -15,6 +15,7 @@
 mod histogram;
 mod leaks;
 mod reconcile;
+mod seeds;
 mod timewait;
 mod tuple;
 
@@ -28,6 +29,7 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 pub use histogram::{BUCKETS, Histogram};
 pub use leaks::{Leak, LeakSummary};
 pub use reconcile::FullReconcile;
+use seeds::SeedIndex;
 use timewait::TimeWait;
 pub use timewait::{DestinationCount, TimewaitReconcile};
 use tracer_common::TcpState;
@@ -98,6 +100,9 @@ pub struct DumpedSocket {
     pub expires_ms: u32,
     /// Owning process from /proc (pid, comm), when known.
     pub owner: Option<(u32, Comm)>,
+    /// The socket's inode (0 for timewait sockets), so that owners found
+    /// later can be matched ([`Engine::assign_owners`]).
+    pub inode: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +118,9 @@ struct Sock {
     leak_logged: bool,
     /// The state is what the start-up dump saw; no event has moved it yet.
     from_dump: bool,
+    /// Inode from the dump, 0 otherwise: kept until an owner is assigned
+    /// (it fills what would be padding).
+    inode: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -128,7 +136,7 @@ pub struct Engine {
     cfg: EngineConfig,
     socks: HashMap<u64, Sock>,
     /// Sockets from the start-up dump that no event has named yet.
-    seeds: HashMap<Tuple, u64>,
+    seeds: SeedIndex,
     /// Further seeds sharing a tuple (SO_REUSEPORT listeners).
     seed_dups: HashMap<Tuple, Vec<u64>>,
     next_seed_id: u64,
@@ -169,7 +177,7 @@ impl Engine {
         Engine {
             cfg,
             socks: HashMap::default(),
-            seeds: HashMap::default(),
+            seeds: SeedIndex::default(),
             seed_dups: HashMap::default(),
             next_seed_id: 1,
             seed_end_ns: 0,
@@ -263,6 +271,11 @@ impl Engine {
         end_ns: u64,
     ) {
         self.seed_end_ns = end_ns;
+        // Sized once: growing by doubling would hold two tables at a time.
+        let sockets = sockets.into_iter();
+        let expected = sockets.size_hint().0.min(self.cfg.max_sockets);
+        self.socks.reserve(expected);
+        self.seeds.reserve(expected);
         for d in sockets {
             if d.timewait {
                 self.seed_timewait(&d, start_ns, end_ns);
@@ -293,9 +306,41 @@ impl Engine {
                 since_exact: false,
                 leak_logged: false,
                 from_dump: true,
+                inode: if owner == 0 { d.inode } else { 0 },
             };
             self.reseed(sock);
         }
+    }
+
+    /// Names the owners of sockets seeded without one, from a scan of
+    /// /proc made after start-up (inode to pid and name): the scan takes
+    /// seconds with a million sockets, too long to wait for before ready.
+    /// Returns how many sockets got an owner.
+    pub fn assign_owners(&mut self, owners: &std::collections::HashMap<u32, (u32, Comm)>) -> usize {
+        let mut found: Vec<(u64, u32, Comm)> = Vec::new();
+        for (id, sock) in &mut self.socks {
+            if sock.inode == 0 {
+                continue;
+            }
+            if sock.owner == 0
+                && let Some(&(pid, comm)) = owners.get(&sock.inode)
+            {
+                found.push((*id, pid, comm));
+            }
+            sock.inode = 0;
+        }
+        for &(id, pid, comm) in &found {
+            let owner = self.retain_owner(pid, comm);
+            let Some(sock) = self.socks.get_mut(&id) else {
+                continue;
+            };
+            sock.owner = owner;
+            let (state, tuple) = (sock.state, sock.tuple);
+            if state == TcpState::Listen {
+                self.set_listener(tuple, owner);
+            }
+        }
+        found.len()
     }
 
     /// Applies one transition.
@@ -429,6 +474,7 @@ impl Engine {
             since_exact,
             leak_logged: false,
             from_dump: false,
+            inode: 0,
         })
     }
 
@@ -438,7 +484,7 @@ impl Engine {
         self.next_seed_id = (self.next_seed_id + 1) % SEED_ID_LIMIT;
         let tuple = sock.tuple;
         self.insert_sock(id, sock);
-        if let Some(first) = self.seeds.insert(tuple, id) {
+        if let Some(first) = self.seeds.insert(&tuple, id, &self.socks) {
             self.seed_dups.entry(tuple).or_default().push(first);
         }
     }
@@ -459,7 +505,7 @@ impl Engine {
         }
         let id = match self.seed_dups.get_mut(tuple).and_then(Vec::pop) {
             Some(id) => id,
-            None => self.seeds.remove(tuple)?,
+            None => self.seeds.remove(tuple, &self.socks)?,
         };
         if self.seed_dups.get(tuple).is_some_and(Vec::is_empty) {
             self.seed_dups.remove(tuple);
@@ -508,11 +554,7 @@ impl Engine {
         if let Some(id) = self.socks.keys().next().copied()
             && let Some(sock) = self.take_sock(id)
         {
-            if let Some(s) = self.seeds.get(&sock.tuple)
-                && *s == id
-            {
-                self.seeds.remove(&sock.tuple);
-            }
+            self.seeds.remove_id(&sock.tuple, id);
             self.drop_sock(sock);
             return true;
         }

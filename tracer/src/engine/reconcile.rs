@@ -76,9 +76,7 @@ impl Engine {
                     result.changed += 1;
                 }
                 None => {
-                    if self.seeds.get(&sock.tuple) == Some(&id) {
-                        self.seeds.remove(&sock.tuple);
-                    }
+                    self.seeds.remove_id(&sock.tuple, id);
                     self.drop_sock(sock);
                     result.removed += 1;
                 }

@@ -129,6 +129,7 @@ fn client_closes_first_then_timewait_expires() {
         timewait: true,
         expires_ms: 59_000,
         owner: None,
+        inode: 0,
     };
     let r = e.reconcile_timewait([tw], SEC, SEC + MS);
     assert_eq!(r, TimewaitReconcile::default());
@@ -271,6 +272,7 @@ fn new_connection_on_a_timewait_tuple_ends_it() {
         timewait: true,
         expires_ms: 59_000,
         owner: None,
+        inode: 0,
     };
     let r = e.reconcile_timewait([tw], 400 * MS, 600 * MS);
     assert_eq!(r.added, 0);
@@ -290,6 +292,7 @@ fn dump_corrects_timewait_substate_and_adds_missed_ones() {
         timewait: true,
         expires_ms: 50_000,
         owner: None,
+        inode: 0,
     };
     let missed = DumpedSocket {
         tuple: Tuple::new(NS, addr("10.0.0.2:40002"), addr(SRV)),
@@ -297,6 +300,7 @@ fn dump_corrects_timewait_substate_and_adds_missed_ones() {
         timewait: true,
         expires_ms: 30_000,
         owner: None,
+        inode: 0,
     };
     let r = e.reconcile_timewait([mine, missed], SEC, SEC + MS);
     assert_eq!(
@@ -333,6 +337,7 @@ fn seed(tuple: (&str, &str), state: TcpState, owner: Option<(u32, &str)>) -> Dum
         timewait: false,
         expires_ms: 0,
         owner: owner.map(|(pid, name)| (pid, comm(name))),
+        inode: 0,
     }
 }
 
@@ -689,4 +694,51 @@ fn full_reconcile_counts_shared_listeners() {
     let r = e.reconcile_full(&dump, SEC, SEC + MS);
     assert_eq!(r.added, 1);
     assert_eq!(e.count(Listen), 2);
+}
+
+#[test]
+fn owners_found_after_start_up_are_assigned_to_seeded_sockets() {
+    let mut e = engine();
+    let mut listener = seed(("10.0.0.1:80", "0.0.0.0:0"), Listen, None);
+    listener.inode = 1001;
+    let mut conn = seed(("10.0.0.1:80", "10.0.0.9:5000"), CloseWait, None);
+    conn.inode = 1002;
+    let mut other = seed(("10.0.0.1:81", "10.0.0.9:5001"), Established, None);
+    other.inode = 1003;
+    e.seed([listener, conn, other], 0, MS);
+    let owners = std::collections::HashMap::from([
+        (1001, (42, comm("server"))),
+        (1002, (42, comm("server"))),
+    ]);
+    assert_eq!(e.assign_owners(&owners), 2);
+    // A second scan finds nothing new: inodes are dropped once looked at.
+    assert_eq!(e.assign_owners(&owners), 0);
+    // The listener's owner now owns what it accepts.
+    e.apply(&ev(
+        2 * MS,
+        77,
+        Listen,
+        SynRecv,
+        "10.0.0.1:80",
+        "10.0.0.9:6000",
+    ));
+    e.apply(&ev(
+        3 * MS,
+        77,
+        SynRecv,
+        Established,
+        "10.0.0.1:80",
+        "10.0.0.9:6000",
+    ));
+    e.apply(&ev(
+        4 * MS,
+        77,
+        Established,
+        CloseWait,
+        "10.0.0.1:80",
+        "10.0.0.9:6000",
+    ));
+    let leaks = e.sweep_leaks(10 * 60 * SEC);
+    let server_leaks = leaks.iter().filter(|l| l.pid == 42).count();
+    assert_eq!(server_leaks, 2, "{leaks:?}");
 }
