@@ -79,6 +79,43 @@ fn leaked(metrics: &str, comm: &str) -> f64 {
 }
 
 #[test]
+fn owners_of_sockets_older_than_the_daemon_are_named_after_start_up() {
+    if !can_load_ebpf("owners_of_sockets_older_than_the_daemon_are_named_after_start_up") {
+        return;
+    }
+    // Leaks that exist before the daemon: their owner comes from the /proc
+    // scan that runs after ready, not from any event.
+    let server = LeakyServer::start();
+    for _ in 0..2 {
+        drop(TcpStream::connect(server.addr).expect("connect"));
+    }
+    wait_until(
+        "the server's sockets in CLOSE_WAIT",
+        Duration::from_secs(5),
+        || ss_counts().get("CLOSE_WAIT").copied().unwrap_or(0) >= 2,
+    );
+    let daemon = Daemon::start(&[
+        "--close-wait-threshold",
+        "1s",
+        "--reconcile-interval",
+        "200ms",
+    ]);
+    let mut http = daemon.client();
+    wait_until(
+        "2 leaked sockets under the server's name",
+        Duration::from_secs(15),
+        || leaked(&http.get("/metrics").body, LEAKY) == 2.0,
+    );
+    assert!(
+        daemon.stderr().contains("named from /proc"),
+        "{}",
+        daemon.stderr()
+    );
+    server.stop();
+    assert!(daemon.stop().success());
+}
+
+#[test]
 fn close_wait_leak_is_reported_under_the_process_name_and_clears() {
     if !can_load_ebpf("close_wait_leak_is_reported_under_the_process_name_and_clears") {
         return;
