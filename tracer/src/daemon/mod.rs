@@ -49,6 +49,17 @@ use crate::{
 /// A full reconciliation at least this often, lost events or not.
 const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
+/// Timewait dumps may take at most 1/this of one core: after a dump that
+/// took `d`, the next waits at least `d` times this. A dump is cheap for a
+/// few thousand timewait sockets (every tick) and costs tens of
+/// milliseconds for the 131,072 a busy server keeps (then every few
+/// seconds); in between, entries leave at their timer.
+const TIMEWAIT_DUMP_DUTY: u32 = 50;
+
+/// How late the kernel may reap a timewait socket after its 60 s timer:
+/// the timer wheel rounds a 60 s timeout up by up to 4 s at HZ=1000.
+const TIMEWAIT_TIMER_SLACK: Duration = Duration::from_secs(5);
+
 /// Default address of the HTTP endpoint: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9840";
 
@@ -248,6 +259,9 @@ async fn follow(
     let mut full = false;
     let mut lost_at_last_full = 0;
     let mut last_full = Instant::now();
+    // When the last dump started, and how long it took with its reconciliation.
+    let mut last_dump = Instant::now();
+    let mut last_dump_cost = Duration::ZERO;
     loop {
         tokio::select! {
             signal = shutdown.wait() => {
@@ -290,9 +304,11 @@ async fn follow(
                 // One read of the kernel's counters serves both the loss
                 // check and the rates.
                 let (transitions, kernel) = shared.kernel_counters();
-                if reconciling.is_none() {
-                    let lost = kernel.lost_events();
-                    full = lost > lost_at_last_full || last_full.elapsed() >= FULL_RECONCILE_EVERY;
+                let lost = kernel.lost_events();
+                let needs_full = lost > lost_at_last_full || last_full.elapsed() >= FULL_RECONCILE_EVERY;
+                let paced = last_dump.elapsed() >= last_dump_cost * TIMEWAIT_DUMP_DUTY;
+                if reconciling.is_none() && (needs_full || paced) {
+                    full = needs_full;
                     let mask = if full {
                         sockdiag::ALL_STATES
                     } else {
@@ -304,9 +320,16 @@ async fn follow(
                         lost_at_last_full = lost;
                         last_full = Instant::now();
                     }
+                    last_dump = Instant::now();
                     reconciling = Some(tokio::task::spawn_blocking(move || dump::dump_namespaces(mask)));
                 }
                 let now = monotonic_ns();
+                if reconciling.is_none() {
+                    // Between dumps, timewait sockets leave when their timer
+                    // (plus the kernel's slack) has run out.
+                    let slack = TIMEWAIT_TIMER_SLACK.as_nanos() as u64;
+                    shared.engine().expire_timewait(now.saturating_sub(slack));
+                }
                 for leak in shared.engine().sweep_leaks(now) {
                     log_leak(&leak);
                 }
@@ -333,6 +356,7 @@ async fn follow(
                     drop(dump.sockets);
                     release_free_memory();
                 }
+                last_dump_cost = last_dump.elapsed();
                 if result.added + result.changed > 0 {
                     log::debug!("timewait reconciliation: {result:?}");
                 }

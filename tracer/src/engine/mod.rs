@@ -143,6 +143,10 @@ pub struct Engine {
     /// End of the start-up dump: events before it may describe what the
     /// dump already saw.
     seed_end_ns: u64,
+    /// Sockets seen in events from before the seed dump ended: the dump may
+    /// hold a record of them too, which their next event must drop. Other
+    /// known sockets skip the seed lookup.
+    early: std::collections::HashSet<u64, foldhash::fast::RandomState>,
     timewait: HashMap<Tuple, TimeWait>,
     tw_by_dest: HashMap<(u32, u8, [u8; 16], u16), u32>,
     /// Timewait four-tuples ended by events since the last dump.
@@ -181,6 +185,7 @@ impl Engine {
             seed_dups: HashMap::default(),
             next_seed_id: 1,
             seed_end_ns: 0,
+            early: Default::default(),
             timewait: HashMap::default(),
             tw_by_dest: HashMap::default(),
             tw_departed: HashMap::default(),
@@ -348,7 +353,23 @@ impl Engine {
         self.stats.events += 1;
         let tuple = Tuple::new(t.netns, t.local, t.remote);
         let mut sock = self.take_sock(t.skaddr);
-        if !self.seeds.is_empty() {
+        let before_seed_end = t.ts_ns <= self.seed_end_ns;
+        let claim = if self.seeds.is_empty() {
+            false
+        } else if sock.is_none() {
+            true
+        } else if self.early.is_empty() {
+            false
+        } else if before_seed_end {
+            self.early.contains(&t.skaddr)
+        } else {
+            // Its first event since the dump: the last chance for a duplicate.
+            self.early.remove(&t.skaddr)
+        };
+        if before_seed_end {
+            self.early.insert(t.skaddr);
+        }
+        if claim {
             let seed = self.claim_seed(&tuple, t, sock.is_some());
             if sock.is_none() {
                 sock = seed;

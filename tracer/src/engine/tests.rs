@@ -143,6 +143,36 @@ fn client_closes_first_then_timewait_expires() {
 }
 
 #[test]
+fn timewait_leaves_at_its_timer_between_dumps() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(11 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
+    e.apply(&ev(21 * MS, CLIENT, FinWait2, Close, CLI, SRV));
+    assert_eq!(e.count(TimeWait), 1);
+    let tw = DumpedSocket {
+        tuple: Tuple::new(NS, addr(CLI), addr(SRV)),
+        state: TimeWait,
+        timewait: true,
+        expires_ms: 59_000,
+        owner: None,
+        inode: 0,
+    };
+    e.reconcile_timewait([tw], SEC, SEC + MS);
+    // Before its timer (as last reported: 1 s + 59 s): kept.
+    assert_eq!(e.expire_timewait(59 * SEC), 0);
+    assert_eq!(e.count(TimeWait), 1);
+    // After it: gone, its stay observed as ~60 s, and no dump needed.
+    assert_eq!(e.expire_timewait(61 * SEC), 1);
+    assert_eq!(e.count(TimeWait), 0);
+    assert!(e.timewait_by_destination(10).is_empty());
+    let h = &e.durations()[TimeWait as usize];
+    assert_eq!(h.count(), 1);
+    assert!((h.sum_seconds() - 60.0).abs() < 0.1, "{}", h.sum_seconds());
+    assert_eq!(e.stats().timewait_expired, 1);
+}
+
+#[test]
 fn server_closes_first_and_fin_ack_together() {
     let mut e = engine();
     established(&mut e);

@@ -149,6 +149,27 @@ impl Engine {
         }
     }
 
+    /// Ends the timewait sockets whose timer fired before `before_ns`,
+    /// between dumps. Returns how many ended.
+    pub fn expire_timewait(&mut self, before_ns: u64) -> usize {
+        let expired: Vec<Tuple> = self
+            .timewait
+            .iter()
+            .filter(|(_, tw)| tw.expires_ns != 0 && tw.expires_ns < before_ns)
+            .map(|(t, _)| *t)
+            .collect();
+        for tuple in &expired {
+            let Some(tw) = self.remove_timewait(tuple) else {
+                continue;
+            };
+            if tw.confirmed {
+                self.observe_timewait_end(&tw, tw.expires_ns);
+                self.stats.timewait_expired += 1;
+            }
+        }
+        expired.len()
+    }
+
     /// Brings the timewait table in line with a dump of every timewait
     /// socket taken between `start_ns` and `end_ns`. Call it after applying
     /// every event up to `end_ns`: entries learned during the dump are kept
