@@ -60,10 +60,13 @@ const BENCH_TOOLS: &[Tool] = &[
     },
 ];
 
-/// Connection counts held for the memory and start-up measurements.
-const LEVELS: [usize; 3] = [10_000, 100_000, 1_000_000];
-/// The level the HTTP latency is measured at (or the largest below it).
-const LATENCY_LEVEL: usize = 100_000;
+/// Connection counts held for the memory and start-up measurements: 10k,
+/// 100k and 1M sockets, the levels (each loopback connection is two
+/// established sockets, both tracked).
+const LEVELS: [usize; 3] = [5_000, 50_000, 500_000];
+/// The level the HTTP latency is measured at (or the largest below it):
+/// 100k sockets.
+const LATENCY_LEVEL: usize = 50_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
     /// Connection churn: rate, lost events, CPU, kernel time.
@@ -80,11 +83,12 @@ pub struct BenchArgs {
     /// Rounds of (bare, daemon, tcpstates) churn runs; medians are reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
     rounds: u64,
-    /// Most connections held: the levels are 10k, 100k and 1M up to this,
-    /// and this [default: 1000000; 100000 with --quick].
+    /// Most connections held (each is two sockets): the levels are 5k, 50k
+    /// and 500k connections up to this, and this [default: 500000; 50000
+    /// with --quick].
     #[arg(long, value_name = "N")]
     max_conns: Option<usize>,
-    /// Short churn runs and at most 100k connections held.
+    /// Short churn runs and at most 50k connections (100k sockets) held.
     #[arg(long)]
     quick: bool,
     /// Only this part of the bench.
@@ -179,7 +183,7 @@ fn plan(args: &BenchArgs, tracer: PathBuf, cpus: usize) -> anyhow::Result<Plan> 
     }
     let max_conns = args
         .max_conns
-        .unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
+        .unwrap_or(if args.quick { 50_000 } else { 500_000 });
     let mut levels: Vec<usize> = LEVELS.into_iter().filter(|&l| l < max_conns).collect();
     if max_conns > 0 {
         levels.push(max_conns);
