@@ -62,13 +62,17 @@ fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
             let web = daemon::load_web_security(&options)?;
             // Before any other thread: capabilities are per thread.
             let probe = daemon::load_and_drop_privileges(&options)?;
-            tokio::runtime::Builder::new_multi_thread()
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
-                .build()?
-                .block_on(async {
-                    daemon::run(options, probe, web, Shutdown::install()?, Some(reload)).await
-                })
+                .build()?;
+            let result = runtime.block_on(async {
+                daemon::run(options, probe, web, Shutdown::install()?, Some(reload)).await
+            });
+            // Do not wait for blocking work still running (the /proc owner
+            // scan takes seconds with a million sockets): a stop is prompt.
+            runtime.shutdown_background();
+            result
         }
     }
 }

@@ -352,6 +352,9 @@ impl Engine {
     pub fn apply(&mut self, t: &Transition) {
         self.stats.events += 1;
         let tuple = Tuple::new(t.netns, t.local, t.remote);
+        if self.apply_in_place(t, &tuple) {
+            return;
+        }
         let mut sock = self.take_sock(t.skaddr);
         let before_seed_end = t.ts_ns <= self.seed_end_ns;
         let claim = if self.seeds.is_empty() {
@@ -458,6 +461,50 @@ impl Engine {
             return;
         }
         self.insert_sock(t.skaddr, sock);
+    }
+
+    /// The common case, updated where the record lies: a known socket
+    /// moving on from the state we have for it, long after the seed, not
+    /// closing and not entering or leaving CLOSE_WAIT (whose index is keyed
+    /// by the state's start). Everything else takes the general path.
+    /// Returns false, having changed nothing, when it does not apply.
+    fn apply_in_place(&mut self, t: &Transition, tuple: &Tuple) -> bool {
+        if t.ts_ns <= self.seed_end_ns
+            || matches!(t.new, TcpState::Close | TcpState::CloseWait)
+            || t.old == TcpState::CloseWait
+            || (!self.early.is_empty() && self.early.contains(&t.skaddr))
+        {
+            return false;
+        }
+        let Some(sock) = self.socks.get_mut(&t.skaddr) else {
+            return false;
+        };
+        if sock.tuple != *tuple || sock.state != t.old {
+            return false;
+        }
+        let owner = sock.owner;
+        if t.old != t.new {
+            let stay = sock
+                .since_exact
+                .then(|| t.ts_ns.saturating_sub(sock.since_ns));
+            sock.state = t.new;
+            sock.since_ns = t.ts_ns;
+            sock.since_exact = true;
+            sock.leak_logged = false;
+            sock.from_dump = false;
+            if let Some(stay) = stay {
+                self.durations[slot(t.old)].observe_ns(stay);
+            }
+            self.count_down(tuple.netns, t.old);
+            self.count_up(tuple.netns, t.new);
+        }
+        match (t.old, t.new) {
+            (_, TcpState::Listen) if owner != 0 => self.set_listener(*tuple, owner),
+            (TcpState::SynSent | TcpState::SynRecv, TcpState::Established)
+            | (TcpState::Listen, TcpState::SynRecv) => self.timewait_reused(tuple, t.ts_ns),
+            _ => {}
+        }
+        true
     }
 
     /// A record for a socket first seen in this event.
