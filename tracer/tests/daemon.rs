@@ -420,21 +420,6 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-/// True once the server has closed `stream` (EOF or reset).
-fn closed_by_server(mut stream: &TcpStream, within: Duration) -> bool {
-    use std::io::Read as _;
-    stream.set_read_timeout(Some(within)).expect("timeout");
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
 #[test]
 fn http_limits_hold_against_floods_and_slow_clients() {
     if !can_load_ebpf("http_limits_hold_against_floods_and_slow_clients") {

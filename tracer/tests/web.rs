@@ -6,7 +6,7 @@
 mod common;
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{SocketAddr, TcpStream},
     path::Path,
     process::Command,
@@ -149,20 +149,6 @@ fn basic_auth_alone_guards_every_path_over_plain_http() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// True once the server has closed `stream` (EOF or reset) within `within`.
-fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
-    stream.set_read_timeout(Some(within)).expect("read timeout");
-    let mut buf = [0u8; 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
 #[test]
 fn a_request_must_arrive_whole_within_the_request_timeout() {
     if !can_load_ebpf("a_request_must_arrive_whole_within_the_request_timeout") {
@@ -178,7 +164,7 @@ fn a_request_must_arrive_whole_within_the_request_timeout() {
     let mut closed = false;
     while started.elapsed() < Duration::from_secs(8) {
         if trickle.write_all(b"X").is_err()
-            || closed_within(&mut trickle, Duration::from_millis(300))
+            || closed_by_server(&trickle, Duration::from_millis(300))
         {
             closed = true;
             break;

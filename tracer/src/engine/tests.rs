@@ -123,14 +123,7 @@ fn client_closes_first_then_timewait_expires() {
 
     // A dump during its life confirms it; a dump after its timer does not
     // show it: it expired, and its stay is observed as ~60 s.
-    let tw = DumpedSocket {
-        tuple: Tuple::new(NS, addr(CLI), addr(SRV)),
-        state: TimeWait,
-        timewait: true,
-        expires_ms: 59_000,
-        owner: None,
-        inode: 0,
-    };
+    let tw = timewait_dump((CLI, SRV), TimeWait, 59_000);
     let r = e.reconcile_timewait([tw], SEC, SEC + MS);
     assert_eq!(r, TimewaitReconcile::default());
     let r = e.reconcile_timewait([], 62 * SEC, 62 * SEC + MS);
@@ -150,14 +143,7 @@ fn timewait_leaves_at_its_timer_between_dumps() {
     e.apply(&ev(11 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
     e.apply(&ev(21 * MS, CLIENT, FinWait2, Close, CLI, SRV));
     assert_eq!(e.count(TimeWait), 1);
-    let tw = DumpedSocket {
-        tuple: Tuple::new(NS, addr(CLI), addr(SRV)),
-        state: TimeWait,
-        timewait: true,
-        expires_ms: 59_000,
-        owner: None,
-        inode: 0,
-    };
+    let tw = timewait_dump((CLI, SRV), TimeWait, 59_000);
     e.reconcile_timewait([tw], SEC, SEC + MS);
     // Before its timer (as last reported: 1 s + 59 s): kept.
     assert_eq!(e.expire_timewait(59 * SEC), 0);
@@ -296,14 +282,7 @@ fn new_connection_on_a_timewait_tuple_ends_it() {
     );
     // A dump taken just before the reuse still shows the old timewait: it
     // must not come back.
-    let tw = DumpedSocket {
-        tuple: Tuple::new(NS, addr(CLI), addr(SRV)),
-        state: TimeWait,
-        timewait: true,
-        expires_ms: 59_000,
-        owner: None,
-        inode: 0,
-    };
+    let tw = timewait_dump((CLI, SRV), TimeWait, 59_000);
     let r = e.reconcile_timewait([tw], 400 * MS, 600 * MS);
     assert_eq!(r.added, 0);
     assert_eq!(e.count(TimeWait), 0);
@@ -316,22 +295,8 @@ fn dump_corrects_timewait_substate_and_adds_missed_ones() {
     e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
     e.apply(&ev(11 * MS, CLIENT, FinWait1, Close, CLI, SRV));
     // Orphaned FIN_WAIT2: the timewait's substate is FIN_WAIT2 (ss says so).
-    let mine = DumpedSocket {
-        tuple: Tuple::new(NS, addr(CLI), addr(SRV)),
-        state: FinWait2,
-        timewait: true,
-        expires_ms: 50_000,
-        owner: None,
-        inode: 0,
-    };
-    let missed = DumpedSocket {
-        tuple: Tuple::new(NS, addr("10.0.0.2:40002"), addr(SRV)),
-        state: TimeWait,
-        timewait: true,
-        expires_ms: 30_000,
-        owner: None,
-        inode: 0,
-    };
+    let mine = timewait_dump((CLI, SRV), FinWait2, 50_000);
+    let missed = timewait_dump(("10.0.0.2:40002", SRV), TimeWait, 30_000);
     let r = e.reconcile_timewait([mine, missed], SEC, SEC + MS);
     assert_eq!(
         r,
@@ -358,6 +323,15 @@ fn timewait_learned_during_a_dump_is_kept() {
     let r = e.reconcile_timewait([], SEC, SEC + 10 * MS);
     assert_eq!(r.removed, 0);
     assert_eq!(e.count(TimeWait), 1);
+}
+
+/// A timewait socket as a dump shows it, with its timer's time left.
+fn timewait_dump(tuple: (&str, &str), substate: TcpState, expires_ms: u32) -> DumpedSocket {
+    DumpedSocket {
+        timewait: true,
+        expires_ms,
+        ..seed(tuple, substate, None)
+    }
 }
 
 fn seed(tuple: (&str, &str), state: TcpState, owner: Option<(u32, &str)>) -> DumpedSocket {

@@ -355,3 +355,18 @@ pub fn assert_gauges_match_ss(http: &mut Http, within: Duration) {
         thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// True once the server has closed `stream` (EOF or reset).
+pub fn closed_by_server(mut stream: &TcpStream, within: Duration) -> bool {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}

@@ -169,7 +169,11 @@ impl Results {
                 row(
                     format!("  bytes per tracked socket, {label}"),
                     format!("{b:.0} B"),
-                    if judged { "< 200 B" } else { "(fixed costs dominate)" },
+                    if judged {
+                        "< 200 B"
+                    } else {
+                        "(fixed costs dominate)"
+                    },
                     judged.then_some(b < BYTES_PER_SOCKET),
                 );
             }
