@@ -425,7 +425,8 @@ pub fn probe_config(
 /// ([`crate::ringbuf::DRAIN_INTERVAL`]), so fewer events than this wait no
 /// longer than that; more wake it at once, long before the buffer fills.
 pub fn wakeup_bytes(ring_buffer_bytes: u32) -> u32 {
-    (ring_buffer_bytes / 8).min(64 * 1024)
+    // A power of two, as the program expects: the ring buffer's size is one.
+    (ring_buffer_bytes / 8).min(64 * 1024).next_power_of_two()
 }
 
 #[cfg(test)]
