@@ -123,6 +123,22 @@ struct Sock {
     inode: u32,
 }
 
+impl Sock {
+    /// Moves the record into `state` at `ts_ns`; returns how long it stayed
+    /// in the one it leaves, when that start was known exactly.
+    fn enter(&mut self, state: TcpState, ts_ns: u64) -> Option<u64> {
+        let stay = self
+            .since_exact
+            .then(|| ts_ns.saturating_sub(self.since_ns));
+        self.state = state;
+        self.since_ns = ts_ns;
+        self.since_exact = true;
+        self.leak_logged = false;
+        self.from_dump = false;
+        stay
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Owner {
     comm: Comm,
@@ -424,36 +440,23 @@ impl Engine {
             return;
         }
         if sock.state != t.new {
-            if sock.state == t.old {
-                if sock.since_exact {
-                    let stay = t.ts_ns.saturating_sub(sock.since_ns);
-                    self.durations[slot(sock.state)].observe_ns(stay);
+            let old = sock.state;
+            let stay = sock.enter(t.new, t.ts_ns);
+            if old == t.old {
+                if let Some(stay) = stay {
+                    self.durations[slot(old)].observe_ns(stay);
                 }
             } else {
                 // We had it in another state: an event was lost, or the
                 // dump and the events disagree. Follow the kernel.
                 self.stats.corrections += 1;
             }
-            self.count_down(sock.tuple.netns, sock.state);
+            self.count_down(sock.tuple.netns, old);
             if t.new != TcpState::Close {
                 self.count_up(sock.tuple.netns, t.new);
             }
-            sock.state = t.new;
-            sock.since_ns = t.ts_ns;
-            sock.since_exact = true;
-            sock.leak_logged = false;
-            sock.from_dump = false;
         }
-
-        match (t.old, t.new) {
-            (_, TcpState::Listen) if sock.owner != 0 => self.set_listener(tuple, sock.owner),
-            (TcpState::Listen, TcpState::Close) => {
-                self.listeners.remove(&(tuple.netns, tuple.lport));
-            }
-            (TcpState::SynSent | TcpState::SynRecv, TcpState::Established)
-            | (TcpState::Listen, TcpState::SynRecv) => self.timewait_reused(&tuple, t.ts_ns),
-            _ => {}
-        }
+        self.transition_side_effects(t, &tuple, sock.owner);
 
         if t.new == TcpState::Close {
             self.release_owner(sock.owner);
@@ -484,27 +487,28 @@ impl Engine {
         }
         let owner = sock.owner;
         if t.old != t.new {
-            let stay = sock
-                .since_exact
-                .then(|| t.ts_ns.saturating_sub(sock.since_ns));
-            sock.state = t.new;
-            sock.since_ns = t.ts_ns;
-            sock.since_exact = true;
-            sock.leak_logged = false;
-            sock.from_dump = false;
-            if let Some(stay) = stay {
+            if let Some(stay) = sock.enter(t.new, t.ts_ns) {
                 self.durations[slot(t.old)].observe_ns(stay);
             }
             self.count_down(tuple.netns, t.old);
             self.count_up(tuple.netns, t.new);
         }
+        self.transition_side_effects(t, tuple, owner);
+        true
+    }
+
+    /// What a transition means beyond its socket: a listener's owner, and
+    /// a new connection ending the timewait socket on its four-tuple.
+    fn transition_side_effects(&mut self, t: &Transition, tuple: &Tuple, owner: u32) {
         match (t.old, t.new) {
             (_, TcpState::Listen) if owner != 0 => self.set_listener(*tuple, owner),
+            (TcpState::Listen, TcpState::Close) => {
+                self.listeners.remove(&(tuple.netns, tuple.lport));
+            }
             (TcpState::SynSent | TcpState::SynRecv, TcpState::Established)
             | (TcpState::Listen, TcpState::SynRecv) => self.timewait_reused(tuple, t.ts_ns),
             _ => {}
         }
-        true
     }
 
     /// A record for a socket first seen in this event.
