@@ -306,8 +306,7 @@ fn sighup_reloads_what_can_change_live() {
         "close-wait-threshold = \"5s\"\nring-buffer-size = \"8MiB\"\n",
     )
     .expect("write");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+    daemon.hangup();
     wait_until("the new threshold", Duration::from_secs(5), || {
         threshold(&mut http) == 5.0
     });
@@ -322,8 +321,7 @@ fn sighup_reloads_what_can_change_live() {
     );
     // A broken file is refused; the daemon keeps its settings and runs on.
     std::fs::write(&config, "close-wait-threshold = \"never\"\n").expect("write");
-    // SAFETY: as above.
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
+    daemon.hangup();
     wait_until("the refusal", Duration::from_secs(5), || {
         daemon.stderr().contains("configuration not reloaded")
     });

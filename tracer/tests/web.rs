@@ -50,11 +50,6 @@ fn web_config(pki: &TestPki, user: &str, password: &str) -> String {
     )
 }
 
-fn hangup(daemon: &Daemon) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGHUP) };
-}
-
 #[test]
 fn tls_and_basic_auth_come_from_the_web_config_and_reload_on_sighup() {
     if !can_load_ebpf("tls_and_basic_auth_come_from_the_web_config_and_reload_on_sighup") {
@@ -90,7 +85,7 @@ fn tls_and_basic_auth_come_from_the_web_config_and_reload_on_sighup() {
 
     // A new password, then SIGHUP: the old one stops working.
     std::fs::write(&file, web_config(&pki, "prom", "second pass")).expect("web config");
-    hangup(&daemon);
+    daemon.hangup();
     wait_until("the new password to apply", Duration::from_secs(10), || {
         curl(addr, &pki.ca, Some("prom:second pass"), &[]).0 == 200
     });
@@ -98,7 +93,7 @@ fn tls_and_basic_auth_come_from_the_web_config_and_reload_on_sighup() {
 
     // A broken file on SIGHUP: logged, and the config in force stays.
     std::fs::write(&file, "tls_server_config:\n  cert_file: [oops\n").expect("web config");
-    hangup(&daemon);
+    daemon.hangup();
     wait_until(
         "the reload error to be logged",
         Duration::from_secs(10),

@@ -35,7 +35,6 @@ use crate::{
     http::{
         self,
         listener::{LimitedListener, StreamLimits},
-        server::Timeouts,
         web_config::WebSecurity,
     },
     privileges,
@@ -151,16 +150,12 @@ pub async fn run(
     log::info!("serving {scheme}://{local}/metrics ({})", web.describe());
     shared.web_security().set(web);
     let app = http::router(shared.clone()).context("setting up the metrics")?;
-    let timeouts = Timeouts {
-        request: options.http_request_timeout,
-        // Requests in flight get a moment; the whole stop stays under 2 s.
-        drain: Duration::from_secs(1),
-    };
     let server = tokio::spawn(http::server::serve(
         listener,
         app,
         shared.web_security().clone(),
-        timeouts,
+        // Requests in flight get a moment; the whole stop stays under 2 s.
+        Duration::from_secs(1),
         cancel.clone(),
     ));
 

@@ -62,6 +62,12 @@ impl LimitedListener {
     }
 }
 
+impl LimitedListener {
+    pub fn limits(&self) -> StreamLimits {
+        self.limits
+    }
+}
+
 impl axum::serve::Listener for LimitedListener {
     type Io = LimitedStream;
     type Addr = SocketAddr;

@@ -71,26 +71,18 @@ impl WebSecurityHandle {
     }
 }
 
-/// How long the parts of a request may take.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// From the first byte of a request (or the TLS handshake) to its last
-    /// header, and from the request to the response's start.
-    pub request: Duration,
-    /// How long to wait for requests in flight at shutdown.
-    pub drain: Duration,
-}
-
 /// Serves `app` on `listener` until `cancel` fires, then lets requests in
-/// flight finish for at most `timeouts.drain`.
+/// flight finish for at most `drain`. The listener's request time limit
+/// also bounds the TLS handshake and the time to the response's start.
 pub async fn serve(
     mut listener: LimitedListener,
     app: Router,
     security: WebSecurityHandle,
-    timeouts: Timeouts,
+    drain: Duration,
     cancel: CancellationToken,
 ) {
     use axum::serve::Listener as _;
+    let request_timeout = listener.limits().request;
     let app = with_auth(app, security.clone());
     let connections = TaskTracker::new();
     loop {
@@ -102,17 +94,17 @@ pub async fn serve(
         let active = security.get();
         let cancel = cancel.clone();
         connections.spawn(async move {
-            serve_connection(stream, app, active, timeouts, cancel).await;
+            serve_connection(stream, app, active, request_timeout, cancel).await;
         });
     }
     connections.close();
-    if tokio::time::timeout(timeouts.drain, connections.wait())
+    if tokio::time::timeout(drain, connections.wait())
         .await
         .is_err()
     {
         log::info!(
             "closing HTTP connections still open after {}",
-            humantime::format_duration(timeouts.drain)
+            humantime::format_duration(drain)
         );
     }
 }
@@ -121,14 +113,14 @@ async fn serve_connection(
     stream: LimitedStream,
     app: Router,
     active: Arc<Active>,
-    timeouts: Timeouts,
+    request_timeout: Duration,
     cancel: CancellationToken,
 ) {
     match &active.tls {
-        None => serve_http(stream, app, timeouts, cancel).await,
+        None => serve_http(stream, app, request_timeout, cancel).await,
         Some(acceptor) => {
-            match tokio::time::timeout(timeouts.request, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_http(tls, app, timeouts, cancel).await,
+            match tokio::time::timeout(request_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_http(tls, app, request_timeout, cancel).await,
                 Ok(Err(e)) => log::debug!("TLS handshake failed: {e}"),
                 Err(_) => log::debug!("TLS handshake timed out"),
             }
@@ -136,11 +128,10 @@ async fn serve_connection(
     }
 }
 
-async fn serve_http<IO>(io: IO, app: Router, timeouts: Timeouts, cancel: CancellationToken)
+async fn serve_http<IO>(io: IO, app: Router, request_timeout: Duration, cancel: CancellationToken)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let request_timeout = timeouts.request;
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let app = app.clone();
         async move {

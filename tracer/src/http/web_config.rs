@@ -144,7 +144,7 @@ impl WebSecurity {
         })
     }
 
-    /// True when anything is configured (for the log).
+    /// What is configured, in a few words (for the log).
     pub fn describe(&self) -> String {
         match (self.tls.is_some(), self.users.len()) {
             (false, 0) => "plain HTTP, no authentication".to_owned(),

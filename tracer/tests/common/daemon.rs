@@ -103,6 +103,12 @@ impl Daemon {
         Http::connect(self.addr)
     }
 
+    /// SIGHUP: re-read the configuration.
+    pub fn hangup(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+    }
+
     /// SIGTERM and the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
