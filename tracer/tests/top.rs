@@ -147,7 +147,12 @@ fn top_in_a_terminal_shows_ss_counts_and_the_leaking_process() {
         daemon.addr
     );
     let tmux = Tmux::start("top", 80, 24, &command);
-    let screen = tmux.wait_for("the leaking process", |s| s.contains(LEAKY));
+    // By its pid: another test's leaky server may show up first (the
+    // daemon sees every process on the machine).
+    let pid = server.child.id().to_string();
+    let screen = tmux.wait_for("the leaking process", |s| {
+        s.contains(LEAKY) && s.contains(&pid)
+    });
     assert!(screen.contains("CLOSE_WAIT leaks"), "{screen}");
     assert!(
         screen.contains(&server.child.id().to_string()),
