@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{ProbeConfig, TRANSITION_SLOTS, stat};
+use tracer_common::{ProbeConfig, RecordLayout, TRANSITION_SLOTS, stat};
 
 /// Written by user space at load time (`EbpfLoader::override_global`). It
 /// lives in `.rodata`, which the kernel freezes, so the verifier treats its
@@ -14,18 +14,20 @@ use tracer_common::{ProbeConfig, TRANSITION_SLOTS, stat};
 #[unsafe(no_mangle)]
 static CONFIG: ProbeConfig = ProbeConfig {
     record_size: 0,
-    off_skaddr: 0,
-    off_oldstate: 0,
-    off_newstate: 0,
-    off_sport: 0,
-    off_dport: 0,
-    off_family: 0,
-    off_protocol: 0,
-    size_protocol: 0,
-    off_saddr: 0,
-    off_daddr: 0,
-    off_saddr_v6: 0,
-    off_daddr_v6: 0,
+    record: RecordLayout {
+        skaddr: 0,
+        oldstate: 0,
+        newstate: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        protocol: 0,
+        protocol_size: 0,
+        saddr: 0,
+        daddr: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+    },
     off_sock_net: 0,
     off_net_inum: 0,
     flags: 0,

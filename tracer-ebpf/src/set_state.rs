@@ -1,4 +1,4 @@
-//! The program on the tracepoint `sock:inet_sock_set_state`.
+//! The programs on the tracepoint `sock:inet_sock_set_state`.
 //!
 //! match-proto: tracepoint sock/inet_sock_set_state (Linux 4.16+); record
 //! fields skaddr, oldstate, newstate, sport, dport, family, protocol (u8
@@ -6,6 +6,13 @@
 //! from the tracefs format file, read by user space at load time.
 //! Also reads `struct sock` -> `struct net` -> `ns.inum` at offsets taken
 //! from the running kernel's BTF.
+//!
+//! Two programs share one body. `inet_sock_set_state` is for the layout of
+//! Linux 5.6+ and reads the record in place at constant offsets (the
+//! verifier refuses context loads at offsets it cannot see as constants,
+//! and does not treat the frozen config's values as such for that).
+//! `inet_sock_set_state_copy` is for any other layout: it copies the record
+//! to the stack and reads it at the configured offsets. User space loads one.
 
 use core::mem::MaybeUninit;
 
@@ -18,7 +25,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AF_INET, AF_INET6, Event, FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_STATE_TIME, IPPROTO_TCP,
-    MAX_RECORD_SIZE, ProbeConfig, TcpState, stat, transition_slot,
+    MAX_RECORD_SIZE, ProbeConfig, RecordLayout, TcpState, stat, transition_slot,
 };
 
 use crate::maps::{EVENTS, STATE_SINCE, STATS, TRANSITIONS, bump, config};
@@ -29,21 +36,85 @@ const RECORD_BYTES: u64 = 8 + core::mem::size_of::<Event>() as u64;
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    if let Err(stat) = try_inet_sock_set_state(&ctx) {
+    let record = InPlace(ctx.as_ptr().cast_const().cast());
+    finish(on_transition(config(), &record, &RecordLayout::LINUX_5_6))
+}
+
+#[tracepoint(category = "sock", name = "inet_sock_set_state")]
+pub fn inet_sock_set_state_copy(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let mut record = Copied {
+        words: MaybeUninit::uninit(),
+    };
+    let result = match record.read(&ctx, cfg) {
+        Ok(()) => on_transition(cfg, &record, &cfg.record),
+        Err(stat) => Err(stat),
+    };
+    finish(result)
+}
+
+#[inline(always)]
+fn finish(result: Result<(), u32>) -> u32 {
+    if let Err(stat) = result {
         bump(&STATS, stat);
     }
     0
 }
 
-/// The tracepoint record, copied to the stack in one helper call. Left
-/// uninitialised before the copy: zeroing 128 bytes compiles to a call to
-/// a byte-by-byte memset, which cost more than the rest of the program.
-struct Record {
+/// The tracepoint record, wherever it is read from.
+trait Record {
+    /// A field of type `T` at `offset`; out-of-bounds offsets are a config error.
+    fn field<T: Copy>(&self, offset: u32) -> Result<T, u32>;
+}
+
+/// The record where the tracepoint put it: the program's context. Only
+/// constant offsets pass the verifier, so only [`RecordLayout::LINUX_5_6`].
+struct InPlace(*const u8);
+
+impl Record for InPlace {
+    #[inline(always)]
+    fn field<T: Copy>(&self, offset: u32) -> Result<T, u32> {
+        let offset = offset as usize;
+        if offset + core::mem::size_of::<T>() > MAX_RECORD_SIZE as usize {
+            return Err(stat::BAD_CONFIG);
+        }
+        // SAFETY: the context holds the record; the verifier checks every
+        // context load against the tracepoint's bounds.
+        Ok(unsafe { core::ptr::read(self.0.add(offset) as *const T) })
+    }
+}
+
+/// The record copied to the stack in one helper call. Left uninitialised
+/// before the copy: zeroing 128 bytes compiles to a call to a byte-by-byte
+/// memset, which cost more than the rest of the program.
+struct Copied {
     words: MaybeUninit<[u64; RECORD_WORDS]>,
 }
 
-impl Record {
-    /// A field of type `T` at `offset`; out-of-bounds offsets are a config error.
+impl Copied {
+    /// Copies the record in place (returning it by value cost a 128-byte copy).
+    #[inline(always)]
+    fn read(&mut self, ctx: &TracePointContext, cfg: &ProbeConfig) -> Result<(), u32> {
+        let size = cfg.record_size;
+        if size == 0 || size > MAX_RECORD_SIZE {
+            return Err(stat::BAD_CONFIG);
+        }
+        // SAFETY: the destination holds MAX_RECORD_SIZE bytes and size is at most that.
+        let ret = unsafe {
+            generated::bpf_probe_read_kernel(
+                self.words.as_mut_ptr().cast(),
+                size,
+                ctx.as_ptr().cast_const(),
+            )
+        };
+        if ret < 0 {
+            return Err(stat::RECORD_READ_FAILED);
+        }
+        Ok(())
+    }
+}
+
+impl Record for Copied {
     #[inline(always)]
     fn field<T: Copy>(&self, offset: u32) -> Result<T, u32> {
         let offset = offset as usize;
@@ -58,28 +129,26 @@ impl Record {
 }
 
 #[inline(always)]
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), u32> {
-    let cfg = config();
-    let mut record = Record {
-        words: MaybeUninit::uninit(),
-    };
-    read_record(ctx, cfg, &mut record)?;
-
-    let protocol = if cfg.size_protocol == 1 {
-        u16::from(record.field::<u8>(cfg.off_protocol)?)
+fn on_transition(
+    cfg: &ProbeConfig,
+    record: &impl Record,
+    layout: &RecordLayout,
+) -> Result<(), u32> {
+    let protocol = if layout.protocol_size == 1 {
+        u16::from(record.field::<u8>(layout.protocol)?)
     } else {
-        record.field::<u16>(cfg.off_protocol)?
+        record.field::<u16>(layout.protocol)?
     };
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
 
-    let oldstate = record.field::<i32>(cfg.off_oldstate)? as u32;
-    let newstate = record.field::<i32>(cfg.off_newstate)? as u32;
+    let oldstate = record.field::<i32>(layout.oldstate)? as u32;
+    let newstate = record.field::<i32>(layout.newstate)? as u32;
     // Counted before anything can fail, so the counters stay exact.
     bump(&TRANSITIONS, transition_slot(oldstate, newstate));
 
-    let skaddr = record.field::<u64>(cfg.off_skaddr)?;
+    let skaddr = record.field::<u64>(layout.skaddr)?;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let old_state_ns = if cfg.flags & FLAG_STATE_TIME != 0 {
@@ -96,18 +165,18 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), u32> {
     // Everything that can fail is read before the reservation, so no path
     // leaves one open. Addresses move as 32-bit words: byte arrays built on
     // the stack compile to calls to a byte-by-byte memset.
-    let family = record.field::<u16>(cfg.off_family)?;
-    let sport = record.field::<u16>(cfg.off_sport)?;
-    let dport = record.field::<u16>(cfg.off_dport)?;
+    let family = record.field::<u16>(layout.family)?;
+    let sport = record.field::<u16>(layout.sport)?;
+    let dport = record.field::<u16>(layout.dport)?;
     let (saddr, daddr) = if family == AF_INET6 {
         (
-            record.field::<[u32; 4]>(cfg.off_saddr_v6)?,
-            record.field::<[u32; 4]>(cfg.off_daddr_v6)?,
+            record.field::<[u32; 4]>(layout.saddr_v6)?,
+            record.field::<[u32; 4]>(layout.daddr_v6)?,
         )
     } else if family == AF_INET {
         (
-            [record.field::<u32>(cfg.off_saddr)?, 0, 0, 0],
-            [record.field::<u32>(cfg.off_daddr)?, 0, 0, 0],
+            [record.field::<u32>(layout.saddr)?, 0, 0, 0],
+            [record.field::<u32>(layout.daddr)?, 0, 0, 0],
         )
     } else {
         ([0; 4], [0; 4])
@@ -163,27 +232,6 @@ fn wakeup_flag(wakeup_bytes: u32) -> u64 {
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
     }
-}
-
-/// Copies the record in place (returning it by value cost a 128-byte copy).
-#[inline(always)]
-fn read_record(ctx: &TracePointContext, cfg: &ProbeConfig, record: &mut Record) -> Result<(), u32> {
-    let size = cfg.record_size;
-    if size == 0 || size > MAX_RECORD_SIZE {
-        return Err(stat::BAD_CONFIG);
-    }
-    // SAFETY: the destination holds MAX_RECORD_SIZE bytes and size is at most that.
-    let ret = unsafe {
-        generated::bpf_probe_read_kernel(
-            record.words.as_mut_ptr().cast(),
-            size,
-            ctx.as_ptr().cast_const(),
-        )
-    };
-    if ret < 0 {
-        return Err(stat::RECORD_READ_FAILED);
-    }
-    Ok(())
 }
 
 /// Time spent in the old state, and the socket's new timestamp. The entry is

@@ -15,8 +15,8 @@ use aya::{
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
 use tracer_common::{
-    FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig, STATE_SLOTS,
-    TRANSITION_SLOTS, stat,
+    FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig, RecordLayout,
+    STATE_SLOTS, TRANSITION_SLOTS, stat,
 };
 
 use crate::{
@@ -30,7 +30,14 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 const TP_CATEGORY: &str = "sock";
 const TP_NAME: &str = "inet_sock_set_state";
-const PROGRAM: &str = "inet_sock_set_state";
+/// The program for the record layout of Linux 5.6+ ([`RecordLayout::LINUX_5_6`]),
+/// which reads the fields in place.
+const PROGRAM_IN_PLACE: &str = "inet_sock_set_state";
+/// The program for any other layout: it copies the record first.
+const PROGRAM_COPY: &str = "inet_sock_set_state_copy";
+/// `TRACER_PROBE_PROGRAM=copy` loads the copying program whatever the
+/// layout: the tests use it to run that program on a current kernel.
+pub const PROGRAM_ENV: &str = "TRACER_PROBE_PROGRAM";
 
 /// Default ring buffer size: 4 MiB holds ~43,000 events, a few hundred
 /// milliseconds of the heaviest loopback churn a 2-core machine produces.
@@ -68,6 +75,8 @@ pub enum ProbeError {
     RingBufferSize(u64),
     #[error("tracepoint {TP_CATEGORY}:{TP_NAME} has an unexpected layout: {0}")]
     Layout(String),
+    #[error("{PROGRAM_ENV}={0:?} is not a choice: use `auto` (the default) or `copy`")]
+    ProgramChoice(String),
     #[error("loading the eBPF object failed: {0}")]
     Load(aya::EbpfError),
     #[error("the kernel rejected the tracepoint program: {0}")]
@@ -158,6 +167,7 @@ pub struct Probe {
     /// Offset of `recursion_misses` in `struct bpf_prog_info`, when BTF has it.
     recursion_misses_offset: Option<u32>,
     config: ProbeConfig,
+    program_name: &'static str,
 }
 
 impl Probe {
@@ -171,6 +181,7 @@ impl Probe {
         let root = tracefs::ensure_mounted()?;
         let format = Format::read(&root, TP_CATEGORY, TP_NAME)?;
         let config = probe_config(&format, &btf, options)?;
+        let program_name = choose_program(&config.record)?;
         privileges::raise_memlock_limit();
 
         let mut ebpf = EbpfLoader::new()
@@ -180,8 +191,8 @@ impl Probe {
             .load(EBPF_OBJECT)
             .map_err(ProbeError::Load)?;
         let program: &mut TracePoint = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(ProbeError::Map(PROGRAM))?
+            .program_mut(program_name)
+            .ok_or(ProbeError::Map(program_name))?
             .try_into()
             .map_err(ProbeError::Program)?;
         program.load().map_err(ProbeError::Program)?;
@@ -201,6 +212,7 @@ impl Probe {
             stats,
             recursion_misses_offset,
             config,
+            program_name,
         })
     }
 
@@ -213,8 +225,8 @@ impl Probe {
         };
         let program: &mut TracePoint = self
             .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(ProbeError::Map(PROGRAM))?
+            .program_mut(self.program_name)
+            .ok_or(ProbeError::Map(self.program_name))?
             .try_into()
             .map_err(ProbeError::Program)?;
         program.detach(link).map_err(ProbeError::Program)
@@ -222,13 +234,18 @@ impl Probe {
 
     /// The kernel's id of the loaded program (as `bpftool prog show` lists it).
     pub fn program_id(&self) -> Option<u32> {
-        let program: &TracePoint = self.ebpf.program(PROGRAM)?.try_into().ok()?;
+        let program: &TracePoint = self.ebpf.program(self.program_name)?.try_into().ok()?;
         program.info().ok().map(|info| info.id())
     }
 
     /// Sum of all transition counters.
     pub fn transitions_total(&self) -> Result<u64, ProbeError> {
         Ok(self.transition_counts()?.iter().flatten().sum())
+    }
+
+    /// Which of the two programs is loaded.
+    pub fn program_name(&self) -> &'static str {
+        self.program_name
     }
 
     /// The configuration the program was loaded with.
@@ -272,7 +289,7 @@ impl Probe {
     /// BPF_OBJ_GET_INFO_BY_FD since aya does not expose it.
     fn recursion_misses(&self) -> Option<u64> {
         let offset = self.recursion_misses_offset? as usize;
-        let program: &TracePoint = self.ebpf.program(PROGRAM)?.try_into().ok()?;
+        let program: &TracePoint = self.ebpf.program(self.program_name)?.try_into().ok()?;
         let fd = program.fd().ok()?.as_fd().as_raw_fd();
         let mut info = [0u8; 256];
         if offset + 8 > info.len() {
@@ -305,6 +322,23 @@ impl Probe {
         let bytes: [u8; 8] = info[offset..offset + 8].try_into().ok()?;
         Some(u64::from_ne_bytes(bytes))
     }
+}
+
+/// The program that reads this record layout, or the one [`PROGRAM_ENV`] asks for.
+fn choose_program(layout: &RecordLayout) -> Result<&'static str, ProbeError> {
+    match std::env::var(PROGRAM_ENV).as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("" | "auto") => {}
+        Ok("copy") => return Ok(PROGRAM_COPY),
+        Ok(other) => return Err(ProbeError::ProgramChoice(other.to_string())),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            return Err(ProbeError::ProgramChoice(v.to_string_lossy().into_owned()));
+        }
+    }
+    Ok(if *layout == RecordLayout::LINUX_5_6 {
+        PROGRAM_IN_PLACE
+    } else {
+        PROGRAM_COPY
+    })
 }
 
 /// `major.minor` of a kernel release string such as `6.18.44-fc-v782`.
@@ -401,18 +435,20 @@ pub fn probe_config(
     };
     Ok(ProbeConfig {
         record_size,
-        off_skaddr: field("skaddr", &[8])?.0,
-        off_oldstate: field("oldstate", &[4])?.0,
-        off_newstate: field("newstate", &[4])?.0,
-        off_sport: field("sport", &[2])?.0,
-        off_dport: field("dport", &[2])?.0,
-        off_family: field("family", &[2])?.0,
-        off_protocol,
-        size_protocol,
-        off_saddr: field("saddr", &[4])?.0,
-        off_daddr: field("daddr", &[4])?.0,
-        off_saddr_v6: field("saddr_v6", &[16])?.0,
-        off_daddr_v6: field("daddr_v6", &[16])?.0,
+        record: RecordLayout {
+            skaddr: field("skaddr", &[8])?.0,
+            oldstate: field("oldstate", &[4])?.0,
+            newstate: field("newstate", &[4])?.0,
+            sport: field("sport", &[2])?.0,
+            dport: field("dport", &[2])?.0,
+            family: field("family", &[2])?.0,
+            protocol: off_protocol,
+            protocol_size: size_protocol,
+            saddr: field("saddr", &[4])?.0,
+            daddr: field("daddr", &[4])?.0,
+            saddr_v6: field("saddr_v6", &[16])?.0,
+            daddr_v6: field("daddr_v6", &[16])?.0,
+        },
         off_sock_net,
         off_net_inum,
         flags,

@@ -140,6 +140,19 @@ fn missing_tracepoint_names_the_kernel_requirement() {
 }
 
 #[test]
+fn unknown_program_choice_is_refused_by_name() {
+    if !can_load_ebpf("unknown_program_choice_is_refused_by_name") {
+        return;
+    }
+    let out = Command::new(tracer_bin())
+        .arg("trace")
+        .env("TRACER_PROBE_PROGRAM", "fast")
+        .output()
+        .expect("run tracer");
+    assert_one_line_error(&out, 1, "TRACER_PROBE_PROGRAM=\"fast\" is not a choice");
+}
+
+#[test]
 fn sigint_stops_cleanly_with_a_summary() {
     if !can_load_ebpf("sigint_stops_cleanly_with_a_summary") {
         return;

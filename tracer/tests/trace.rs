@@ -16,11 +16,16 @@ use std::{
 use common::*;
 use tracer::trace::format::JsonTransition;
 
+/// The program loaded on this kernel (Linux 5.6+ record layout).
+const IN_PLACE_PROGRAM: &str = "inet_sock_set_state";
+
 /// Listener: CLOSE->LISTEN->CLOSE. Client (closes first): CLOSE->SYN_SENT->
 /// ESTABLISHED->FIN_WAIT1->(FIN_WAIT2->)CLOSE. Server child: LISTEN->SYN_RECV
 /// ->ESTABLISHED->CLOSE_WAIT->LAST_ACK->CLOSE.
-fn full_lifecycle(ip: &str) {
-    let (trace, listener, port) = traced_listener(ip, &[]);
+///
+/// `program` is the kernel program expected to be loaded; `env` picks it.
+fn full_lifecycle(ip: &str, program: &str, env: &[(&str, &str)]) {
+    let (trace, listener, port) = traced_listener_with_env(ip, &[], env);
     let (client, mut server) = connect_pair(&listener);
     let client_addr = client.local_addr().expect("client addr");
     drop(client);
@@ -38,6 +43,10 @@ fn full_lifecycle(ip: &str) {
     assert!(
         status.success(),
         "tracer exited with {status}; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("attached {program} to")),
+        "expected program {program}; stderr:\n{stderr}"
     );
 
     let sockets = by_socket(&events);
@@ -104,14 +113,38 @@ fn full_lifecycle(ip: &str) {
 #[test]
 fn ipv4_connection_lifecycle() {
     if can_load_ebpf("ipv4_connection_lifecycle") {
-        full_lifecycle("127.0.0.1");
+        full_lifecycle("127.0.0.1", IN_PLACE_PROGRAM, &[]);
+    }
+}
+
+/// The program for other record layouts (older kernels), forced here: it
+/// must see the same lifecycle as the one that reads the record in place.
+#[test]
+fn ipv4_connection_lifecycle_with_the_copying_program() {
+    if can_load_ebpf("ipv4_connection_lifecycle_with_the_copying_program") {
+        full_lifecycle(
+            "127.0.0.1",
+            "inet_sock_set_state_copy",
+            &[("TRACER_PROBE_PROGRAM", "copy")],
+        );
+    }
+}
+
+#[test]
+fn ipv6_connection_lifecycle_with_the_copying_program() {
+    if can_load_ebpf("ipv6_connection_lifecycle_with_the_copying_program") {
+        full_lifecycle(
+            "::1",
+            "inet_sock_set_state_copy",
+            &[("TRACER_PROBE_PROGRAM", "copy")],
+        );
     }
 }
 
 #[test]
 fn ipv6_connection_lifecycle() {
     if can_load_ebpf("ipv6_connection_lifecycle") {
-        full_lifecycle("::1");
+        full_lifecycle("::1", IN_PLACE_PROGRAM, &[]);
     }
 }
 

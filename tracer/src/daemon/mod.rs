@@ -95,7 +95,10 @@ pub type Reload = Arc<dyn Fn() -> Result<(DaemonOptions, log::LevelFilter), Stri
 pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Probe> {
     let probe = Probe::load(&options.probe)?;
     if let Some(id) = probe.program_id() {
-        log::info!("attached program id {id} to sock:inet_sock_set_state");
+        log::info!(
+            "attached program {} (id {id}) to sock:inet_sock_set_state",
+            probe.program_name()
+        );
     }
     let keep = [privileges::CAP_SYS_PTRACE, privileges::CAP_SYS_ADMIN];
     match privileges::keep_only(&keep) {

@@ -100,7 +100,8 @@ pub async fn run(options: TraceOptions, mut shutdown: Shutdown) -> anyhow::Resul
     }
     // Scripts and tests wait for this line before they start a workload.
     log::info!(
-        "attached to sock:inet_sock_set_state; tracing TCP state transitions (Ctrl-C to stop)"
+        "attached {} to sock:inet_sock_set_state; tracing TCP state transitions (Ctrl-C to stop)",
+        probe.program_name()
     );
 
     let stopped_by = loop {

@@ -55,10 +55,16 @@ pub struct Trace {
 impl Trace {
     /// Starts the binary and waits until it says it is attached.
     pub fn start(args: &[&str]) -> Trace {
+        Trace::start_with_env(args, &[])
+    }
+
+    /// [`Trace::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Trace {
         let mut child = Command::new(tracer_bin())
             .arg("trace")
             .arg("--json")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -256,11 +262,20 @@ pub fn bound_listener(ip: &str) -> (Socket, u16) {
 /// --port PORT EXTRA...` attached before it starts listening, so the trace
 /// sees its whole life.
 pub fn traced_listener(ip: &str, extra: &[&str]) -> (Trace, TcpListener, u16) {
+    traced_listener_with_env(ip, extra, &[])
+}
+
+/// [`traced_listener`] with extra environment variables for the tracer.
+pub fn traced_listener_with_env(
+    ip: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Trace, TcpListener, u16) {
     let (socket, port) = bound_listener(ip);
     let port_arg = port.to_string();
     let mut args = vec!["--port", port_arg.as_str()];
     args.extend_from_slice(extra);
-    let trace = Trace::start(&args);
+    let trace = Trace::start_with_env(&args, env);
     socket.listen(128).expect("listen");
     (trace, socket.into(), port)
 }
