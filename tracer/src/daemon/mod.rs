@@ -53,7 +53,7 @@ const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(300);
 /// few thousand timewait sockets (every tick) and costs tens of
 /// milliseconds for the 131,072 a busy server keeps (then every few
 /// seconds); in between, entries leave at their timer.
-const TIMEWAIT_DUMP_DUTY: u32 = 50;
+const TIMEWAIT_DUMP_DUTY: u32 = 100;
 
 /// How late the kernel may reap a timewait socket after its 60 s timer:
 /// the timer wheel rounds a 60 s timeout up by up to 4 s at HZ=1000.
@@ -238,6 +238,8 @@ async fn follow(
     );
     log::info!("ready: {status}");
     notifier.ready(&status);
+    // The seed was a dump too: the first timewait dump is paced by its cost.
+    let seed_dump_cost = Duration::from_millis(seed.diag_ms);
     drop(seed);
     release_free_memory();
     // Who owns the sockets found at start-up: a scan of /proc that takes
@@ -259,7 +261,7 @@ async fn follow(
     let mut last_full = Instant::now();
     // When the last dump started, and how long it took with its reconciliation.
     let mut last_dump = Instant::now();
-    let mut last_dump_cost = Duration::ZERO;
+    let mut last_dump_cost = seed_dump_cost;
     loop {
         tokio::select! {
             signal = shutdown.wait() => {
@@ -319,6 +321,7 @@ async fn follow(
                         last_full = Instant::now();
                     }
                     last_dump = Instant::now();
+                    shared.engine().timewait_dump_starting();
                     reconciling = Some(tokio::task::spawn_blocking(move || dump::dump_namespaces(mask)));
                 }
                 let now = monotonic_ns();

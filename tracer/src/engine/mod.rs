@@ -165,8 +165,9 @@ pub struct Engine {
     early: std::collections::HashSet<u64, foldhash::fast::RandomState>,
     timewait: HashMap<Tuple, TimeWait>,
     tw_by_dest: HashMap<(u32, u8, [u8; 16], u16), u32>,
-    /// Timewait four-tuples ended by events since the last dump.
+    /// Timewait four-tuples ended by events while a dump is under way.
     tw_departed: HashMap<Tuple, u64>,
+    tw_dump_under_way: bool,
     /// Counts timewait reconciliations (marks entries a dump showed).
     tw_generation: u32,
     /// Sockets in CLOSE_WAIT by (since, id): oldest first.
@@ -205,6 +206,7 @@ impl Engine {
             timewait: HashMap::default(),
             tw_by_dest: HashMap::default(),
             tw_departed: HashMap::default(),
+            tw_dump_under_way: false,
             tw_generation: 0,
             close_wait: BTreeSet::new(),
             listeners: HashMap::default(),
@@ -468,13 +470,11 @@ impl Engine {
 
     /// The common case, updated where the record lies: a known socket
     /// moving on from the state we have for it, long after the seed, not
-    /// closing and not entering or leaving CLOSE_WAIT (whose index is keyed
-    /// by the state's start). Everything else takes the general path.
-    /// Returns false, having changed nothing, when it does not apply.
+    /// closing. Everything else takes the general path. Returns false,
+    /// having changed nothing, when it does not apply.
     fn apply_in_place(&mut self, t: &Transition, tuple: &Tuple) -> bool {
         if t.ts_ns <= self.seed_end_ns
-            || matches!(t.new, TcpState::Close | TcpState::CloseWait)
-            || t.old == TcpState::CloseWait
+            || t.new == TcpState::Close
             || (!self.early.is_empty() && self.early.contains(&t.skaddr))
         {
             return false;
@@ -487,8 +487,15 @@ impl Engine {
         }
         let owner = sock.owner;
         if t.old != t.new {
+            // The CLOSE_WAIT index is keyed by the state's start.
+            if t.old == TcpState::CloseWait {
+                self.close_wait.remove(&(sock.since_ns, t.skaddr));
+            }
             if let Some(stay) = sock.enter(t.new, t.ts_ns) {
                 self.durations[slot(t.old)].observe_ns(stay);
+            }
+            if t.new == TcpState::CloseWait {
+                self.close_wait.insert((t.ts_ns, t.skaddr));
             }
             self.count_down(tuple.netns, t.old);
             self.count_up(tuple.netns, t.new);
@@ -499,13 +506,20 @@ impl Engine {
 
     /// What a transition means beyond its socket: a listener's owner, and
     /// a new connection ending the timewait socket on its four-tuple.
+    ///
+    /// The timewait lookup runs once per connection and side, at the first
+    /// transition that carries the full four-tuple: `SYN_SENT ->` for a
+    /// client (at `CLOSE -> SYN_SENT` the port is not chosen yet), and
+    /// `LISTEN -> SYN_RECV` for an accepted child (the SYN that creates it
+    /// is what ended the timewait socket). The table holds every timewait
+    /// socket, so each lookup is a cache miss worth saving.
     fn transition_side_effects(&mut self, t: &Transition, tuple: &Tuple, owner: u32) {
         match (t.old, t.new) {
             (_, TcpState::Listen) if owner != 0 => self.set_listener(*tuple, owner),
             (TcpState::Listen, TcpState::Close) => {
                 self.listeners.remove(&(tuple.netns, tuple.lport));
             }
-            (TcpState::SynSent | TcpState::SynRecv, TcpState::Established)
+            (TcpState::SynSent, TcpState::Established | TcpState::SynRecv)
             | (TcpState::Listen, TcpState::SynRecv) => self.timewait_reused(tuple, t.ts_ns),
             _ => {}
         }

@@ -260,6 +260,42 @@ fn listener_close_and_syn_sent_failure() {
 }
 
 #[test]
+fn new_syn_on_a_server_side_timewait_tuple_ends_it() {
+    let mut e = engine();
+    established(&mut e);
+    // The server closes first: its child keeps the timewait socket.
+    e.apply(&ev(10 * MS, CHILD, Established, FinWait1, SRV, CLI));
+    e.apply(&ev(11 * MS, CHILD, FinWait1, FinWait2, SRV, CLI));
+    e.apply(&ev(12 * MS, CHILD, FinWait2, Close, SRV, CLI));
+    assert_eq!(e.count(TimeWait), 1);
+    // The client comes back from the same port: its SYN ends the timewait
+    // socket and the listener makes a new child.
+    let child = 0xffff_0000_0000_6000;
+    e.apply(&ev(700 * MS, child, Listen, SynRecv, SRV, CLI));
+    assert_eq!(e.count(TimeWait), 0);
+    assert_eq!(e.stats().timewait_reused, 1);
+    e.apply(&ev(701 * MS, child, SynRecv, Established, SRV, CLI));
+    assert_eq!(e.stats().timewait_reused, 1);
+    assert_eq!(e.durations()[TimeWait as usize].count(), 1);
+}
+
+#[test]
+fn simultaneous_open_on_a_timewait_tuple_ends_it() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(12 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    assert_eq!(e.count(TimeWait), 1);
+    // Both ends send a SYN: SYN_SENT -> SYN_RECV -> ESTABLISHED.
+    let again = 0xffff_0000_0000_7000;
+    e.apply(&ev(500 * MS, again, Close, SynSent, "10.0.0.2:0", SRV));
+    e.apply(&ev(501 * MS, again, SynSent, SynRecv, CLI, SRV));
+    assert_eq!(e.count(TimeWait), 0);
+    e.apply(&ev(502 * MS, again, SynRecv, Established, CLI, SRV));
+    assert_eq!(e.stats().timewait_reused, 1);
+}
+
+#[test]
 fn new_connection_on_a_timewait_tuple_ends_it() {
     let mut e = engine();
     established(&mut e);
@@ -267,6 +303,8 @@ fn new_connection_on_a_timewait_tuple_ends_it() {
     e.apply(&ev(11 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
     e.apply(&ev(12 * MS, CLIENT, FinWait2, Close, CLI, SRV));
     assert_eq!(e.count(TimeWait), 1);
+    // A dump starts at 400 ms.
+    e.timewait_dump_starting();
     // The client reuses its port (tcp_tw_reuse): same four-tuple.
     let again = 0xffff_0000_0000_5000;
     e.apply(&ev(500 * MS, again, Close, SynSent, "10.0.0.2:0", SRV));

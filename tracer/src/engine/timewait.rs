@@ -145,8 +145,19 @@ impl Engine {
         if let Some(tw) = self.remove_timewait(tuple) {
             self.observe_timewait_end(&tw, ts_ns);
             self.stats.timewait_reused += 1;
-            self.tw_departed.insert(*tuple, ts_ns);
+            // Only a dump under way can have seen it: with none, a table
+            // as large as the timewait one would fill for nothing.
+            if self.tw_dump_under_way {
+                self.tw_departed.insert(*tuple, ts_ns);
+            }
         }
+    }
+
+    /// Says that a timewait dump is about to start: until its
+    /// [`Engine::reconcile_timewait`], timewait sockets that new
+    /// connections end are remembered, so the dump cannot bring them back.
+    pub fn timewait_dump_starting(&mut self) {
+        self.tw_dump_under_way = true;
     }
 
     /// Ends the timewait sockets whose timer fired before `before_ns`,
@@ -241,7 +252,9 @@ impl Engine {
                 self.stats.timewait_ended_early += 1;
             }
         }
-        self.tw_departed.retain(|_, at| *at > end_ns);
+        // The next dump starts after this call: none of these can matter to it.
+        self.tw_departed.clear();
+        self.tw_dump_under_way = false;
         self.stats.corrections += result.added + result.changed;
         result
     }
