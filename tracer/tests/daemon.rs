@@ -247,6 +247,60 @@ fn time_wait_expiry_lands_in_the_duration_histogram() {
 }
 
 #[test]
+fn time_wait_gauge_stops_at_the_namespace_cap() {
+    if !can_load_ebpf("time_wait_gauge_stops_at_the_namespace_cap") {
+        return;
+    }
+    // A namespace that allows 5 timewait sockets: the kernel closes the
+    // rest without one, and the daemon, which predicts them from events,
+    // must know (no dump comes for 60 s to correct it).
+    let ns = NetNs::new("twcap");
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns.name,
+        "sysctl",
+        "-qw",
+        "net.ipv4.tcp_max_tw_buckets=5",
+    ]));
+    let inode = ns_inode(&ns.path());
+    let daemon = Daemon::start(&["--reconcile-interval", "60s", "--netns-label", "true"]);
+    let mut http = daemon.client();
+    ns.run_inside(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        for _ in 0..12 {
+            let (client, mut server) = connect_pair(&listener);
+            drop(client); // the client closes first: its side keeps the timewait
+            read_to_eof(&mut server);
+        }
+    });
+    let truth = || {
+        ss_counts_in(&ns.name)
+            .get("TIME_WAIT")
+            .copied()
+            .unwrap_or(0)
+    };
+    let ours = |http: &mut Http| {
+        gauges_in(&http.get("/metrics").body, inode)
+            .get("TIME_WAIT")
+            .copied()
+            .unwrap_or(0)
+    };
+    wait_until(
+        "the 12 connections to close",
+        Duration::from_secs(5),
+        || !ss_counts_in(&ns.name).contains_key("FIN_WAIT2") && truth() == 5,
+    );
+    wait_until("the gauge to reach 5", Duration::from_secs(5), || {
+        ours(&mut http) == 5
+    });
+    // And it stays there: no late prediction pushes it past the kernel.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!((ours(&mut http), truth()), (5, 5));
+    assert!(daemon.stop().success());
+}
+
+#[test]
 fn exact_again_after_sigkill_and_restart() {
     if !can_load_ebpf("exact_again_after_sigkill_and_restart") {
         return;

@@ -29,6 +29,18 @@ pub struct Dump {
     pub diag_ms: u64,
     /// Namespaces that could not be dumped, with the reason.
     pub failures: Vec<String>,
+    /// `net.ipv4.tcp_max_tw_buckets` of each namespace entered (or the
+    /// daemon's own), by inode.
+    pub timewait_caps: Vec<(u32, u32)>,
+}
+
+/// The current namespace's cap on timewait sockets; None if unreadable.
+fn timewait_cap() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Owners of sockets by inode: pid and name, from a scan of every
@@ -57,11 +69,20 @@ pub fn dump_namespaces(states: u32) -> Dump {
         ..Dump::default()
     };
     for ns in netns::list() {
+        // The sysctl file answers for the namespace of whoever opens it.
         let result = if Some(ns.inode) == current {
+            if let Some(cap) = timewait_cap() {
+                dump.timewait_caps.push((ns.inode, cap));
+            }
             sockdiag::dump_all(states).map_err(|e| e.to_string())
         } else {
-            match netns::run_in(&ns, move || sockdiag::dump_all(states)) {
-                Ok(r) => r.map_err(|e| e.to_string()),
+            match netns::run_in(&ns, move || (sockdiag::dump_all(states), timewait_cap())) {
+                Ok((r, cap)) => {
+                    if let Some(cap) = cap {
+                        dump.timewait_caps.push((ns.inode, cap));
+                    }
+                    r.map_err(|e| e.to_string())
+                }
                 // Without CAP_SYS_ADMIN (the systemd unit drops it), read the
                 // namespace's table through one of its processes instead.
                 Err(enter) => match pid_in(&ns) {

@@ -221,6 +221,7 @@ async fn follow(
     let seeding_started = Instant::now();
     {
         let mut engine = shared.engine();
+        engine.set_timewait_caps(seed.timewait_caps.iter().copied());
         engine.seed(seed.sockets.iter().copied(), seed.start_ns, seed.end_ns);
         for t in batch.drain(..) {
             engine.apply(&t);
@@ -352,6 +353,7 @@ async fn follow(
                     }
                 }
                 let result = engine.reconcile_timewait(dump.sockets.iter().copied(), dump.start_ns, dump.end_ns);
+                engine.set_timewait_caps(dump.timewait_caps.iter().copied());
                 drop(engine);
                 if full {
                     drop(dump.sockets);

@@ -86,6 +86,9 @@ pub struct EngineStats {
     /// Timewait sockets that vanished before their timer (reset, or reuse we
     /// could not see).
     pub timewait_ended_early: u64,
+    /// Timewait sockets not predicted because their namespace held as many
+    /// as `net.ipv4.tcp_max_tw_buckets` allows: the kernel makes none then.
+    pub timewait_over_cap: u64,
 }
 
 /// A socket as the start-up dump (sock_diag) reports it.
@@ -165,6 +168,10 @@ pub struct Engine {
     early: std::collections::HashSet<u64, foldhash::fast::RandomState>,
     timewait: HashMap<Tuple, TimeWait>,
     tw_by_dest: HashMap<(u32, u8, [u8; 16], u16), u32>,
+    /// Timewait sockets per namespace (both substates), and each
+    /// namespace's `tcp_max_tw_buckets` where known.
+    tw_by_netns: HashMap<u32, u32>,
+    tw_caps: HashMap<u32, u32>,
     /// Timewait four-tuples ended by events while a dump is under way.
     tw_departed: HashMap<Tuple, u64>,
     tw_dump_under_way: bool,
@@ -205,6 +212,8 @@ impl Engine {
             early: Default::default(),
             timewait: HashMap::default(),
             tw_by_dest: HashMap::default(),
+            tw_by_netns: HashMap::default(),
+            tw_caps: HashMap::default(),
             tw_departed: HashMap::default(),
             tw_dump_under_way: false,
             tw_generation: 0,

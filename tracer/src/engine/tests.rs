@@ -260,6 +260,38 @@ fn listener_close_and_syn_sent_failure() {
 }
 
 #[test]
+fn no_timewait_is_predicted_beyond_the_namespace_cap() {
+    let mut e = engine();
+    e.set_timewait_caps([(NS, 2)]);
+    let close = |e: &mut Engine, i: u64, at: u64| {
+        let sk = 0xffff_0000_0010_0000 + i * 64;
+        let cli = format!("10.0.0.2:{}", 41_000 + i);
+        e.apply(&ev(at, sk, Close, SynSent, "10.0.0.2:0", SRV));
+        e.apply(&ev(at + 1, sk, SynSent, Established, &cli, SRV));
+        e.apply(&ev(at + 2, sk, Established, FinWait1, &cli, SRV));
+        e.apply(&ev(at + 3, sk, FinWait1, Close, &cli, SRV));
+    };
+    for i in 0..5 {
+        close(&mut e, i, i * MS);
+    }
+    // The kernel makes two and refuses the rest.
+    assert_eq!(e.count(TimeWait), 2);
+    assert_eq!(e.stats().timewait_over_cap, 3);
+    // Both leave at their timer: room for two more.
+    e.expire_timewait(61 * SEC);
+    assert_eq!(e.count(TimeWait), 0);
+    close(&mut e, 10, 62 * SEC);
+    close(&mut e, 11, 63 * SEC);
+    close(&mut e, 12, 64 * SEC);
+    assert_eq!(e.count(TimeWait), 2);
+    // Another namespace has no known cap.
+    let mut other = ev(65 * SEC, 0xffff_0000_0020_0000, FinWait1, Close, CLI, SRV);
+    other.netns = NS + 1;
+    e.apply(&other);
+    assert_eq!(e.count(TimeWait), 3);
+}
+
+#[test]
 fn new_syn_on_a_server_side_timewait_tuple_ends_it() {
     let mut e = engine();
     established(&mut e);

@@ -62,6 +62,16 @@ impl Engine {
         {
             return;
         }
+        // At the cap the kernel closes the connection without a timewait
+        // socket. A busy server sits there, and predicting one per close
+        // would overstate TIME_WAIT until the next dump.
+        if let Some(&cap) = self.tw_caps.get(&tuple.netns)
+            && self.tw_by_netns.get(&tuple.netns).copied().unwrap_or(0) >= cap
+            && !self.timewait.contains_key(&tuple)
+        {
+            self.stats.timewait_over_cap += 1;
+            return;
+        }
         let tw = TimeWait {
             substate: TcpState::TimeWait,
             entered_ns: t.ts_ns,
@@ -103,11 +113,18 @@ impl Engine {
         if tw.substate == TcpState::TimeWait {
             self.count_destination(&tuple, true);
         }
+        *self.tw_by_netns.entry(tuple.netns).or_insert(0) += 1;
         self.timewait.insert(tuple, tw);
     }
 
     pub(super) fn remove_timewait(&mut self, tuple: &Tuple) -> Option<TimeWait> {
         let tw = self.timewait.remove(tuple)?;
+        if let Some(n) = self.tw_by_netns.get_mut(&tuple.netns) {
+            *n -= 1;
+            if *n == 0 {
+                self.tw_by_netns.remove(&tuple.netns);
+            }
+        }
         self.count_down(tuple.netns, tw.substate);
         if tw.substate == TcpState::TimeWait {
             self.count_destination(tuple, false);
@@ -158,6 +175,13 @@ impl Engine {
     /// connections end are remembered, so the dump cannot bring them back.
     pub fn timewait_dump_starting(&mut self) {
         self.tw_dump_under_way = true;
+    }
+
+    /// Sets each namespace's `net.ipv4.tcp_max_tw_buckets`, as read in the
+    /// last dump; namespaces not listed have no known cap.
+    pub fn set_timewait_caps(&mut self, caps: impl IntoIterator<Item = (u32, u32)>) {
+        self.tw_caps.clear();
+        self.tw_caps.extend(caps);
     }
 
     /// Ends the timewait sockets whose timer fired before `before_ns`,
