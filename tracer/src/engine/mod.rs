@@ -167,7 +167,6 @@ pub struct Engine {
     /// known sockets skip the seed lookup.
     early: std::collections::HashSet<u64, foldhash::fast::RandomState>,
     timewait: HashMap<Tuple, TimeWait>,
-    tw_by_dest: HashMap<(u32, u8, [u8; 16], u16), u32>,
     /// Timewait sockets per namespace (both substates), and each
     /// namespace's `tcp_max_tw_buckets` where known.
     tw_by_netns: HashMap<u32, u32>,
@@ -211,7 +210,6 @@ impl Engine {
             seed_end_ns: 0,
             early: Default::default(),
             timewait: HashMap::default(),
-            tw_by_dest: HashMap::default(),
             tw_by_netns: HashMap::default(),
             tw_caps: HashMap::default(),
             tw_departed: HashMap::default(),

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use tracer_common::TcpState;
 
-use super::{DumpedSocket, Engine, TIME_WAIT_LEN_NS, Tuple, slot};
+use super::{DumpedSocket, Engine, HashMap, TIME_WAIT_LEN_NS, Tuple, slot};
 use crate::event::Transition;
 
 #[derive(Debug, Clone)]
@@ -110,9 +110,6 @@ impl Engine {
             return;
         }
         self.count_up(tuple.netns, tw.substate);
-        if tw.substate == TcpState::TimeWait {
-            self.count_destination(&tuple, true);
-        }
         *self.tw_by_netns.entry(tuple.netns).or_insert(0) += 1;
         self.timewait.insert(tuple, tw);
     }
@@ -126,24 +123,7 @@ impl Engine {
             }
         }
         self.count_down(tuple.netns, tw.substate);
-        if tw.substate == TcpState::TimeWait {
-            self.count_destination(tuple, false);
-        }
         Some(tw)
-    }
-
-    /// Keeps the TIME_WAIT-by-destination counts (substate TIME_WAIT only,
-    /// so they add up to the TIME_WAIT gauge).
-    fn count_destination(&mut self, tuple: &Tuple, add: bool) {
-        let key = dest_key(tuple);
-        if add {
-            *self.tw_by_dest.entry(key).or_insert(0) += 1;
-        } else if let Some(n) = self.tw_by_dest.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.tw_by_dest.remove(&key);
-            }
-        }
     }
 
     fn observe_timewait_end(&mut self, tw: &TimeWait, end_ns: u64) {
@@ -233,9 +213,6 @@ impl Engine {
                     tw.substate = d.state;
                     self.count_down(d.tuple.netns, old);
                     self.count_up(d.tuple.netns, d.state);
-                    if old == TcpState::TimeWait || d.state == TcpState::TimeWait {
-                        self.count_destination(&d.tuple, d.state == TcpState::TimeWait);
-                    }
                     result.changed += 1;
                 }
                 continue;
@@ -284,11 +261,20 @@ impl Engine {
     }
 
     /// TIME_WAIT sockets by remote endpoint, most first, at most `limit`.
+    /// Counted here, when asked, rather than kept up to date: on a server
+    /// every timewait socket has a remote endpoint of its own (the client's
+    /// port), so a running count was a second table as large as the
+    /// timewait one, touched on every close.
     pub fn timewait_by_destination(&self, limit: usize) -> Vec<DestinationCount> {
-        let mut all: Vec<DestinationCount> = self
-            .tw_by_dest
-            .iter()
-            .map(|(&(netns, family, raddr, rport), &count)| {
+        let mut counts: HashMap<(u32, u8, [u8; 16], u16), u32> = HashMap::default();
+        for (tuple, tw) in &self.timewait {
+            if tw.substate == TcpState::TimeWait {
+                *counts.entry(dest_key(tuple)).or_insert(0) += 1;
+            }
+        }
+        let mut all: Vec<DestinationCount> = counts
+            .into_iter()
+            .map(|((netns, family, raddr, rport), count)| {
                 let probe = Tuple {
                     netns,
                     lport: 0,
