@@ -211,7 +211,11 @@ fn on_transition(
                 (*event).comm.len() as u32,
             );
         } else {
-            *((*event).comm.as_mut_ptr() as *mut [u64; 2]) = [0; 2];
+            // Two volatile stores: a plain `[0; 2]` store compiled to a
+            // call to a byte-by-byte memset.
+            let words = (*event).comm.as_mut_ptr() as *mut u64;
+            core::ptr::write_volatile(words, 0);
+            core::ptr::write_volatile(words.add(1), 0);
         }
     }
     entry.submit(wakeup_flag(cfg.wakeup_bytes));
