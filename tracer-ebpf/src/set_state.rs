@@ -8,9 +8,9 @@
 //! from the running kernel's BTF.
 //!
 //! Two programs share one body. `inet_sock_set_state` is for the layout of
-//! Linux 5.6+ and reads the record in place at constant offsets (the
-//! verifier refuses context loads at offsets it cannot see as constants,
-//! and does not treat the frozen config's values as such for that).
+//! Linux 5.6+ and reads the record in place at offsets compiled in (the
+//! verifier accepts a context load only at an offset fixed in the
+//! instruction, so offsets from the load-time config cannot be used).
 //! `inet_sock_set_state_copy` is for any other layout: it copies the record
 //! to the stack and reads it at the configured offsets. User space loads one.
 
@@ -63,8 +63,23 @@ fn finish(result: Result<(), u32>) -> u32 {
 
 /// The tracepoint record, wherever it is read from.
 trait Record {
+    /// Where the record's bytes start.
+    fn base(&self) -> *const u8;
+
     /// A field of type `T` at `offset`; out-of-bounds offsets are a config error.
-    fn field<T: Copy>(&self, offset: u32) -> Result<T, u32>;
+    #[inline(always)]
+    fn field<T: Copy>(&self, offset: u32) -> Result<T, u32> {
+        let offset = offset as usize;
+        if offset + core::mem::size_of::<T>() > MAX_RECORD_SIZE as usize {
+            return Err(stat::BAD_CONFIG);
+        }
+        // SAFETY: within MAX_RECORD_SIZE (checked above) of a record user
+        // space checked the alignment of. In place, the verifier checks
+        // every context load against the tracepoint's bounds; copied, the
+        // bytes up to record_size were written by the copy, and the
+        // verifier rejects the program if a read could go past them.
+        Ok(unsafe { core::ptr::read(self.base().add(offset) as *const T) })
+    }
 }
 
 /// The record where the tracepoint put it: the program's context. Only
@@ -73,14 +88,8 @@ struct InPlace(*const u8);
 
 impl Record for InPlace {
     #[inline(always)]
-    fn field<T: Copy>(&self, offset: u32) -> Result<T, u32> {
-        let offset = offset as usize;
-        if offset + core::mem::size_of::<T>() > MAX_RECORD_SIZE as usize {
-            return Err(stat::BAD_CONFIG);
-        }
-        // SAFETY: the context holds the record; the verifier checks every
-        // context load against the tracepoint's bounds.
-        Ok(unsafe { core::ptr::read(self.0.add(offset) as *const T) })
+    fn base(&self) -> *const u8 {
+        self.0
     }
 }
 
@@ -92,7 +101,7 @@ struct Copied {
 }
 
 impl Copied {
-    /// Copies the record in place (returning it by value cost a 128-byte copy).
+    /// Copies the record into `self` (returning it by value cost a 128-byte copy).
     #[inline(always)]
     fn read(&mut self, ctx: &TracePointContext, cfg: &ProbeConfig) -> Result<(), u32> {
         let size = cfg.record_size;
@@ -116,15 +125,8 @@ impl Copied {
 
 impl Record for Copied {
     #[inline(always)]
-    fn field<T: Copy>(&self, offset: u32) -> Result<T, u32> {
-        let offset = offset as usize;
-        if offset + core::mem::size_of::<T>() > MAX_RECORD_SIZE as usize {
-            return Err(stat::BAD_CONFIG);
-        }
-        // SAFETY: in bounds (checked above); user space checked alignment;
-        // the bytes up to record_size were written by the copy, and the
-        // verifier rejects the program if a read could go past them.
-        Ok(unsafe { core::ptr::read((self.words.as_ptr() as *const u8).add(offset) as *const T) })
+    fn base(&self) -> *const u8 {
+        self.words.as_ptr().cast()
     }
 }
 

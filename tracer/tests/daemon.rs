@@ -312,9 +312,12 @@ fn exact_again_after_sigkill_and_restart() {
         .stderr()
         .lines()
         .find_map(|l| {
-            l.split("attached program id ")
+            // "attached program NAME (id N) to ..."
+            l.split("attached program ")
                 .nth(1)?
-                .split(' ')
+                .split("(id ")
+                .nth(1)?
+                .split(')')
                 .next()?
                 .parse::<u32>()
                 .ok()
