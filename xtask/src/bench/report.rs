@@ -36,26 +36,28 @@ impl Results {
                 let n = self.runs(c).count();
                 let rate = self.median_rate(c);
                 let ratio = rate / bare;
+                let of_bare = || {
+                    let mut per_round = self.round_ratios(c);
+                    per_round.sort_by(f64::total_cmp);
+                    match (per_round.first(), per_round.last()) {
+                        (Some(lo), Some(hi)) => format!(
+                            "{} conn/s ({:.1} % of bare; {:.0}-{:.0} % per round)",
+                            thousands(rate),
+                            ratio * 100.0,
+                            lo * 100.0,
+                            hi * 100.0
+                        ),
+                        _ => format!(
+                            "{} conn/s ({:.1} % of bare)",
+                            thousands(rate),
+                            ratio * 100.0
+                        ),
+                    }
+                };
                 let (value, target, ok) = match c {
                     Condition::Bare => (format!("{} conn/s", thousands(rate)), "", None),
-                    Condition::Daemon => (
-                        format!(
-                            "{} conn/s ({:.1} % of bare)",
-                            thousands(rate),
-                            ratio * 100.0
-                        ),
-                        ">= 95 % of bare",
-                        Some(ratio >= CHURN_RATIO),
-                    ),
-                    Condition::Tcpstates => (
-                        format!(
-                            "{} conn/s ({:.1} % of bare)",
-                            thousands(rate),
-                            ratio * 100.0
-                        ),
-                        "(reference)",
-                        None,
-                    ),
+                    Condition::Daemon => (of_bare(), ">= 95 % of bare", Some(ratio >= CHURN_RATIO)),
+                    Condition::Tcpstates => (of_bare(), "(reference)", None),
                 };
                 row(
                     format!("churn, {} (median of {n})", c.name()),
@@ -320,6 +322,7 @@ impl Results {
                     "condition": c.name(),
                     "connections_per_second": self.median_rate(*c),
                     "ratio_to_bare": self.median_rate(*c) / bare,
+                    "ratio_to_bare_per_round": self.round_ratios(*c),
                 })).collect::<Vec<_>>(),
                 "runs": self.churn.iter().map(|r| json!({
                     "round": r.round,

@@ -118,6 +118,22 @@ impl Results {
         measure::median(&rates)
     }
 
+    /// Each round's rate of `c` over that round's bare rate: the runs of a
+    /// round are back to back, so these pairs see the same machine state,
+    /// which the medians across rounds do not.
+    pub fn round_ratios(&self, c: Condition) -> Vec<f64> {
+        self.runs(c)
+            .filter_map(|r| {
+                let bare = self
+                    .runs(Condition::Bare)
+                    .find(|b| b.round == r.round)?
+                    .outcome
+                    .per_second();
+                (bare > 0.0).then(|| r.outcome.per_second() / bare)
+            })
+            .collect()
+    }
+
     pub fn daemon_costs(&self) -> impl Iterator<Item = &DaemonCost> {
         self.runs(Condition::Daemon)
             .filter_map(|r| r.daemon.as_ref())
@@ -127,5 +143,42 @@ impl Results {
         let idle = self.idle.as_ref()?;
         let sockets = level.tracked - idle.tracked;
         (sockets > 0.0).then(|| (level.rss as f64 - idle.rss as f64) / sockets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn run(round: usize, condition: Condition, connections: u64) -> ChurnRun {
+        ChurnRun {
+            round,
+            condition,
+            outcome: Outcome {
+                connections,
+                errors: 0,
+                elapsed: Duration::from_secs(1),
+            },
+            daemon: None,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_each_round_with_its_own_bare_run() {
+        let results = Results {
+            churn: vec![
+                run(1, Condition::Bare, 100),
+                run(1, Condition::Daemon, 90),
+                run(2, Condition::Bare, 200),
+                run(2, Condition::Daemon, 100),
+                // A round without a bare run pairs with nothing.
+                run(3, Condition::Daemon, 50),
+            ],
+            ..Results::default()
+        };
+        assert_eq!(results.round_ratios(Condition::Daemon), vec![0.9, 0.5]);
+        assert!(results.round_ratios(Condition::Tcpstates).is_empty());
     }
 }
