@@ -64,9 +64,57 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `cargo`, as the one that runs xtask.
+/// `cargo`, as the one that runs xtask, without the variables `cargo run`
+/// set for xtask itself. Build scripts (ring's among them) ask to rerun
+/// when `CARGO_MANIFEST_DIR` or `CARGO_PKG_NAME` change in cargo's own
+/// environment; inherited from `cargo xtask`, they differ from a shell's,
+/// so every xtask build rebuilt what a plain `cargo build` had built.
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root());
+    for (name, _) in std::env::vars_os() {
+        if is_run_variable(&name.to_string_lossy()) {
+            cmd.env_remove(name);
+        }
+    }
     cmd
+}
+
+/// Variables `cargo run` sets for the program it runs (and only for it).
+fn is_run_variable(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_BIN_NAME"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cargo_run_variables_are_dropped() {
+        for name in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+        ] {
+            assert!(is_run_variable(name), "{name}");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "RUSTUP_TOOLCHAIN",
+            "PATH",
+        ] {
+            assert!(!is_run_variable(name), "{name}");
+        }
+    }
 }
