@@ -79,7 +79,7 @@ impl RecordLayout {
     /// The layout of Linux 5.6 and later. The program built for it reads
     /// the fields straight from its context at these constant offsets (the
     /// verifier allows context loads only at constant offsets); any other
-    /// layout gets the program that copies the record first, about 90 ns
+    /// layout gets the program that copies the record first, about 60 ns
     /// more per transition.
     pub const LINUX_5_6: RecordLayout = RecordLayout {
         skaddr: 8,
