@@ -65,13 +65,20 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// `cargo`, as the one that runs xtask, without the variables `cargo run`
-/// set for xtask itself. Build scripts (ring's among them) ask to rerun
-/// when `CARGO_MANIFEST_DIR` or `CARGO_PKG_NAME` change in cargo's own
-/// environment; inherited from `cargo xtask`, they differ from a shell's,
-/// so every xtask build rebuilt what a plain `cargo build` had built.
+/// set for xtask itself (see [`without_run_variables`]).
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root());
+    without_run_variables(&mut cmd);
+    cmd
+}
+
+/// Keeps the variables `cargo run` set for xtask itself from a cargo that
+/// xtask starts. Build scripts (ring's among them) ask to rerun when
+/// `CARGO_MANIFEST_DIR` or `CARGO_PKG_NAME` change in cargo's own
+/// environment; inherited from `cargo xtask`, they differ from a shell's,
+/// so every xtask build rebuilt what a plain `cargo build` had built.
+pub fn without_run_variables(cmd: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         if is_run_variable(&name.to_string_lossy()) {
             cmd.env_remove(name);

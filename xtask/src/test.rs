@@ -69,7 +69,7 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     ]))?;
     // The kernel crate as the verifier will see it: BPF target, nightly.
     cmd::run(
-        Command::new("rustup")
+        cmd::without_run_variables(&mut Command::new("rustup"))
             .current_dir(cmd::workspace_root().join("tracer-ebpf"))
             .args([
                 "run",
