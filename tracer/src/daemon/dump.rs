@@ -69,31 +69,39 @@ pub fn dump_namespaces(states: u32) -> Dump {
         ..Dump::default()
     };
     for ns in netns::list() {
-        // The sysctl file answers for the namespace of whoever opens it.
-        let result = if Some(ns.inode) == current {
-            if let Some(cap) = timewait_cap() {
-                dump.timewait_caps.push((ns.inode, cap));
-            }
-            sockdiag::dump_all(states).map_err(|e| e.to_string())
+        // Inside the namespace: its sockets and its cap on timewait sockets
+        // (the sysctl file answers for the namespace of whoever opens it).
+        let here = move || {
+            (
+                sockdiag::dump_all(states).map_err(|e| e.to_string()),
+                timewait_cap(),
+            )
+        };
+        let (result, cap) = if Some(ns.inode) == current {
+            here()
         } else {
-            match netns::run_in(&ns, move || (sockdiag::dump_all(states), timewait_cap())) {
-                Ok((r, cap)) => {
-                    if let Some(cap) = cap {
-                        dump.timewait_caps.push((ns.inode, cap));
-                    }
-                    r.map_err(|e| e.to_string())
-                }
+            match netns::run_in(&ns, here) {
+                Ok(both) => both,
                 // Without CAP_SYS_ADMIN (the systemd unit drops it), read the
                 // namespace's table through one of its processes instead.
                 Err(enter) => match pid_in(&ns) {
-                    Some(pid) => procnet::dump(pid, states)
-                        .map_err(|e| format!("{enter}; /proc/{pid}/net/tcp: {e}")),
-                    None => Err(format!(
-                        "{enter}; no process in it to read /proc/PID/net/tcp from"
-                    )),
+                    Some(pid) => (
+                        procnet::dump(pid, states)
+                            .map_err(|e| format!("{enter}; /proc/{pid}/net/tcp: {e}")),
+                        None,
+                    ),
+                    None => (
+                        Err(format!(
+                            "{enter}; no process in it to read /proc/PID/net/tcp from"
+                        )),
+                        None,
+                    ),
                 },
             }
         };
+        if let Some(cap) = cap {
+            dump.timewait_caps.push((ns.inode, cap));
+        }
         let found = match result {
             Ok(found) => found,
             Err(e) => {
