@@ -39,20 +39,17 @@ impl Results {
                 let of_bare = || {
                     let mut per_round = self.round_ratios(c);
                     per_round.sort_by(f64::total_cmp);
-                    match (per_round.first(), per_round.last()) {
-                        (Some(lo), Some(hi)) => format!(
-                            "{} conn/s ({:.1} % of bare; {:.0}-{:.0} % per round)",
-                            thousands(rate),
-                            ratio * 100.0,
-                            lo * 100.0,
-                            hi * 100.0
-                        ),
-                        _ => format!(
-                            "{} conn/s ({:.1} % of bare)",
-                            thousands(rate),
-                            ratio * 100.0
-                        ),
-                    }
+                    let range = match (per_round.first(), per_round.last()) {
+                        (Some(lo), Some(hi)) => {
+                            format!("; {:.0}-{:.0} % per round", lo * 100.0, hi * 100.0)
+                        }
+                        _ => String::new(),
+                    };
+                    format!(
+                        "{} conn/s ({:.1} % of bare{range})",
+                        thousands(rate),
+                        ratio * 100.0
+                    )
                 };
                 let (value, target, ok) = match c {
                     Condition::Bare => (format!("{} conn/s", thousands(rate)), "", None),
