@@ -18,6 +18,9 @@ use tracer::trace::format::JsonTransition;
 
 /// The program loaded on this kernel (Linux 5.6+ record layout).
 const IN_PLACE_PROGRAM: &str = "inet_sock_set_state";
+/// The program for other record layouts, and how to force it here.
+const COPYING_PROGRAM: &str = "inet_sock_set_state_copy";
+const FORCE_COPYING: &[(&str, &str)] = &[("TRACER_PROBE_PROGRAM", "copy")];
 
 /// Listener: CLOSE->LISTEN->CLOSE. Client (closes first): CLOSE->SYN_SENT->
 /// ESTABLISHED->FIN_WAIT1->(FIN_WAIT2->)CLOSE. Server child: LISTEN->SYN_RECV
@@ -122,22 +125,14 @@ fn ipv4_connection_lifecycle() {
 #[test]
 fn ipv4_connection_lifecycle_with_the_copying_program() {
     if can_load_ebpf("ipv4_connection_lifecycle_with_the_copying_program") {
-        full_lifecycle(
-            "127.0.0.1",
-            "inet_sock_set_state_copy",
-            &[("TRACER_PROBE_PROGRAM", "copy")],
-        );
+        full_lifecycle("127.0.0.1", COPYING_PROGRAM, FORCE_COPYING);
     }
 }
 
 #[test]
 fn ipv6_connection_lifecycle_with_the_copying_program() {
     if can_load_ebpf("ipv6_connection_lifecycle_with_the_copying_program") {
-        full_lifecycle(
-            "::1",
-            "inet_sock_set_state_copy",
-            &[("TRACER_PROBE_PROGRAM", "copy")],
-        );
+        full_lifecycle("::1", COPYING_PROGRAM, FORCE_COPYING);
     }
 }
 
