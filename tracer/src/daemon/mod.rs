@@ -7,6 +7,7 @@
 //! buffered events are then replayed over the dump by the engine, which
 //! knows which of them the dump already saw.
 
+mod allocator;
 mod dump;
 mod shared;
 
@@ -26,6 +27,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracer_common::TcpState;
 
+use allocator::release_free_memory;
 pub use shared::Shared;
 
 use crate::{
@@ -84,7 +86,6 @@ pub struct DaemonOptions {
 /// Re-reads the configuration (on SIGHUP): new options and log level.
 pub type Reload = Arc<dyn Fn() -> Result<(DaemonOptions, log::LevelFilter), String> + Send + Sync>;
 
-/// Runs the daemon until SIGINT or SIGTERM.
 /// Loads and attaches the kernel side, then gives up every capability the
 /// daemon no longer needs. Call it before the async runtime starts:
 /// capabilities belong to threads, and later threads inherit the rest.
@@ -92,7 +93,9 @@ pub type Reload = Arc<dyn Fn() -> Result<(DaemonOptions, log::LevelFilter), Stri
 /// Kept, when present: CAP_SYS_PTRACE (the TIME_WAIT reconciliation reads
 /// other namespaces' /proc/PID/net/tcp; the seed reads /proc/PID/fd) and
 /// CAP_SYS_ADMIN (it enters other namespaces instead, where allowed).
+/// Also sets how the allocator returns memory, before any thread exists.
 pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Probe> {
+    allocator::bound_retention();
     let probe = Probe::load(&options.probe)?;
     if let Some(id) = probe.program_id() {
         log::info!(
@@ -120,6 +123,7 @@ pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Probe
     Ok(probe)
 }
 
+/// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(
     options: DaemonOptions,
     probe: Probe,
@@ -368,18 +372,6 @@ async fn follow(
                 }
             }
         }
-    }
-}
-
-/// Hands memory freed after a large one-off (the start-up dump, the owner
-/// scan, a full reconciliation) back to the kernel. glibc keeps it in the
-/// arena of the thread that freed it otherwise, and the resident size would
-/// stay at the peak of the largest dump ever made.
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free pages; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
