@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use tokio::sync::mpsc::Sender;
+
 use tracer_common::TcpState;
 
 use crate::{
@@ -59,9 +61,68 @@ pub fn socket_owners() -> HashMap<u32, (u32, Comm)> {
         .collect()
 }
 
+/// Sockets of a dump in progress, and when the last of them was read.
+#[derive(Debug)]
+pub struct Chunk {
+    pub sockets: Vec<DumpedSocket>,
+    pub read_ns: u64,
+}
+
+/// Sockets per [`Chunk`]: about 1.3 MiB, some 12 ms of table work.
+const CHUNK_SOCKETS: usize = 16_384;
+
 /// Dumps TCP sockets in `states` (a sock_diag bit mask) in every network
 /// namespace. Owners are not looked up here (see [`socket_owners`]).
 pub fn dump_namespaces(states: u32) -> Dump {
+    dump_to(states, None)
+}
+
+/// As [`dump_namespaces`], but passes the sockets on in chunks as they are
+/// read, so that the table is built while the kernel is still dumping; the
+/// returned [`Dump`] holds no sockets. With a million sockets this takes
+/// the table's build off the time to ready, and the whole dump is never
+/// held at once.
+pub fn stream_namespaces(states: u32, chunks: Sender<Chunk>) -> Dump {
+    dump_to(states, Some(chunks))
+}
+
+/// Converts one namespace's sockets, and keeps them or passes them on.
+struct Collector {
+    netns: u32,
+    kept: Vec<DumpedSocket>,
+    stream: Option<Sender<Chunk>>,
+}
+
+impl Collector {
+    fn push(&mut self, d: &DiagSocket) {
+        if let Some(s) = dumped(self.netns, d) {
+            self.kept.push(s);
+        }
+        if self.stream.is_some() && self.kept.len() >= CHUNK_SOCKETS {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        let Some(stream) = &self.stream else { return };
+        let sockets = std::mem::replace(&mut self.kept, Vec::with_capacity(CHUNK_SOCKETS));
+        if !sockets.is_empty() {
+            // The receiver is gone only when the daemon is stopping.
+            let _ = stream.blocking_send(Chunk {
+                sockets,
+                read_ns: monotonic_ns(),
+            });
+        }
+    }
+
+    /// What was kept: everything when not streaming, nothing otherwise.
+    fn finish(mut self) -> Vec<DumpedSocket> {
+        self.send();
+        self.kept
+    }
+}
+
+fn dump_to(states: u32, stream: Option<Sender<Chunk>>) -> Dump {
     let start_ns = monotonic_ns();
     let current = netns::current_inode().ok();
     let mut dump = Dump {
@@ -69,11 +130,17 @@ pub fn dump_namespaces(states: u32) -> Dump {
         ..Dump::default()
     };
     for ns in netns::list() {
+        let mut collector = Collector {
+            netns: ns.inode,
+            kept: Vec::new(),
+            stream: stream.clone(),
+        };
         // Inside the namespace: its sockets and its cap on timewait sockets
         // (the sysctl file answers for the namespace of whoever opens it).
         let here = move || {
+            let read = sockdiag::dump(states, |d| collector.push(&d));
             (
-                sockdiag::dump_all(states).map_err(|e| e.to_string()),
+                read.map(|_| collector.finish()).map_err(|e| e.to_string()),
                 timewait_cap(),
             )
         };
@@ -87,6 +154,15 @@ pub fn dump_namespaces(states: u32) -> Dump {
                 Err(enter) => match pid_in(&ns) {
                     Some(pid) => (
                         procnet::dump(pid, states)
+                            .map(|found| {
+                                let mut collector = Collector {
+                                    netns: ns.inode,
+                                    kept: Vec::with_capacity(found.len()),
+                                    stream: stream.clone(),
+                                };
+                                found.iter().for_each(|d| collector.push(d));
+                                collector.finish()
+                            })
                             .map_err(|e| format!("{enter}; /proc/{pid}/net/tcp: {e}")),
                         None,
                     ),
@@ -110,11 +186,10 @@ pub fn dump_namespaces(states: u32) -> Dump {
             }
         };
         dump.namespaces += 1;
-        dump.sockets.reserve(found.len());
-        for d in found {
-            if let Some(s) = dumped(ns.inode, &d) {
-                dump.sockets.push(s);
-            }
+        if dump.sockets.is_empty() {
+            dump.sockets = found;
+        } else {
+            dump.sockets.extend(found);
         }
     }
     dump.end_ns = monotonic_ns();
@@ -151,4 +226,46 @@ fn dumped(netns: u32, d: &DiagSocket) -> Option<DumpedSocket> {
         owner: None,
         inode: d.inode,
     })
+}
+
+/// How many TCP sockets the daemon's own namespace holds, full and
+/// timewait, from /proc/net/sockstat and sockstat6: what the start-up dump
+/// will find there, to size the table before it arrives.
+pub fn expected_sockets() -> Option<(usize, usize)> {
+    let v4 = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let v6 = std::fs::read_to_string("/proc/net/sockstat6").unwrap_or_default();
+    Some(parse_sockstat(&v4, &v6))
+}
+
+/// (TCP `inuse` of both families, TCP `tw`); missing fields count as 0.
+fn parse_sockstat(v4: &str, v6: &str) -> (usize, usize) {
+    let field = |text: &str, line: &str, name: &str| -> usize {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|rest| {
+                let mut words = rest.split_whitespace();
+                words.find(|&w| w == name)?;
+                words.next()?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    (
+        field(v4, "TCP:", "inuse") + field(v6, "TCP6:", "inuse"),
+        field(v4, "TCP:", "tw"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockstat_counts_both_families_and_timewait() {
+        let v4 = "sockets: used 108007\nTCP: inuse 108001 orphan 0 tw 6 alloc 108001 mem 222\n\
+                  UDP: inuse 3 mem 0\n";
+        let v6 = "TCP6: inuse 12\nUDP6: inuse 0\n";
+        assert_eq!(parse_sockstat(v4, v6), (108_013, 6));
+        assert_eq!(parse_sockstat("TCP: inuse x\n", ""), (0, 0));
+        assert_eq!(parse_sockstat("", ""), (0, 0));
+    }
 }

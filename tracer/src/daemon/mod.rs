@@ -57,6 +57,10 @@ const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(300);
 /// seconds); in between, entries leave at their timer.
 const TIMEWAIT_DUMP_DUTY: u32 = 100;
 
+/// Start-up dump chunks waiting for the table: a bound on what the dump
+/// holds when it reads faster than the table is built.
+const SEED_CHUNKS_QUEUED: usize = 4;
+
 /// How late the kernel may reap a timewait socket after its 60 s timer:
 /// the timer wheel rounds a 60 s timeout up by up to 4 s at HZ=1000.
 const TIMEWAIT_TIMER_SLACK: Duration = Duration::from_secs(5);
@@ -203,9 +207,19 @@ async fn follow(
     shared.set_probe(probe);
     let mut batch: Vec<Transition> = Vec::with_capacity(4096);
 
-    // The seed dump, with events buffered meanwhile.
+    // The seed dump, with events buffered meanwhile. The table is built
+    // from its chunks as they come, on the other core.
+    if let Some((full, timewait)) = dump::expected_sockets() {
+        shared.engine().reserve_seeds(full, timewait);
+    }
+    let (chunk_sender, mut chunks) = tokio::sync::mpsc::channel::<dump::Chunk>(SEED_CHUNKS_QUEUED);
     let mut seeding: JoinHandle<dump::Dump> =
-        tokio::task::spawn_blocking(|| dump::dump_namespaces(sockdiag::ALL_STATES));
+        tokio::task::spawn_blocking(|| dump::stream_namespaces(sockdiag::ALL_STATES, chunk_sender));
+    let mut seeded = 0;
+    let mut seed_chunk = |chunk: dump::Chunk| {
+        seeded += chunk.sockets.len();
+        shared.engine().seed_part(chunk.sockets, chunk.read_ns);
+    };
     let seed = loop {
         tokio::select! {
             signal = shutdown.wait() => {
@@ -213,33 +227,37 @@ async fn follow(
                 return Ok(());
             }
             dump = &mut seeding => break dump.context("start-up dump panicked")?,
+            Some(chunk) = chunks.recv() => seed_chunk(chunk),
             read = reader.read(|bytes| decode_into(shared, bytes, &mut batch)) => {
                 read.context("reading the ring buffer")?;
             }
         }
     };
+    // The dump has returned: every chunk it made is queued.
+    while let Ok(chunk) = chunks.try_recv() {
+        seed_chunk(chunk);
+    }
     reader.drain_now(|bytes| decode_into(shared, bytes, &mut batch));
     for failure in &seed.failures {
         log::warn!("start-up dump skipped a namespace: {failure}");
     }
-    let seeding_started = Instant::now();
+    let finishing = Instant::now();
     {
         let mut engine = shared.engine();
         engine.set_timewait_caps(seed.timewait_caps.iter().copied());
-        engine.seed(seed.sockets.iter().copied(), seed.start_ns, seed.end_ns);
+        engine.seed_complete(seed.end_ns);
         for t in batch.drain(..) {
             engine.apply(&t);
         }
     }
     shared.set_ready();
     let status = format!(
-        "{} sockets in {} network namespaces seeded, in {} ms \
-         (sock_diag {} ms, table {} ms)",
-        seed.sockets.len(),
+        "{seeded} sockets in {} network namespaces seeded, in {} ms \
+         (sock_diag {} ms, with the table built meanwhile; {} ms after it)",
         seed.namespaces,
         started.elapsed().as_millis(),
         seed.diag_ms,
-        seeding_started.elapsed().as_millis()
+        finishing.elapsed().as_millis()
     );
     log::info!("ready: {status}");
     notifier.ready(&status);

@@ -291,24 +291,42 @@ impl Engine {
         self.socks.len() + self.timewait.len()
     }
 
-    /// Loads the start-up dump taken between `start_ns` and `end_ns`. Call
-    /// before applying events; events from before `end_ns` are then matched
-    /// against what the dump saw, so nothing is lost or counted twice.
+    /// Loads the start-up dump taken between `start_ns` and `end_ns`, all
+    /// at once: [`Engine::seed_part`] then [`Engine::seed_complete`].
     pub fn seed(
         &mut self,
         sockets: impl IntoIterator<Item = DumpedSocket>,
         start_ns: u64,
         end_ns: u64,
     ) {
-        self.seed_end_ns = end_ns;
-        // Sized once: growing by doubling would hold two tables at a time.
+        debug_assert!(start_ns <= end_ns);
+        self.seed_part(sockets, end_ns);
+        self.seed_complete(end_ns);
+    }
+
+    /// Makes room for the start-up dump before it arrives in parts, from
+    /// the kernel's count of sockets: growing by doubling would hold two
+    /// tables at a time. Parts beyond the estimate grow the tables.
+    pub fn reserve_seeds(&mut self, full: usize, timewait: usize) {
+        let full = full.min(self.cfg.max_sockets);
+        self.socks.reserve(full);
+        self.seeds.reserve(full);
+        self.timewait
+            .reserve(timewait.min(self.cfg.max_sockets - full));
+    }
+
+    /// Loads part of the start-up dump, read by `read_ns`: the daemon
+    /// builds the table while the rest of the dump is still being read.
+    /// Call before applying any event, and [`Engine::seed_complete`] once
+    /// every part is in.
+    pub fn seed_part(&mut self, sockets: impl IntoIterator<Item = DumpedSocket>, read_ns: u64) {
         let sockets = sockets.into_iter();
         let expected = sockets.size_hint().0.min(self.cfg.max_sockets);
         self.socks.reserve(expected);
         self.seeds.reserve(expected);
         for d in sockets {
             if d.timewait {
-                self.seed_timewait(&d, start_ns, end_ns);
+                self.seed_timewait(&d, read_ns);
                 continue;
             }
             // Request sockets (half-open connections) show as SYN_RECV in a
@@ -330,7 +348,7 @@ impl Engine {
             self.count_up(d.tuple.netns, d.state);
             let sock = Sock {
                 tuple: d.tuple,
-                since_ns: end_ns,
+                since_ns: read_ns,
                 owner,
                 state: d.state,
                 since_exact: false,
@@ -340,6 +358,13 @@ impl Engine {
             };
             self.reseed(sock);
         }
+    }
+
+    /// The start-up dump is all in; it ended at `end_ns`. Events from
+    /// before then are matched against what it saw, so nothing is lost or
+    /// counted twice.
+    pub fn seed_complete(&mut self, end_ns: u64) {
+        self.seed_end_ns = end_ns;
     }
 
     /// Names the owners of sockets seeded without one, from a scan of

@@ -491,6 +491,27 @@ fn events_before_the_dump_ended_are_not_counted_twice() {
 }
 
 #[test]
+fn a_dump_seeded_in_parts_ends_timewait_reused_after_its_part_was_read() {
+    let mut e = engine();
+    // The daemon builds the table while the dump (1.000 s .. 1.010 s) is
+    // still being read: a server-side timewait socket in the part read by
+    // 1.002 s, the listener in the part read by 1.008 s.
+    e.seed_part([timewait_dump((SRV, CLI), TimeWait, 50_000)], SEC + 2 * MS);
+    e.seed_part([seed((SRV, ANY), Listen, None)], SEC + 8 * MS);
+    e.seed_complete(SEC + 10 * MS);
+    assert_eq!(counts(&e), vec![(TimeWait, 1), (Listen, 1)]);
+    // The client came back from the same port at 1.005 s, after the dump
+    // had read the timewait socket: its SYN ended it.
+    e.apply(&ev(SEC + 5 * MS, CHILD, Listen, SynRecv, SRV, CLI));
+    assert_eq!(counts(&e), vec![(SynRecv, 1), (Listen, 1)]);
+    assert_eq!(e.stats().timewait_reused, 1);
+    // The listener was seeded, not made anew.
+    e.apply(&ev(2 * SEC, LISTENER, Listen, Close, SRV, ANY));
+    assert_eq!(counts(&e), vec![(SynRecv, 1)]);
+    assert_eq!(e.stats().unknown_sockets, 0);
+}
+
+#[test]
 fn dump_that_saw_a_later_state_wins_over_older_events() {
     let mut e = engine();
     // The dump saw the connection in FIN_WAIT2; the buffered events from

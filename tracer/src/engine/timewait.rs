@@ -84,20 +84,21 @@ impl Engine {
         self.insert_timewait(tuple, tw);
     }
 
-    pub(super) fn seed_timewait(&mut self, d: &DumpedSocket, _start_ns: u64, end_ns: u64) {
-        let tw = self.dumped_timewait(d, end_ns);
+    pub(super) fn seed_timewait(&mut self, d: &DumpedSocket, read_ns: u64) {
+        let tw = self.dumped_timewait(d, read_ns);
         self.insert_timewait(d.tuple, tw);
     }
 
-    fn dumped_timewait(&self, d: &DumpedSocket, end_ns: u64) -> TimeWait {
+    /// A timewait socket a dump had read by `read_ns`.
+    fn dumped_timewait(&self, d: &DumpedSocket, read_ns: u64) -> TimeWait {
         let left = u64::from(d.expires_ms) * 1_000_000;
         TimeWait {
             substate: d.state,
             // A TIME_WAIT timer starts at 60 s; FIN_WAIT2 ones vary.
-            entered_ns: (end_ns + left).saturating_sub(TIME_WAIT_LEN_NS),
+            entered_ns: (read_ns + left).saturating_sub(TIME_WAIT_LEN_NS),
             entered_exact: false,
-            expires_ns: end_ns + left,
-            learned_ns: end_ns,
+            expires_ns: read_ns + left,
+            learned_ns: read_ns,
             confirmed: true,
             seen: self.tw_generation,
         }
