@@ -8,6 +8,31 @@ pub const BUCKETS: [f64; 20] = [
     5.0, 10.0, 30.0, 60.0, 120.0, 600.0,
 ];
 
+/// The same bounds in nanoseconds: events carry nanoseconds, and integer
+/// compares spare every observation a division.
+const BUCKETS_NS: [u64; BUCKETS.len()] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+    120_000_000_000,
+    600_000_000_000,
+];
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Histogram {
     /// Non-cumulative counts per bucket; index BUCKETS.len() is +Inf.
@@ -18,10 +43,9 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn observe_ns(&mut self, ns: u64) {
-        let secs = ns as f64 / 1e9;
-        let i = BUCKETS.partition_point(|&b| b < secs);
+        let i = BUCKETS_NS.partition_point(|&b| b < ns);
         self.counts[i] += 1;
-        self.sum_seconds += secs;
+        self.sum_seconds += ns as f64 * 1e-9;
         self.count += 1;
     }
 
@@ -46,6 +70,13 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_in_nanoseconds_match_the_bounds_in_seconds() {
+        for (ns, secs) in BUCKETS_NS.iter().zip(BUCKETS) {
+            assert_eq!(*ns, (secs * 1e9).round() as u64);
+        }
+    }
 
     #[test]
     fn buckets_are_inclusive_upper_bounds() {

@@ -277,6 +277,20 @@ impl Engine {
         }
     }
 
+    /// A socket in namespace `netns` moves from `from` to `to`: one
+    /// namespace lookup where a count down and up would take two.
+    fn count_move(&mut self, netns: u32, from: TcpState, to: TcpState) {
+        debug_assert!(self.counts[slot(from)] > 0, "count of {from:?} below zero");
+        self.counts[slot(from)] = self.counts[slot(from)].saturating_sub(1);
+        self.counts[slot(to)] += 1;
+        let ns = self
+            .counts_by_netns
+            .entry(netns)
+            .or_insert([0; STATE_SLOTS]);
+        ns[slot(from)] = ns[slot(from)].saturating_sub(1);
+        ns[slot(to)] += 1;
+    }
+
     /// Time-in-state histograms (index: kernel state number).
     pub fn durations(&self) -> &[Histogram; STATE_SLOTS] {
         &self.durations
@@ -485,9 +499,10 @@ impl Engine {
                 // dump and the events disagree. Follow the kernel.
                 self.stats.corrections += 1;
             }
-            self.count_down(sock.tuple.netns, old);
-            if t.new != TcpState::Close {
-                self.count_up(sock.tuple.netns, t.new);
+            if t.new == TcpState::Close {
+                self.count_down(sock.tuple.netns, old);
+            } else {
+                self.count_move(sock.tuple.netns, old, t.new);
             }
         }
         self.transition_side_effects(t, &tuple, sock.owner);
@@ -529,8 +544,7 @@ impl Engine {
             if t.new == TcpState::CloseWait {
                 self.close_wait.insert((t.ts_ns, t.skaddr));
             }
-            self.count_down(tuple.netns, t.old);
-            self.count_up(tuple.netns, t.new);
+            self.count_move(tuple.netns, t.old, t.new);
         }
         self.transition_side_effects(t, tuple, owner);
         true

@@ -66,8 +66,7 @@ impl Engine {
             };
             match state {
                 Some(state) => {
-                    self.count_down(sock.tuple.netns, sock.state);
-                    self.count_up(sock.tuple.netns, state);
+                    self.count_move(sock.tuple.netns, sock.state, state);
                     sock.state = state;
                     sock.since_ns = end_ns;
                     sock.since_exact = false;

@@ -212,8 +212,7 @@ impl Engine {
                 if tw.substate != d.state {
                     let old = tw.substate;
                     tw.substate = d.state;
-                    self.count_down(d.tuple.netns, old);
-                    self.count_up(d.tuple.netns, d.state);
+                    self.count_move(d.tuple.netns, old, d.state);
                     result.changed += 1;
                 }
                 continue;
