@@ -57,6 +57,17 @@ const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(300);
 /// seconds); in between, entries leave at their timer.
 const TIMEWAIT_DUMP_DUTY: u32 = 100;
 
+/// Dumps that find the table right come less often: each one that fixes
+/// nothing doubles the wait, up to this many times the paced one, and the
+/// first that fixes something brings it back. Under steady churn the
+/// events get every timewait socket right, and the dumps are insurance.
+const TIMEWAIT_DUMP_BACKOFF: u32 = 8;
+
+/// The backoff stretches the wait to at most this (a slow dump's own pace
+/// may be longer): a timewait socket the events could not show, and a new
+/// namespace's cap, are found within it.
+const TIMEWAIT_DUMP_QUIET_MOST: Duration = Duration::from_secs(10);
+
 /// Start-up dump chunks waiting for the table: a bound on what the dump
 /// holds when it reads faster than the table is built.
 const SEED_CHUNKS_QUEUED: usize = 4;
@@ -285,6 +296,7 @@ async fn follow(
     // When the last dump started, and how long it took with its reconciliation.
     let mut last_dump = Instant::now();
     let mut last_dump_cost = seed_dump_cost;
+    let mut dump_backoff = 1;
     loop {
         tokio::select! {
             signal = shutdown.wait() => {
@@ -329,7 +341,7 @@ async fn follow(
                 let (transitions, kernel) = shared.kernel_counters();
                 let lost = kernel.lost_events();
                 let needs_full = lost > lost_at_last_full || last_full.elapsed() >= FULL_RECONCILE_EVERY;
-                let paced = last_dump.elapsed() >= last_dump_cost * TIMEWAIT_DUMP_DUTY;
+                let paced = last_dump.elapsed() >= timewait_dump_wait(last_dump_cost, dump_backoff);
                 if reconciling.is_none() && (needs_full || paced) {
                     full = needs_full;
                     let mask = if full {
@@ -368,10 +380,12 @@ async fn follow(
                 reader.drain_now(|bytes| decode_into(shared, bytes, &mut batch));
                 shared.apply_batch(&mut batch);
                 let mut engine = shared.engine();
+                let mut fixed = false;
                 if full {
                     let result = engine.reconcile_full(&dump.sockets, dump.start_ns, dump.end_ns);
                     if result != FullReconcile::default() {
                         log::info!("full reconciliation fixed {result:?}");
+                        fixed = true;
                     }
                 }
                 let result = engine.reconcile_timewait(dump.sockets.iter().copied(), dump.start_ns, dump.end_ns);
@@ -382,15 +396,27 @@ async fn follow(
                     release_free_memory();
                 }
                 last_dump_cost = last_dump.elapsed();
-                if result.added + result.changed > 0 {
+                if result.drift() > 0 {
+                    fixed = true;
                     log::debug!("timewait reconciliation: {result:?}");
                 }
+                dump_backoff = if fixed {
+                    1
+                } else {
+                    (dump_backoff * 2).min(TIMEWAIT_DUMP_BACKOFF)
+                };
                 for failure in &dump.failures {
                     log::debug!("timewait dump skipped a namespace: {failure}");
                 }
             }
         }
     }
+}
+
+/// How long after a timewait dump that took `cost` the next may start.
+fn timewait_dump_wait(cost: Duration, backoff: u32) -> Duration {
+    let paced = cost * TIMEWAIT_DUMP_DUTY;
+    paced.max((paced * backoff).min(TIMEWAIT_DUMP_QUIET_MOST))
 }
 
 fn ticker(period: Duration) -> tokio::time::Interval {
@@ -510,4 +536,20 @@ fn log_leak(leak: &Leak) {
         leak.remote,
         leak.age_ns as f64 / 1e9
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timewait_dumps_back_off_within_bounds() {
+        let ms = Duration::from_millis;
+        // 1 % of a core, then up to 8 times less, but not past 10 s...
+        assert_eq!(timewait_dump_wait(ms(5), 1), ms(500));
+        assert_eq!(timewait_dump_wait(ms(5), 8), ms(4_000));
+        assert_eq!(timewait_dump_wait(ms(25), 8), ms(10_000));
+        // ...unless the dump alone asks for more.
+        assert_eq!(timewait_dump_wait(ms(200), 8), ms(20_000));
+    }
 }

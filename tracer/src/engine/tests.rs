@@ -128,11 +128,27 @@ fn client_closes_first_then_timewait_expires() {
     assert_eq!(r, TimewaitReconcile::default());
     let r = e.reconcile_timewait([], 62 * SEC, 62 * SEC + MS);
     assert_eq!(r.removed, 1);
+    // An expiry is no drift: the events had it right.
+    assert_eq!(r.drift(), 0);
     assert_eq!(counts(&e), vec![(Listen, 1)]);
     let h = &e.durations()[TimeWait as usize];
     assert_eq!(h.count(), 1);
     assert!((h.sum_seconds() - 60.0).abs() < 0.1, "{}", h.sum_seconds());
     assert_eq!(e.stats().timewait_expired, 1);
+}
+
+#[test]
+fn a_timewait_socket_gone_before_its_timer_is_drift() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(12 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    let tw = timewait_dump((CLI, SRV), TimeWait, 59_000);
+    assert_eq!(e.reconcile_timewait([tw], SEC, SEC + MS).drift(), 0);
+    // Reset 10 s into its minute (RFC 1337 assassination): only a dump shows it.
+    let r = e.reconcile_timewait([], 10 * SEC, 10 * SEC + MS);
+    assert_eq!((r.removed, r.removed_early, r.drift()), (1, 1, 1));
+    assert_eq!(e.stats().timewait_ended_early, 1);
 }
 
 #[test]
@@ -227,7 +243,7 @@ fn reset_leaves_no_timewait() {
     ));
     assert_eq!(e.count(TimeWait), 1);
     let r = e.reconcile_timewait([], SEC, SEC + MS);
-    assert_eq!(r.removed, 1);
+    assert_eq!((r.removed, r.removed_early, r.drift()), (1, 1, 1));
     assert_eq!(e.count(TimeWait), 0);
     assert_eq!(e.durations()[TimeWait as usize].count(), 0);
 }
@@ -373,9 +389,11 @@ fn dump_corrects_timewait_substate_and_adds_missed_ones() {
         TimewaitReconcile {
             added: 1,
             removed: 0,
+            removed_early: 0,
             changed: 1
         }
     );
+    assert_eq!(r.drift(), 2);
     assert_eq!(e.count(FinWait2), 1);
     assert_eq!(e.count(TimeWait), 1);
     // Destinations add up to the TIME_WAIT gauge: the FIN_WAIT2 one is out.

@@ -35,8 +35,19 @@ pub struct TimewaitReconcile {
     pub added: u64,
     /// In the table, gone from the dump.
     pub removed: u64,
+    /// Of those, gone before their timer ran out: a reset, a reuse the
+    /// events did not show, or a prediction the kernel did not make.
+    pub removed_early: u64,
     /// In both, with another substate.
     pub changed: u64,
+}
+
+impl TimewaitReconcile {
+    /// Entries the events had got wrong. Timer expiries are not drift:
+    /// between dumps entries leave at their timer, a few seconds late.
+    pub fn drift(&self) -> u64 {
+        self.added + self.removed_early + self.changed
+    }
 }
 
 /// Timewait sockets toward one remote endpoint.
@@ -243,6 +254,7 @@ impl Engine {
             if !tw.confirmed {
                 // Predicted, never seen: the connection closed by reset, or the
                 // kernel could not allocate a timewait socket.
+                result.removed_early += 1;
                 continue;
             }
             if tw.expires_ns != 0 && tw.expires_ns <= end_ns {
@@ -251,6 +263,7 @@ impl Engine {
             } else {
                 self.observe_timewait_end(&tw, end_ns);
                 self.stats.timewait_ended_early += 1;
+                result.removed_early += 1;
             }
         }
         // The next dump starts after this call: none of these can matter to it.
