@@ -244,6 +244,7 @@ async fn follow(
             }
         }
     };
+    let finishing = Instant::now();
     // The dump has returned: every chunk it made is queued.
     while let Ok(chunk) = chunks.try_recv() {
         seed_chunk(chunk);
@@ -252,7 +253,6 @@ async fn follow(
     for failure in &seed.failures {
         log::warn!("start-up dump skipped a namespace: {failure}");
     }
-    let finishing = Instant::now();
     {
         let mut engine = shared.engine();
         engine.set_timewait_caps(seed.timewait_caps.iter().copied());
@@ -264,7 +264,8 @@ async fn follow(
     shared.set_ready();
     let status = format!(
         "{seeded} sockets in {} network namespaces seeded, in {} ms \
-         (sock_diag {} ms, with the table built meanwhile; {} ms after it)",
+         (sock_diag {} ms, the table built alongside; then {} ms to finish \
+         it and apply the events buffered meanwhile)",
         seed.namespaces,
         started.elapsed().as_millis(),
         seed.diag_ms,
