@@ -12,7 +12,8 @@ use crate::{
     clock::monotonic_ns,
     engine::{DumpedSocket, Tuple},
     event::Comm,
-    netns, procfs, procnet,
+    netns::{self, NetNsError},
+    procfs, procnet,
     sockdiag::{self, DiagSocket},
 };
 
@@ -27,10 +28,13 @@ pub struct Dump {
     pub start_ns: u64,
     pub end_ns: u64,
     pub namespaces: usize,
-    /// Time spent in sock_diag (for the log).
+    /// Time spent dumping (for the log), including any wait for the table
+    /// to take a chunk.
     pub diag_ms: u64,
-    /// Namespaces that could not be dumped, with the reason.
+    /// Namespaces that could not be dumped, or only in part, with the reason.
     pub failures: Vec<String>,
+    /// Their inodes: a reconciliation must leave their entries alone.
+    pub unread: Vec<u32>,
     /// `net.ipv4.tcp_max_tw_buckets` of each namespace entered (or the
     /// daemon's own), by inode.
     pub timewait_caps: Vec<(u32, u32)>,
@@ -91,9 +95,20 @@ struct Collector {
     netns: u32,
     kept: Vec<DumpedSocket>,
     stream: Option<Sender<Chunk>>,
+    /// Sockets already passed on.
+    sent: usize,
 }
 
 impl Collector {
+    fn new(netns: u32, stream: Option<Sender<Chunk>>) -> Collector {
+        Collector {
+            netns,
+            kept: Vec::new(),
+            stream,
+            sent: 0,
+        }
+    }
+
     fn push(&mut self, d: &DiagSocket) {
         if let Some(s) = dumped(self.netns, d) {
             self.kept.push(s);
@@ -105,20 +120,31 @@ impl Collector {
 
     fn send(&mut self) {
         let Some(stream) = &self.stream else { return };
-        let sockets = std::mem::replace(&mut self.kept, Vec::with_capacity(CHUNK_SOCKETS));
-        if !sockets.is_empty() {
-            // The receiver is gone only when the daemon is stopping.
-            let _ = stream.blocking_send(Chunk {
-                sockets,
-                read_ns: monotonic_ns(),
-            });
+        if self.kept.is_empty() {
+            return;
         }
+        let sockets = std::mem::replace(&mut self.kept, Vec::with_capacity(CHUNK_SOCKETS));
+        self.sent += sockets.len();
+        // The receiver is gone only when the daemon is stopping.
+        let _ = stream.blocking_send(Chunk {
+            sockets,
+            read_ns: monotonic_ns(),
+        });
     }
 
     /// What was kept: everything when not streaming, nothing otherwise.
     fn finish(mut self) -> Vec<DumpedSocket> {
         self.send();
-        self.kept
+        std::mem::take(&mut self.kept)
+    }
+
+    /// The reason a read failed, saying what was passed on before it.
+    fn failed(&self, reason: impl std::fmt::Display) -> String {
+        if self.sent == 0 {
+            reason.to_string()
+        } else {
+            format!("{reason} (after {} of its sockets were seeded)", self.sent)
+        }
     }
 }
 
@@ -130,36 +156,34 @@ fn dump_to(states: u32, stream: Option<Sender<Chunk>>) -> Dump {
         ..Dump::default()
     };
     for ns in netns::list() {
-        let mut collector = Collector {
-            netns: ns.inode,
-            kept: Vec::new(),
-            stream: stream.clone(),
-        };
+        if stream.as_ref().is_some_and(Sender::is_closed) {
+            break; // the daemon is stopping
+        }
+        let mut collector = Collector::new(ns.inode, stream.clone());
         // Inside the namespace: its sockets and its cap on timewait sockets
         // (the sysctl file answers for the namespace of whoever opens it).
         let here = move || {
-            let read = sockdiag::dump(states, |d| collector.push(&d));
-            (
-                read.map(|_| collector.finish()).map_err(|e| e.to_string()),
-                timewait_cap(),
-            )
+            let result = match sockdiag::dump(states, |d| collector.push(&d)) {
+                Ok(_) => Ok(collector.finish()),
+                Err(e) => Err(collector.failed(e)),
+            };
+            (result, timewait_cap())
         };
         let (result, cap) = if Some(ns.inode) == current {
             here()
         } else {
             match netns::run_in(&ns, here) {
                 Ok(both) => both,
+                // It may have passed sockets on before it failed: reading
+                // the namespace again could seed them twice.
+                Err(e @ NetNsError::Panicked { .. }) => (Err(e.to_string()), None),
                 // Without CAP_SYS_ADMIN (the systemd unit drops it), read the
                 // namespace's table through one of its processes instead.
                 Err(enter) => match pid_in(&ns) {
                     Some(pid) => (
                         procnet::dump(pid, states)
                             .map(|found| {
-                                let mut collector = Collector {
-                                    netns: ns.inode,
-                                    kept: Vec::with_capacity(found.len()),
-                                    stream: stream.clone(),
-                                };
+                                let mut collector = Collector::new(ns.inode, stream.clone());
                                 found.iter().for_each(|d| collector.push(d));
                                 collector.finish()
                             })
@@ -182,6 +206,7 @@ fn dump_to(states: u32, stream: Option<Sender<Chunk>>) -> Dump {
             Ok(found) => found,
             Err(e) => {
                 dump.failures.push(format!("{}: {e}", ns.path.display()));
+                dump.unread.push(ns.inode);
                 continue;
             }
         };

@@ -383,13 +383,18 @@ async fn follow(
                 let mut engine = shared.engine();
                 let mut fixed = false;
                 if full {
-                    let result = engine.reconcile_full(&dump.sockets, dump.start_ns, dump.end_ns);
+                    let result = engine.reconcile_full(&dump.sockets, &dump.unread, dump.start_ns, dump.end_ns);
                     if result != FullReconcile::default() {
                         log::info!("full reconciliation fixed {result:?}");
                         fixed = true;
                     }
                 }
-                let result = engine.reconcile_timewait(dump.sockets.iter().copied(), dump.start_ns, dump.end_ns);
+                let result = engine.reconcile_timewait(
+                    dump.sockets.iter().copied(),
+                    &dump.unread,
+                    dump.start_ns,
+                    dump.end_ns,
+                );
                 engine.set_timewait_caps(dump.timewait_caps.iter().copied());
                 drop(engine);
                 if full {

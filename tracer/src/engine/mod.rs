@@ -287,6 +287,10 @@ impl Engine {
             .counts_by_netns
             .entry(netns)
             .or_insert([0; STATE_SLOTS]);
+        debug_assert!(
+            ns[slot(from)] > 0,
+            "count of {from:?} in {netns} below zero"
+        );
         ns[slot(from)] = ns[slot(from)].saturating_sub(1);
         ns[slot(to)] += 1;
     }
@@ -305,15 +309,9 @@ impl Engine {
         self.socks.len() + self.timewait.len()
     }
 
-    /// Loads the start-up dump taken between `start_ns` and `end_ns`, all
-    /// at once: [`Engine::seed_part`] then [`Engine::seed_complete`].
-    pub fn seed(
-        &mut self,
-        sockets: impl IntoIterator<Item = DumpedSocket>,
-        start_ns: u64,
-        end_ns: u64,
-    ) {
-        debug_assert!(start_ns <= end_ns);
+    /// Loads a whole dump that ended at `end_ns`, at once:
+    /// [`Engine::seed_part`] then [`Engine::seed_complete`].
+    pub fn seed(&mut self, sockets: impl IntoIterator<Item = DumpedSocket>, end_ns: u64) {
         self.seed_part(sockets, end_ns);
         self.seed_complete(end_ns);
     }
@@ -329,10 +327,10 @@ impl Engine {
             .reserve(timewait.min(self.cfg.max_sockets - full));
     }
 
-    /// Loads part of the start-up dump, read by `read_ns`: the daemon
+    /// Loads part of a dump, read by `read_ns`: at start-up the daemon
     /// builds the table while the rest of the dump is still being read.
-    /// Call before applying any event, and [`Engine::seed_complete`] once
-    /// every part is in.
+    /// At start-up, call it before applying any event, and
+    /// [`Engine::seed_complete`] once every part is in.
     pub fn seed_part(&mut self, sockets: impl IntoIterator<Item = DumpedSocket>, read_ns: u64) {
         let sockets = sockets.into_iter();
         let expected = sockets.size_hint().0.min(self.cfg.max_sockets);

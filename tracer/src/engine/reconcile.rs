@@ -22,11 +22,14 @@ pub struct FullReconcile {
 impl Engine {
     /// Brings full sockets in line with a dump of every state taken between
     /// `start_ns` and `end_ns` (apply every event up to `end_ns` first).
-    /// Sockets that events moved during the dump are left to the events;
-    /// timewait sockets in the dump go to [`Engine::reconcile_timewait`].
+    /// Sockets that events moved during the dump are left to the events, and
+    /// so are those of the `unread` namespaces, which the dump could not
+    /// read whole; timewait sockets in the dump go to
+    /// [`Engine::reconcile_timewait`].
     pub fn reconcile_full(
         &mut self,
         dump: &[DumpedSocket],
+        unread: &[u32],
         start_ns: u64,
         end_ns: u64,
     ) -> FullReconcile {
@@ -48,7 +51,7 @@ impl Engine {
                 continue;
             }
             // A connect() whose port we have not seen yet cannot be matched.
-            if sock.tuple.lport == 0 {
+            if sock.tuple.lport == 0 || unread.contains(&sock.tuple.netns) {
                 continue;
             }
             match kernel.get_mut(&sock.tuple).and_then(|states| {
@@ -101,7 +104,7 @@ impl Engine {
         result.added = missing.len() as u64;
         // Seeding places them like sockets found at start-up.
         let seed_end = self.seed_end_ns;
-        self.seed(missing, start_ns, end_ns);
+        self.seed(missing, end_ns);
         self.seed_end_ns = seed_end.max(end_ns);
         self.stats.corrections += result.added + result.removed + result.changed;
         result

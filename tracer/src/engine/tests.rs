@@ -124,9 +124,9 @@ fn client_closes_first_then_timewait_expires() {
     // A dump during its life confirms it; a dump after its timer does not
     // show it: it expired, and its stay is observed as ~60 s.
     let tw = timewait_dump((CLI, SRV), TimeWait, 59_000);
-    let r = e.reconcile_timewait([tw], SEC, SEC + MS);
+    let r = e.reconcile_timewait([tw], &[], SEC, SEC + MS);
     assert_eq!(r, TimewaitReconcile::default());
-    let r = e.reconcile_timewait([], 62 * SEC, 62 * SEC + MS);
+    let r = e.reconcile_timewait([], &[], 62 * SEC, 62 * SEC + MS);
     assert_eq!(r.removed, 1);
     // An expiry is no drift: the events had it right.
     assert_eq!(r.drift(), 0);
@@ -144,11 +144,37 @@ fn a_timewait_socket_gone_before_its_timer_is_drift() {
     e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
     e.apply(&ev(12 * MS, CLIENT, FinWait1, Close, CLI, SRV));
     let tw = timewait_dump((CLI, SRV), TimeWait, 59_000);
-    assert_eq!(e.reconcile_timewait([tw], SEC, SEC + MS).drift(), 0);
+    assert_eq!(e.reconcile_timewait([tw], &[], SEC, SEC + MS).drift(), 0);
     // Reset 10 s into its minute (RFC 1337 assassination): only a dump shows it.
-    let r = e.reconcile_timewait([], 10 * SEC, 10 * SEC + MS);
+    let r = e.reconcile_timewait([], &[], 10 * SEC, 10 * SEC + MS);
     assert_eq!((r.removed, r.removed_early, r.drift()), (1, 1, 1));
     assert_eq!(e.stats().timewait_ended_early, 1);
+}
+
+#[test]
+fn reconciliations_leave_namespaces_the_dump_could_not_read_alone() {
+    let mut e = engine();
+    established(&mut e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(12 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    let elsewhere = 0xffff_0000_0000_8000;
+    e.apply(&Transition {
+        netns: NS + 1,
+        ..ev(13 * MS, elsewhere, SynSent, Established, CLI, SRV)
+    });
+    let before = counts(&e);
+    // Neither namespace could be read: nothing is taken for gone.
+    let r = e.reconcile_timewait([], &[NS, NS + 1], SEC, SEC + MS);
+    assert_eq!((r.removed, r.drift()), (0, 0));
+    let r = e.reconcile_full(&[], &[NS, NS + 1], SEC, SEC + MS);
+    assert_eq!(r, FullReconcile::default());
+    assert_eq!(counts(&e), before);
+    // Only the other one could not: this one's sockets were all gone.
+    let r = e.reconcile_full(&[], &[NS + 1], 2 * SEC, 2 * SEC + MS);
+    assert_eq!(r.removed, 2);
+    let r = e.reconcile_timewait([], &[NS + 1], 2 * SEC, 2 * SEC + MS);
+    assert_eq!(r.removed, 1);
+    assert_eq!(counts(&e), vec![(Established, 1)]);
 }
 
 #[test]
@@ -160,7 +186,7 @@ fn timewait_leaves_at_its_timer_between_dumps() {
     e.apply(&ev(21 * MS, CLIENT, FinWait2, Close, CLI, SRV));
     assert_eq!(e.count(TimeWait), 1);
     let tw = timewait_dump((CLI, SRV), TimeWait, 59_000);
-    e.reconcile_timewait([tw], SEC, SEC + MS);
+    e.reconcile_timewait([tw], &[], SEC, SEC + MS);
     // Before its timer (as last reported: 1 s + 59 s): kept.
     assert_eq!(e.expire_timewait(59 * SEC), 0);
     assert_eq!(e.count(TimeWait), 1);
@@ -242,7 +268,7 @@ fn reset_leaves_no_timewait() {
         SRV,
     ));
     assert_eq!(e.count(TimeWait), 1);
-    let r = e.reconcile_timewait([], SEC, SEC + MS);
+    let r = e.reconcile_timewait([], &[], SEC, SEC + MS);
     assert_eq!((r.removed, r.removed_early, r.drift()), (1, 1, 1));
     assert_eq!(e.count(TimeWait), 0);
     assert_eq!(e.durations()[TimeWait as usize].count(), 0);
@@ -369,7 +395,7 @@ fn new_connection_on_a_timewait_tuple_ends_it() {
     // A dump taken just before the reuse still shows the old timewait: it
     // must not come back.
     let tw = timewait_dump((CLI, SRV), TimeWait, 59_000);
-    let r = e.reconcile_timewait([tw], 400 * MS, 600 * MS);
+    let r = e.reconcile_timewait([tw], &[], 400 * MS, 600 * MS);
     assert_eq!(r.added, 0);
     assert_eq!(e.count(TimeWait), 0);
 }
@@ -383,7 +409,7 @@ fn dump_corrects_timewait_substate_and_adds_missed_ones() {
     // Orphaned FIN_WAIT2: the timewait's substate is FIN_WAIT2 (ss says so).
     let mine = timewait_dump((CLI, SRV), FinWait2, 50_000);
     let missed = timewait_dump(("10.0.0.2:40002", SRV), TimeWait, 30_000);
-    let r = e.reconcile_timewait([mine, missed], SEC, SEC + MS);
+    let r = e.reconcile_timewait([mine, missed], &[], SEC, SEC + MS);
     assert_eq!(
         r,
         TimewaitReconcile {
@@ -408,7 +434,7 @@ fn timewait_learned_during_a_dump_is_kept() {
     // Closed while the dump ran (it started at 1 s): the dump may have
     // missed it, so its absence proves nothing yet.
     e.apply(&ev(SEC + 5 * MS, CLIENT, FinWait1, Close, CLI, SRV));
-    let r = e.reconcile_timewait([], SEC, SEC + 10 * MS);
+    let r = e.reconcile_timewait([], &[], SEC, SEC + 10 * MS);
     assert_eq!(r.removed, 0);
     assert_eq!(e.count(TimeWait), 1);
 }
@@ -443,7 +469,7 @@ fn seeded_sockets_are_adopted_by_their_first_event() {
         // Half-open request sockets never pass the tracepoint: not tracked.
         seed((SRV, "10.0.0.3:5"), SynRecv, None),
     ];
-    e.seed(dump, 10 * SEC, 10 * SEC + MS);
+    e.seed(dump, 10 * SEC + MS);
     assert_eq!(counts(&e), vec![(Established, 2), (Listen, 1)]);
     e.apply(&ev(11 * SEC, CLIENT, Established, FinWait1, CLI, SRV));
     e.apply(&ev(11 * SEC, CHILD, Established, CloseWait, SRV, CLI));
@@ -494,7 +520,7 @@ fn events_before_the_dump_ended_are_not_counted_twice() {
         seed((CLI, SRV), Established, None),
         seed((SRV, CLI), Established, None),
     ];
-    e.seed(dump, SEC, SEC + 10 * MS);
+    e.seed(dump, SEC + 10 * MS);
     e.apply(&ev(SEC, LISTENER, Close, Listen, SRV, ANY));
     e.apply(&ev(SEC + MS, CLIENT, Close, SynSent, "10.0.0.2:0", SRV));
     e.apply(&ev(SEC + 2 * MS, CLIENT, SynSent, Established, CLI, SRV));
@@ -534,7 +560,7 @@ fn dump_that_saw_a_later_state_wins_over_older_events() {
     let mut e = engine();
     // The dump saw the connection in FIN_WAIT2; the buffered events from
     // before it then arrive. Nothing moves backwards, nothing is corrected.
-    e.seed(vec![seed((CLI, SRV), FinWait2, None)], SEC, 2 * SEC);
+    e.seed(vec![seed((CLI, SRV), FinWait2, None)], 2 * SEC);
     e.apply(&ev(SEC + MS, CLIENT, Established, FinWait1, CLI, SRV));
     assert_eq!(counts(&e), vec![(FinWait2, 1)]);
     e.apply(&ev(SEC + 2 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
@@ -709,7 +735,7 @@ fn a_connection_closed_before_the_dump_does_not_take_its_successor() {
     let mut e = engine();
     // The dump saw a new connection on the four-tuple of one that closed
     // just before (its timewait reused): the old close must leave it be.
-    e.seed(vec![seed((CLI, SRV), Established, None)], SEC, 2 * SEC);
+    e.seed(vec![seed((CLI, SRV), Established, None)], 2 * SEC);
     e.apply(&ev(SEC - 5 * MS, CLIENT, FinWait2, Close, CLI, SRV));
     assert_eq!(counts(&e), vec![(Established, 1)]);
     let next = CLIENT + 8;
@@ -733,7 +759,7 @@ fn full_reconcile_heals_what_lost_events_broke() {
         // Half-open request sockets are never counted.
         seed((SRV, "10.0.0.4:1"), SynRecv, None),
     ];
-    let r = e.reconcile_full(&dump, SEC, SEC + MS);
+    let r = e.reconcile_full(&dump, &[], SEC, SEC + MS);
     assert_eq!(
         r,
         FullReconcile {
@@ -769,6 +795,7 @@ fn full_reconcile_heals_what_lost_events_broke() {
             seed(("10.0.0.3:1", SRV), FinWait1, None),
             seed((SRV, CLI), LastAck, None),
         ],
+        &[],
         3 * SEC,
         3 * SEC + MS,
     );
@@ -787,7 +814,7 @@ fn full_reconcile_leaves_sockets_that_moved_during_the_dump() {
         seed((SRV, CLI), Established, None),
         seed((CLI, SRV), Established, None),
     ];
-    let r = e.reconcile_full(&dump, SEC, SEC + 10 * MS);
+    let r = e.reconcile_full(&dump, &[], SEC, SEC + 10 * MS);
     assert_eq!(r, FullReconcile::default());
     assert_eq!(
         counts(&e),
@@ -804,7 +831,7 @@ fn full_reconcile_counts_shared_listeners() {
         seed((SRV, ANY), Listen, None),
         seed((SRV, ANY), Listen, None),
     ];
-    let r = e.reconcile_full(&dump, SEC, SEC + MS);
+    let r = e.reconcile_full(&dump, &[], SEC, SEC + MS);
     assert_eq!(r.added, 1);
     assert_eq!(e.count(Listen), 2);
 }
@@ -818,7 +845,7 @@ fn owners_found_after_start_up_are_assigned_to_seeded_sockets() {
     conn.inode = 1002;
     let mut other = seed(("10.0.0.1:81", "10.0.0.9:5001"), Established, None);
     other.inode = 1003;
-    e.seed([listener, conn, other], 0, MS);
+    e.seed([listener, conn, other], MS);
     let owners = std::collections::HashMap::from([
         (1001, (42, comm("server"))),
         (1002, (42, comm("server"))),

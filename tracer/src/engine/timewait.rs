@@ -19,7 +19,7 @@ pub(super) struct TimeWait {
     entered_exact: bool,
     /// When its timer fires, as last predicted or reported; 0 if unknown.
     expires_ns: u64,
-    /// When we learned of it: the event's time, or the end of the dump.
+    /// When we learned of it: the event's time, or when a dump had read it.
     learned_ns: u64,
     /// A dump has shown it (a prediction may be wrong: a reset closes the
     /// socket without a timewait).
@@ -200,11 +200,13 @@ impl Engine {
     /// Brings the timewait table in line with a dump of every timewait
     /// socket taken between `start_ns` and `end_ns`. Call it after applying
     /// every event up to `end_ns`: entries learned during the dump are kept
-    /// if it missed them, and entries that events ended during the dump are
-    /// not brought back.
+    /// if it missed them, entries that events ended during the dump are
+    /// not brought back, and entries of the `unread` namespaces (which the
+    /// dump could not read whole) are left as they are.
     pub fn reconcile_timewait(
         &mut self,
         dump: impl IntoIterator<Item = DumpedSocket>,
+        unread: &[u32],
         start_ns: u64,
         end_ns: u64,
     ) -> TimewaitReconcile {
@@ -243,7 +245,9 @@ impl Engine {
         let gone: Vec<Tuple> = self
             .timewait
             .iter()
-            .filter(|(_, tw)| tw.seen != generation && tw.learned_ns <= start_ns)
+            .filter(|(tuple, tw)| {
+                tw.seen != generation && tw.learned_ns <= start_ns && !unread.contains(&tuple.netns)
+            })
             .map(|(t, _)| *t)
             .collect();
         for tuple in gone {
