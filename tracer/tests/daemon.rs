@@ -71,6 +71,64 @@ fn gauges_match_ss_for_sockets_older_and_newer_than_the_daemon() {
     assert!(daemon.stop().success());
 }
 
+/// Connections held for the multi-chunk seed test: 18,000 sockets, more
+/// than one chunk (16,384) of the start-up dump, and under the 20,000
+/// files one process may hold here.
+const HELD_CONNECTIONS: usize = 9_000;
+
+#[test]
+fn a_start_up_dump_of_several_chunks_matches_ss() {
+    if !can_load_ebpf("a_start_up_dump_of_several_chunks_matches_ss") {
+        return;
+    }
+    // Held by a separate process, so the files do not count against this
+    // one's tests. Closed with a reset: no 18,000 TIME_WAIT sockets after.
+    let script = "import socket, struct, sys\n\
+        s = socket.socket(); s.bind(('127.0.0.88', 0)); s.listen(4096)\n\
+        held = []\n\
+        for _ in range(int(sys.argv[1])):\n\
+        \x20   c = socket.create_connection(s.getsockname()); a = s.accept()[0]\n\
+        \x20   for x in (c, a): x.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+        \x20   held += [c, a]\n\
+        s.close(); print('ready', flush=True); sys.stdin.read()\n";
+    let mut holder = Command::new("/usr/bin/python3")
+        .args(["-c", script, &HELD_CONNECTIONS.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the holder (python3)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("holder output");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "the holder did not open its connections"
+    );
+
+    let daemon = Daemon::start(&["--reconcile-interval", "200ms"]);
+    let seeded: usize = daemon
+        .stderr()
+        .split(": ready: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .expect("the ready line says how many sockets were seeded");
+    assert!(
+        seeded >= 2 * HELD_CONNECTIONS,
+        "seeded {seeded} sockets, fewer than the {} held",
+        2 * HELD_CONNECTIONS
+    );
+    let mut http = daemon.client();
+    assert_gauges_match_ss(&mut http, Duration::from_secs(15));
+    drop(holder.stdin.take());
+    wait_timeout(&mut holder, Duration::from_secs(10));
+    assert_gauges_match_ss(&mut http, Duration::from_secs(15));
+    assert!(daemon.stop().success());
+}
+
 fn leaked(metrics: &str, comm: &str) -> f64 {
     samples(metrics, "tcpstate_close_wait_leaked_sockets")
         .get(&format!("comm={comm}"))
