@@ -92,6 +92,14 @@ fn established(e: &mut Engine) {
     e.apply(&ev(3 * MS, CHILD, SynRecv, Established, SRV, CLI));
 }
 
+/// The connection of [`established`], closed by the client at 12 ms
+/// straight from FIN_WAIT1: the client's side lives on as a timewait socket.
+fn client_closed_into_timewait(e: &mut Engine) {
+    established(e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(12 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+}
+
 #[test]
 fn handshake_counts_listener_client_and_child() {
     let mut e = engine();
@@ -140,9 +148,7 @@ fn client_closes_first_then_timewait_expires() {
 #[test]
 fn a_timewait_socket_gone_before_its_timer_is_drift() {
     let mut e = engine();
-    established(&mut e);
-    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
-    e.apply(&ev(12 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    client_closed_into_timewait(&mut e);
     let tw = timewait_dump((CLI, SRV), TimeWait, 59_000);
     assert_eq!(e.reconcile_timewait([tw], &[], SEC, SEC + MS).drift(), 0);
     // Reset 10 s into its minute (RFC 1337 assassination): only a dump shows it.
@@ -154,9 +160,7 @@ fn a_timewait_socket_gone_before_its_timer_is_drift() {
 #[test]
 fn reconciliations_leave_namespaces_the_dump_could_not_read_alone() {
     let mut e = engine();
-    established(&mut e);
-    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
-    e.apply(&ev(12 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    client_closed_into_timewait(&mut e);
     let elsewhere = 0xffff_0000_0000_8000;
     e.apply(&Transition {
         netns: NS + 1,
@@ -356,9 +360,7 @@ fn new_syn_on_a_server_side_timewait_tuple_ends_it() {
 #[test]
 fn simultaneous_open_on_a_timewait_tuple_ends_it() {
     let mut e = engine();
-    established(&mut e);
-    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
-    e.apply(&ev(12 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    client_closed_into_timewait(&mut e);
     assert_eq!(e.count(TimeWait), 1);
     // Both ends send a SYN: SYN_SENT -> SYN_RECV -> ESTABLISHED.
     let again = 0xffff_0000_0000_7000;
