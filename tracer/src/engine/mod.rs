@@ -199,6 +199,15 @@ fn is_creation(t: &Transition) -> bool {
     t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv)
 }
 
+/// An accepted child's `LISTEN -> SYN_RECV` that carries the listener's
+/// tuple (local address and port, remote `*:0`) instead of its own: before
+/// Linux 6.15 the kernel fires it in `inet_csk_clone_lock()`, before the
+/// child's addresses are set. Its next event (`SYN_RECV -> ESTABLISHED`)
+/// carries the four-tuple. Only the listening port can be relied on here.
+pub fn is_child_before_its_tuple(t: &Transition) -> bool {
+    t.old == TcpState::Listen && t.new == TcpState::SynRecv && t.remote.port() == 0
+}
+
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         Engine {
@@ -464,6 +473,11 @@ impl Engine {
             }
         };
 
+        // Before Linux 6.15 an accepted child's first event carries the
+        // listener's tuple ([`is_child_before_its_tuple`]); its next one is
+        // the first to name the connection.
+        let tuple_learned =
+            t.old == TcpState::SynRecv && tuple.is_connection() && !sock.tuple.is_connection();
         if tuple.lport != 0 {
             if sock.tuple.netns != tuple.netns {
                 // The kernel reused the address in another namespace and we
@@ -504,6 +518,12 @@ impl Engine {
             }
         }
         self.transition_side_effects(t, &tuple, sock.owner);
+        if tuple_learned {
+            // What `LISTEN -> SYN_RECV` could not do with the listener's
+            // tuple: the SYN that made this child ended any timewait
+            // socket on its four-tuple.
+            self.timewait_reused(&tuple, t.ts_ns);
+        }
 
         if t.new == TcpState::Close {
             self.release_owner(sock.owner);
@@ -563,8 +583,12 @@ impl Engine {
             (TcpState::Listen, TcpState::Close) => {
                 self.listeners.remove(&(tuple.netns, tuple.lport));
             }
-            (TcpState::SynSent, TcpState::Established | TcpState::SynRecv)
-            | (TcpState::Listen, TcpState::SynRecv) => self.timewait_reused(tuple, t.ts_ns),
+            (TcpState::SynSent, TcpState::Established | TcpState::SynRecv) => {
+                self.timewait_reused(tuple, t.ts_ns)
+            }
+            (TcpState::Listen, TcpState::SynRecv) if tuple.is_connection() => {
+                self.timewait_reused(tuple, t.ts_ns)
+            }
             _ => {}
         }
     }
@@ -621,7 +645,9 @@ impl Engine {
 
     /// Finds the start-up seed for this tuple, if one may be this socket.
     fn claim_seed(&mut self, tuple: &Tuple, t: &Transition, known: bool) -> Option<Sock> {
-        if tuple.lport == 0 {
+        // A child that carries its listener's tuple must not take the
+        // listener's seed; its next event claims its own.
+        if tuple.lport == 0 || is_child_before_its_tuple(t) {
             return None;
         }
         let listener = !tuple.is_connection();

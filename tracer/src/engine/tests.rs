@@ -884,3 +884,5 @@ fn owners_found_after_start_up_are_assigned_to_seeded_sockets() {
     let server_leaks = leaks.iter().filter(|l| l.pid == 42).count();
     assert_eq!(server_leaks, 2, "{leaks:?}");
 }
+
+mod listener_tuple;
