@@ -100,6 +100,16 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// An accepted child's `LISTEN -> SYN_RECV` that carries the listener's
+    /// tuple (local address and port, remote `*:0`) instead of its own:
+    /// before Linux 6.15 the kernel fires it in `inet_csk_clone_lock()`,
+    /// before the child's addresses are set. Its next event
+    /// (`SYN_RECV -> ESTABLISHED`) carries the four-tuple; only the
+    /// listening port can be relied on here.
+    pub fn is_child_before_its_tuple(&self) -> bool {
+        self.old == TcpState::Listen && self.new == TcpState::SynRecv && self.remote.port() == 0
+    }
+
     /// Decodes a ring-buffer record.
     pub fn decode(bytes: &[u8]) -> Result<Transition, DecodeError> {
         if bytes.len() != std::mem::size_of::<Event>() {

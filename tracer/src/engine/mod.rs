@@ -199,15 +199,6 @@ fn is_creation(t: &Transition) -> bool {
     t.old == TcpState::Close || (t.old == TcpState::Listen && t.new == TcpState::SynRecv)
 }
 
-/// An accepted child's `LISTEN -> SYN_RECV` that carries the listener's
-/// tuple (local address and port, remote `*:0`) instead of its own: before
-/// Linux 6.15 the kernel fires it in `inet_csk_clone_lock()`, before the
-/// child's addresses are set. Its next event (`SYN_RECV -> ESTABLISHED`)
-/// carries the four-tuple. Only the listening port can be relied on here.
-pub fn is_child_before_its_tuple(t: &Transition) -> bool {
-    t.old == TcpState::Listen && t.new == TcpState::SynRecv && t.remote.port() == 0
-}
-
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         Engine {
@@ -474,7 +465,7 @@ impl Engine {
         };
 
         // Before Linux 6.15 an accepted child's first event carries the
-        // listener's tuple ([`is_child_before_its_tuple`]); its next one is
+        // listener's tuple ([`Transition::is_child_before_its_tuple`]); its next one is
         // the first to name the connection.
         let tuple_learned =
             t.old == TcpState::SynRecv && tuple.is_connection() && !sock.tuple.is_connection();
@@ -647,7 +638,7 @@ impl Engine {
     fn claim_seed(&mut self, tuple: &Tuple, t: &Transition, known: bool) -> Option<Sock> {
         // A child that carries its listener's tuple must not take the
         // listener's seed; its next event claims its own.
-        if tuple.lport == 0 || is_child_before_its_tuple(t) {
+        if tuple.lport == 0 || t.is_child_before_its_tuple() {
             return None;
         }
         let listener = !tuple.is_connection();
