@@ -1,5 +1,6 @@
 //! `tracer trace`: stream transitions as they happen.
 
+mod accepted;
 pub mod filter;
 pub mod format;
 
@@ -9,8 +10,10 @@ use anyhow::Context as _;
 
 pub use filter::Filter;
 
+use accepted::AcceptedTuples;
+
 use crate::{
-    clock::WallClock,
+    clock::{WallClock, monotonic_ns},
     event::Transition,
     probe::{KernelStats, Probe, ProbeOptions},
     ringbuf::EventReader,
@@ -45,25 +48,29 @@ struct Printer<W: Write> {
 }
 
 impl<W: Write> Printer<W> {
-    fn handle(&mut self, bytes: &[u8]) {
+    /// Decodes a record and passes it through `accepted` (which may hold
+    /// it back a moment) to the output.
+    fn handle(&mut self, bytes: &[u8], accepted: &mut AcceptedTuples) {
         self.events += 1;
-        let t = match Transition::decode(bytes) {
-            Ok(t) => t,
+        match Transition::decode(bytes) {
+            Ok(t) => accepted.push(t, &mut |t| self.print(&t)),
             Err(e) => {
                 self.undecodable += 1;
                 log::warn!("skipping an event: {e}");
-                return;
             }
-        };
-        if self.error.is_some() || !self.filter.matches(&t) {
+        }
+    }
+
+    fn print(&mut self, t: &Transition) {
+        if self.error.is_some() || !self.filter.matches(t) {
             return;
         }
         self.printed += 1;
         let res = match self.format {
             OutputFormat::Table { .. } => {
-                writeln!(self.out, "{}", format::table_row(&t, &self.clock))
+                writeln!(self.out, "{}", format::table_row(t, &self.clock))
             }
-            OutputFormat::Json => format::write_json(&mut self.out, &t, &self.clock),
+            OutputFormat::Json => format::write_json(&mut self.out, t, &self.clock),
         };
         if let Err(e) = res {
             self.error = Some(e);
@@ -104,13 +111,17 @@ pub async fn run(options: TraceOptions, mut shutdown: Shutdown) -> anyhow::Resul
         probe.program_name()
     );
 
+    let mut accepted = AcceptedTuples::default();
     let stopped_by = loop {
+        let held = accepted.next_deadline(monotonic_ns());
         tokio::select! {
             signal = shutdown.wait() => break signal,
-            read = reader.read(|bytes| printer.handle(bytes)) => {
+            read = reader.read(|bytes| printer.handle(bytes, &mut accepted)) => {
                 read.context("reading the ring buffer")?;
             }
+            () = tokio::time::sleep(held.unwrap_or_default()), if held.is_some() => {}
         }
+        accepted.release(monotonic_ns(), &mut |t| printer.print(&t));
         printer.flush();
         if printer.error.is_some() {
             break "closed output";
@@ -119,7 +130,8 @@ pub async fn run(options: TraceOptions, mut shutdown: Shutdown) -> anyhow::Resul
     // Detach first, then drain and read the counters: nothing changes
     // between the two, so received + lost adds up to what the kernel counted.
     probe.detach()?;
-    reader.drain_now(|bytes| printer.handle(bytes));
+    reader.drain_now(|bytes| printer.handle(bytes, &mut accepted));
+    accepted.flush(&mut |t| printer.print(&t));
     printer.flush();
     let stats = probe.stats()?;
     let counted = probe.transitions_total()?;
