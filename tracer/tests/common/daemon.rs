@@ -304,6 +304,27 @@ fn count_ss(args: &[&str], counts: &mut BTreeMap<String, u64>) {
     }
 }
 
+/// `ss -tanp` lines of every namespace whose state is one of `states`: the
+/// sockets behind a mismatch, with their owners.
+fn ss_lines_in(states: &[&str]) -> String {
+    let mut lines = String::new();
+    for ns in all_namespaces() {
+        let Ok(out) = Command::new("nsenter")
+            .args([&format!("--net={ns}"), "ss", "-Htanp"])
+            .output()
+        else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let state = line.split_whitespace().next().and_then(state_name);
+            if state.is_some_and(|s| states.contains(&s)) {
+                lines.push_str(&format!("    {ns}: {line}\n"));
+            }
+        }
+    }
+    lines
+}
+
 /// What `ss -tan` counts per state, summed over every network namespace.
 pub fn ss_counts() -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
@@ -356,7 +377,17 @@ pub fn assert_gauges_match_ss(http: &mut Http, within: Duration) {
             return;
         }
         if Instant::now() > deadline {
-            panic!("gauges do not match ss -tan:\n  tracer: {a:?}\n  ss:     {t:?}");
+            let differing: Vec<&str> = COMPARED
+                .iter()
+                .zip(a.iter().zip(&t))
+                .filter(|(_, (ours, truth))| ours != truth)
+                .map(|(s, _)| *s)
+                .collect();
+            panic!(
+                "gauges do not match ss -tan:\n  tracer: {a:?}\n  ss:     {t:?}\n\
+                 ss -tanp, the states that differ:\n{}",
+                ss_lines_in(&differing)
+            );
         }
         thread::sleep(Duration::from_millis(300));
     }
