@@ -5,48 +5,13 @@ use std::process::Command;
 
 use crate::{
     cmd::{self, cargo, is_root},
-    package,
-    setup::{self, Tool},
+    package, setup,
+    tools::{self, Scope},
 };
-
-/// Tools the root integration tests compare against or drive.
-const TEST_TOOLS: &[Tool] = &[
-    Tool {
-        command: "tcpstates",
-        package: "libbpf-tools",
-        why: "ground truth for transitions",
-    },
-    Tool {
-        command: "ip",
-        package: "iproute2",
-        why: "network namespaces",
-    },
-    Tool {
-        command: "ss",
-        package: "iproute2",
-        why: "ground truth for socket states",
-    },
-    Tool {
-        command: "openssl",
-        package: "openssl",
-        why: "certificates for the TLS tests",
-    },
-    Tool {
-        command: "curl",
-        package: "curl",
-        why: "an independent HTTPS and basic-auth client",
-    },
-    Tool {
-        command: "htpasswd",
-        package: "apache2-utils",
-        why: "bcrypt hashes for the basic-auth tests",
-    },
-];
 
 pub fn test(extra: &[String]) -> anyhow::Result<()> {
     setup::toolchain()?;
-    setup::debian_tools(TEST_TOOLS)?;
-    setup::python_tools(&[("kubernetes-validate", "kubernetes-validate")])?;
+    tools::install(Scope::All)?;
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     if !is_root() {
         if in_ci {
