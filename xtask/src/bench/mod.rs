@@ -19,7 +19,8 @@ mod churn;
 mod hold;
 mod http;
 mod measure;
-mod procs;
+// The spawn check in tools reads its TCPSTATES.
+pub(crate) mod procs;
 mod report;
 mod results;
 mod rounds;

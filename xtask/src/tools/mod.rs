@@ -1,7 +1,8 @@
 //! Every external program that the tests, the bench, xtask itself and the
 //! kernel-matrix VM runner start, where each comes from, and the one
 //! installer for them. `cargo xtask test` installs them all, `cargo xtask
-//! bench` those marked `bench`.
+//! bench` those marked `bench`. A unit test (`spawns`) scans the sources
+//! and fails when something is started that this list does not name.
 
 use std::{collections::BTreeSet, path::Path, process::Command};
 
@@ -333,3 +334,6 @@ fn pip_install(tools: &[&Tool]) -> anyhow::Result<()> {
             .env("PIP_ROOT_USER_ACTION", "ignore"),
     )
 }
+
+#[cfg(test)]
+mod spawns;
