@@ -17,6 +17,7 @@ mod package;
 mod run;
 mod setup;
 mod test;
+mod tools;
 
 use std::path::PathBuf;
 

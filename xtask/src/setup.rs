@@ -1,5 +1,6 @@
-//! Installing what the build and the tests need. Every step checks first and
-//! skips what is already there, so running it again costs a second.
+//! Installing what the build needs (the programs the tests run are in
+//! `tools`). Every step checks first and skips what is already there, so
+//! running it again costs a second.
 
 use std::{path::PathBuf, process::Command};
 
@@ -138,59 +139,6 @@ fn bpf_linker() -> anyhow::Result<()> {
     )?;
     if !bpf_linker_works() {
         bail!("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?");
-    }
-    Ok(())
-}
-
-/// A command the tests need, and the Debian package that has it.
-pub struct Tool {
-    pub command: &'static str,
-    pub package: &'static str,
-    pub why: &'static str,
-}
-
-/// Installs missing test tools with apt-get (as root). Without root, a
-/// missing tool is reported; the tests that need it then fail or skip loudly.
-pub fn debian_tools(tools: &[Tool]) -> anyhow::Result<()> {
-    // sbin directories are not on every PATH, but the tools live there.
-    let missing: Vec<&Tool> = tools
-        .iter()
-        .filter(|t| {
-            which(t.command).is_none()
-                && !["/usr/sbin", "/sbin"]
-                    .iter()
-                    .any(|d| PathBuf::from(d).join(t.command).exists())
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let mut packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
-    packages.dedup();
-    if !cmd::is_root() || which("apt-get").is_none() {
-        for t in &missing {
-            eprintln!(
-                "xtask: WARNING: `{}` is missing ({}); install package {}",
-                t.command, t.why, t.package
-            );
-        }
-        return Ok(());
-    }
-    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-}
-
-/// Installs missing Python command-line tools from PyPI: (command, package).
-pub fn python_tools(tools: &[(&str, &str)]) -> anyhow::Result<()> {
-    for (command, package) in tools {
-        if which(command).is_none() {
-            cmd::run(Command::new("python3").args(["-m", "pip", "install", "--quiet", package]))?;
-        }
     }
     Ok(())
 }

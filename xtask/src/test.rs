@@ -5,48 +5,13 @@ use std::process::Command;
 
 use crate::{
     cmd::{self, cargo, is_root},
-    package,
-    setup::{self, Tool},
+    package, setup,
+    tools::{self, Scope},
 };
-
-/// Tools the root integration tests compare against or drive.
-const TEST_TOOLS: &[Tool] = &[
-    Tool {
-        command: "tcpstates",
-        package: "libbpf-tools",
-        why: "ground truth for transitions",
-    },
-    Tool {
-        command: "ip",
-        package: "iproute2",
-        why: "network namespaces",
-    },
-    Tool {
-        command: "ss",
-        package: "iproute2",
-        why: "ground truth for socket states",
-    },
-    Tool {
-        command: "openssl",
-        package: "openssl",
-        why: "certificates for the TLS tests",
-    },
-    Tool {
-        command: "curl",
-        package: "curl",
-        why: "an independent HTTPS and basic-auth client",
-    },
-    Tool {
-        command: "htpasswd",
-        package: "apache2-utils",
-        why: "bcrypt hashes for the basic-auth tests",
-    },
-];
 
 pub fn test(extra: &[String]) -> anyhow::Result<()> {
     setup::toolchain()?;
-    setup::debian_tools(TEST_TOOLS)?;
-    setup::python_tools(&[("kubernetes-validate", "kubernetes-validate")])?;
+    tools::install(Scope::All)?;
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     if !is_root() {
         if in_ci {
@@ -86,7 +51,7 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
             .env_remove("CARGO"),
     )?;
     // Default members: the kernel crate has nothing to test on the host.
-    let (passed, failed) = run_tests(cargo().arg("test").args(extra))?;
+    let (passed, failed) = run_tests(extra)?;
     package::check_install()?;
     package::check_deb()?;
     // One closing line for every test binary together.
@@ -94,16 +59,43 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `cargo test`, passing its output through, and adds up the
-/// `test result:` lines of every test binary.
-fn run_tests(command: &mut Command) -> anyhow::Result<(u64, u64)> {
+/// Runs `cargo test --no-fail-fast`, passing its output through, and adds
+/// up the `test result:` lines of every test binary. Without
+/// --no-fail-fast the first failing binary would stop the run and hide
+/// whether the others pass. Fails (after printing the closing line) when
+/// any binary failed, naming each.
+fn run_tests(extra: &[String]) -> anyhow::Result<(u64, u64)> {
     use std::io::{BufRead as _, BufReader};
-    eprintln!("xtask: $ {}", cmd::describe(command));
-    let mut child = command.stdout(std::process::Stdio::piped()).spawn()?;
+    let mut command = cargo();
+    // Before `extra`: after a `--` in it, the flag would go to the binaries.
+    command
+        .args(["test", "--no-fail-fast"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    eprintln!("xtask: $ {}", cmd::describe(&command));
+    let mut child = command.spawn()?;
     let stdout = child
         .stdout
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    // stderr on a thread, so neither pipe fills while the other is read.
+    // It names each failed binary, also one that crashed before printing
+    // a `test result:` line.
+    let failed_targets = std::thread::spawn(move || {
+        let mut targets = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if let Some(target) = failed_target(&line) {
+                targets.push(target.to_owned());
+            }
+        }
+        targets
+    });
     let (mut passed, mut failed) = (0, 0);
     for line in BufReader::new(stdout).lines() {
         let line = line?;
@@ -120,9 +112,37 @@ fn run_tests(command: &mut Command) -> anyhow::Result<(u64, u64)> {
         }
     }
     let status = child.wait()?;
+    let targets = failed_targets.join().unwrap_or_default();
     if !status.success() {
         println!("tests: {passed} passed, {failed} failed");
-        anyhow::bail!("`cargo test` failed ({status})");
+        if targets.is_empty() {
+            anyhow::bail!("`cargo test` failed ({status})");
+        }
+        anyhow::bail!("`cargo test` failed ({status}) in: {}", targets.join(", "));
     }
     Ok((passed, failed))
+}
+
+/// The target in cargo's `error: test failed, to rerun pass `--test daemon``.
+fn failed_target(line: &str) -> Option<&str> {
+    line.strip_prefix("error: test failed, to rerun pass `")?
+        .strip_suffix('`')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed_target;
+
+    #[test]
+    fn failed_targets_are_read_from_cargo() {
+        assert_eq!(
+            failed_target("error: test failed, to rerun pass `--test daemon`"),
+            Some("--test daemon")
+        );
+        assert_eq!(
+            failed_target("error: test failed, to rerun pass `-p tracer --lib`"),
+            Some("-p tracer --lib")
+        );
+        assert_eq!(failed_target("error: 2 targets failed:"), None);
+    }
 }

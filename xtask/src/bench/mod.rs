@@ -19,7 +19,8 @@ mod churn;
 mod hold;
 mod http;
 mod measure;
-mod procs;
+// The spawn check in tools reads its TCPSTATES.
+pub(crate) mod procs;
 mod report;
 mod results;
 mod rounds;
@@ -38,27 +39,9 @@ use serde_json::json;
 
 use crate::{
     cmd::{self, cargo, is_root, output, workspace_root},
-    setup::{self, Tool},
+    setup,
+    tools::{self, Scope},
 };
-
-/// What the bench runs besides tracer.
-const BENCH_TOOLS: &[Tool] = &[
-    Tool {
-        command: "tcpstates",
-        package: "libbpf-tools",
-        why: "the reference tracer the churn is compared with",
-    },
-    Tool {
-        command: "bpftool",
-        package: "bpftool",
-        why: "BPF program run time and count",
-    },
-    Tool {
-        command: "ss",
-        package: "iproute2",
-        why: "the kernel's count of established connections",
-    },
-];
 
 /// Connection counts held for the memory and start-up measurements: 10k,
 /// 100k and 1M sockets, the levels (each loopback connection is two
@@ -144,7 +127,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if !tracer.is_file() {
         bail!("no tracer binary at {}", tracer.display());
     }
-    setup::debian_tools(BENCH_TOOLS)?;
+    tools::install(Scope::Bench)?;
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let plan = plan(args, tracer, cpus)?;
     warn_about_others();
