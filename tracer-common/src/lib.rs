@@ -45,8 +45,8 @@ pub struct Event {
     /// Local and remote port, host byte order.
     pub sport: u16,
     pub dport: u16,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+    /// Bit set of `DETAIL_*`: what the program read from the socket itself.
+    pub detail: u32,
     /// Local and remote address; IPv4 uses the first four bytes.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -111,6 +111,8 @@ pub struct ProbeConfig {
     pub off_sock_net: u32,
     /// Offset of the namespace inode inside `struct net` (`ns.inum`).
     pub off_net_inum: u32,
+    /// Offset of `sk_flags` inside `struct sock`.
+    pub off_sock_flags: u32,
     /// Bit set of `FLAG_*`.
     pub flags: u32,
     /// The program wakes the reader only when this many bytes wait in the
@@ -119,7 +121,7 @@ pub struct ProbeConfig {
     pub wakeup_bytes: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 68);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 72);
 
 /// The tracepoint record is copied into a stack buffer of this size.
 pub const MAX_RECORD_SIZE: u32 = 128;
@@ -133,6 +135,26 @@ pub const FLAG_STATE_TIME: u32 = 1 << 1;
 /// [`ProbeConfig::flags`]: fill [`Event::comm`] on every event; without it,
 /// only on transitions out of CLOSE (the rest carry zeroes).
 pub const FLAG_COMM_ALWAYS: u32 = 1 << 2;
+
+/// [`ProbeConfig::flags`]: read `sk_flags` when a closing socket may leave a
+/// timewait socket behind (see [`DETAIL_FIN_KNOWN`]). Off when BTF could not
+/// say where `sk_flags` lives.
+pub const FLAG_SOCK_FLAGS: u32 = 1 << 3;
+
+/// `SOCK_DONE` in the kernel's `enum sock_flags` (after `SOCK_DEAD`; the
+/// same number since Linux 2.6). `tcp_fin()` sets it when the peer's FIN
+/// arrives.
+pub const SOCK_DONE_BIT: u32 = 1;
+
+/// [`Event::detail`]: the event is a `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE`
+/// and the program read whether the peer's FIN had arrived
+/// ([`DETAIL_FIN_RECEIVED`]). A socket that closes into a timewait socket
+/// before the FIN arrived (an orphaned FIN_WAIT2: `close()` without waiting
+/// for the peer) leaves one in substate FIN_WAIT2, which `ss` counts as
+/// FIN-WAIT-2; after the FIN, one in TIME_WAIT.
+pub const DETAIL_FIN_KNOWN: u32 = 1;
+/// [`Event::detail`]: the peer's FIN had arrived (`SOCK_DONE` was set).
+pub const DETAIL_FIN_RECEIVED: u32 = 1 << 1;
 
 /// Number of slots per side in the transition counter map: states are 1..=12,
 /// slot 0 collects out-of-range numbers.
@@ -164,8 +186,11 @@ pub mod stat {
     pub const STATE_TIME_UPDATE_FAILED: u32 = 3;
     /// A field offset in the load-time configuration was out of bounds.
     pub const BAD_CONFIG: u32 = 4;
+    /// Reading `sk_flags` of a closing socket failed (the event says the
+    /// FIN is not known).
+    pub const SOCK_FLAGS_READ_FAILED: u32 = 5;
     /// Number of statistics.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 #[cfg(feature = "user")]

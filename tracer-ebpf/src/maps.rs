@@ -30,6 +30,7 @@ static CONFIG: ProbeConfig = ProbeConfig {
     },
     off_sock_net: 0,
     off_net_inum: 0,
+    off_sock_flags: 0,
     flags: 0,
     wakeup_bytes: 0,
 };

@@ -4,8 +4,9 @@
 //! fields skaddr, oldstate, newstate, sport, dport, family, protocol (u8
 //! before 5.6, u16 since), saddr, daddr, saddr_v6, daddr_v6. Offsets come
 //! from the tracefs format file, read by user space at load time.
-//! Also reads `struct sock` -> `struct net` -> `ns.inum` at offsets taken
-//! from the running kernel's BTF.
+//! Also reads `struct sock` -> `struct net` -> `ns.inum`, and `sk_flags`
+//! (bit `SOCK_DONE`) of a socket closing from FIN_WAIT1, FIN_WAIT2 or
+//! CLOSING, at offsets taken from the running kernel's BTF.
 //!
 //! Two programs share one body. `inet_sock_set_state` is for the layout of
 //! Linux 5.6+ and reads the record in place at offsets compiled in (the
@@ -24,8 +25,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    AF_INET, AF_INET6, Event, FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_STATE_TIME, IPPROTO_TCP,
-    MAX_RECORD_SIZE, ProbeConfig, RecordLayout, TcpState, stat, transition_slot,
+    AF_INET, AF_INET6, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS,
+    FLAG_SOCK_FLAGS, FLAG_STATE_TIME, IPPROTO_TCP, MAX_RECORD_SIZE, ProbeConfig, RecordLayout,
+    SOCK_DONE_BIT, TcpState, stat, transition_slot,
 };
 
 use crate::maps::{EVENTS, STATE_SINCE, STATS, TRANSITIONS, bump, config};
@@ -163,6 +165,16 @@ fn on_transition(
     } else {
         0
     };
+    let detail = if newstate == TcpState::Close as u32
+        && (oldstate == TcpState::FinWait1 as u32
+            || oldstate == TcpState::FinWait2 as u32
+            || oldstate == TcpState::Closing as u32)
+        && cfg.flags & FLAG_SOCK_FLAGS != 0
+    {
+        fin_detail(skaddr, cfg)
+    } else {
+        0
+    };
 
     // Everything that can fail is read before the reservation, so no path
     // leaves one open. Addresses move as 32-bit words: byte arrays built on
@@ -203,7 +215,7 @@ fn on_transition(
         (*event).family = family;
         (*event).sport = sport;
         (*event).dport = dport;
-        (*event)._pad = 0;
+        (*event).detail = detail;
         *((*event).saddr.as_mut_ptr() as *mut [u32; 4]) = saddr;
         *((*event).daddr.as_mut_ptr() as *mut [u32; 4]) = daddr;
         if cfg.flags & FLAG_COMM_ALWAYS != 0 || oldstate == TcpState::Close as u32 {
@@ -256,6 +268,23 @@ fn state_time(skaddr: u64, newstate: u32, now: u64) -> u64 {
         bump(&STATS, stat::STATE_TIME_UPDATE_FAILED);
     }
     now.saturating_sub(since)
+}
+
+/// Whether the peer's FIN had arrived at a closing socket: it tells the
+/// timewait socket the kernel makes of it (substate TIME_WAIT after the
+/// FIN, FIN_WAIT2 before). 0 when unreadable (counted).
+#[inline(always)]
+fn fin_detail(skaddr: u64, cfg: &ProbeConfig) -> u32 {
+    let flags_ptr = (skaddr + u64::from(cfg.off_sock_flags)) as *const u64;
+    // SAFETY: bpf_probe_read_kernel checks the address; failures are counted.
+    match unsafe { bpf_probe_read_kernel(flags_ptr) } {
+        Ok(flags) if flags & (1 << SOCK_DONE_BIT) != 0 => DETAIL_FIN_KNOWN | DETAIL_FIN_RECEIVED,
+        Ok(_) => DETAIL_FIN_KNOWN,
+        Err(_) => {
+            bump(&STATS, stat::SOCK_FLAGS_READ_FAILED);
+            0
+        }
+    }
 }
 
 /// The inode number of the socket's network namespace, or 0 (counted).

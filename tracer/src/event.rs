@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use tracer_common::{AF_INET, AF_INET6, Event, TASK_COMM_LEN, TcpState, state::UnknownState};
+use tracer_common::{
+    AF_INET, AF_INET6, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, TASK_COMM_LEN, TcpState,
+    state::UnknownState,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -97,6 +100,10 @@ pub struct Transition {
     /// Time spent in `old`; `None` when the kernel did not know when the
     /// socket entered it.
     pub old_state: Option<Duration>,
+    /// For `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE`: whether the peer's FIN
+    /// had arrived (see [`tracer_common::DETAIL_FIN_KNOWN`]); `None` for
+    /// other transitions or when the kernel program could not read it.
+    pub fin_received: Option<bool>,
 }
 
 impl Transition {
@@ -151,6 +158,8 @@ impl TryFrom<&Event> for Transition {
             comm: Comm(e.comm),
             netns: e.netns,
             old_state: (e.old_state_ns != 0).then(|| Duration::from_nanos(e.old_state_ns)),
+            fin_received: (e.detail & DETAIL_FIN_KNOWN != 0)
+                .then_some(e.detail & DETAIL_FIN_RECEIVED != 0),
         })
     }
 }
@@ -177,7 +186,7 @@ pub(crate) mod tests {
             family: AF_INET,
             sport: 40000,
             dport: 8080,
-            _pad: 0,
+            detail: 0,
             saddr,
             daddr: saddr,
             comm,

@@ -15,8 +15,8 @@ use aya::{
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
 use tracer_common::{
-    FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig, RecordLayout,
-    STATE_SLOTS, TRANSITION_SLOTS, stat,
+    FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_SOCK_FLAGS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig,
+    RecordLayout, STATE_SLOTS, TRANSITION_SLOTS, stat,
 };
 
 use crate::{
@@ -144,6 +144,9 @@ pub struct KernelStats {
     pub netns_read_failed: u64,
     pub state_time_update_failed: u64,
     pub bad_config: u64,
+    /// Closing sockets whose FIN could not be read (their predicted
+    /// timewait socket may have the wrong substate until a dump).
+    pub sock_flags_read_failed: u64,
 }
 
 impl KernelStats {
@@ -281,6 +284,7 @@ impl Probe {
             netns_read_failed: get(stat::NETNS_READ_FAILED)?,
             state_time_update_failed: get(stat::STATE_TIME_UPDATE_FAILED)?,
             bad_config: get(stat::BAD_CONFIG)?,
+            sock_flags_read_failed: get(stat::SOCK_FLAGS_READ_FAILED)?,
             recursion_misses: self.recursion_misses().unwrap_or(0),
         })
     }
@@ -433,6 +437,23 @@ pub fn probe_config(
             (0, 0)
         }
     };
+    // Without it, a timewait socket is predicted in substate TIME_WAIT
+    // whatever the socket's FIN, until the next timewait dump.
+    // `sk_flags` is `__sk_common.skc_flags` in the kernels we test; older
+    // ones had it in `struct sock` itself.
+    let sock_flags = btf
+        .member_offset("sock", &["__sk_common", "skc_flags"])
+        .or_else(|_| btf.member_offset("sock", &["sk_flags"]));
+    let off_sock_flags = match sock_flags {
+        Ok(off) => {
+            flags |= FLAG_SOCK_FLAGS;
+            off
+        }
+        Err(e) => {
+            log::warn!("orphaned FIN_WAIT2 sockets will show as TIME_WAIT until a dump: {e}");
+            0
+        }
+    };
     Ok(ProbeConfig {
         record_size,
         record: RecordLayout {
@@ -451,6 +472,7 @@ pub fn probe_config(
         },
         off_sock_net,
         off_net_inum,
+        off_sock_flags,
         flags,
         wakeup_bytes: wakeup_bytes(options.ring_buffer_bytes),
     })

@@ -189,6 +189,73 @@ fn server_that_never_closes_stays_in_close_wait() {
 }
 
 #[test]
+fn closes_say_whether_the_peers_fin_had_arrived() {
+    if !can_load_ebpf("closes_say_whether_the_peers_fin_had_arrived") {
+        return;
+    }
+    let (trace, listener, port) = traced_listener("127.0.0.1", &[]);
+    // Clients that close while their server keeps its end: orphaned
+    // FIN_WAIT2 sockets, closed before any FIN from the peer.
+    let mut servers = Vec::new();
+    let mut orphans = Vec::new();
+    for _ in 0..5 {
+        let (client, mut server) = connect_pair(&listener);
+        orphans.push(client.local_addr().expect("addr").port());
+        drop(client);
+        read_to_eof(&mut server);
+        servers.push(server);
+    }
+    // A client that half-closes and closes after the server's FIN.
+    let (mut client, mut server) = connect_pair(&listener);
+    let half_closed = client.local_addr().expect("addr").port();
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    read_to_eof(&mut server);
+    drop(server);
+    read_to_eof(&mut client);
+    drop(client);
+    let is_close = |e: &JsonTransition| {
+        e.newstate == "CLOSE"
+            && ["FIN_WAIT1", "FIN_WAIT2", "CLOSING"].contains(&e.oldstate.as_str())
+    };
+    let events = trace.wait_for("the half-closed client to close", |ev| {
+        ev.iter().any(|e| is_close(e) && e.lport == half_closed)
+    });
+    let closes: Vec<&JsonTransition> = events.iter().filter(|e| is_close(e)).collect();
+    // The kernel program could read the flag on this kernel (BTF).
+    assert!(
+        closes.iter().all(|e| e.fin_received.is_some()),
+        "closes without the FIN flag:\n{}",
+        render(&events)
+    );
+    for e in &closes {
+        let expected = e.lport == half_closed;
+        assert!(
+            e.lport == half_closed || orphans.contains(&e.lport),
+            "a close of a socket this test did not make: {e:?}"
+        );
+        assert_eq!(e.fin_received, Some(expected), "{e:?}");
+    }
+    // Ground truth: the orphans are FIN-WAIT-2 for ss, whether the kernel
+    // kept the full socket or made a timewait socket of it.
+    let ss = Command::new("ss")
+        .args([
+            "-Htn",
+            "state",
+            "fin-wait-2",
+            "dport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("ss");
+    let ss = String::from_utf8_lossy(&ss.stdout);
+    assert_eq!(ss.lines().count(), orphans.len(), "ss fin-wait-2:\n{ss}");
+    drop(servers);
+    let (status, _, stderr) = trace.stop();
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
 fn reset_connection_takes_the_reset_path() {
     if !can_load_ebpf("reset_connection_takes_the_reset_path") {
         return;

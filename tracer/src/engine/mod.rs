@@ -171,6 +171,9 @@ pub struct Engine {
     /// namespace's `tcp_max_tw_buckets` where known.
     tw_by_netns: HashMap<u32, u32>,
     tw_caps: HashMap<u32, u32>,
+    /// Timewait sockets in substate FIN_WAIT2 (orphans waiting for the
+    /// peer's FIN): while there are none, a close looks nothing up.
+    tw_fin_wait2: usize,
     /// Timewait four-tuples ended by events while a dump is under way.
     tw_departed: HashMap<Tuple, u64>,
     tw_dump_under_way: bool,
@@ -212,6 +215,7 @@ impl Engine {
             timewait: HashMap::default(),
             tw_by_netns: HashMap::default(),
             tw_caps: HashMap::default(),
+            tw_fin_wait2: 0,
             tw_departed: HashMap::default(),
             tw_dump_under_way: false,
             tw_generation: 0,
@@ -580,6 +584,7 @@ impl Engine {
             (TcpState::Listen, TcpState::SynRecv) if tuple.is_connection() => {
                 self.timewait_reused(tuple, t.ts_ns)
             }
+            (TcpState::LastAck, TcpState::Close) => self.timewait_peer_closed(tuple, t.ts_ns),
             _ => {}
         }
     }

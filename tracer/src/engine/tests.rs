@@ -43,6 +43,7 @@ fn ev(ts_ns: u64, sk: u64, old: TcpState, new: TcpState, local: &str, remote: &s
         comm: comm("swapper/0"),
         netns: NS,
         old_state: None,
+        fin_received: None,
     }
 }
 
@@ -886,3 +887,4 @@ fn owners_found_after_start_up_are_assigned_to_seeded_sockets() {
 }
 
 mod listener_tuple;
+mod orphans;

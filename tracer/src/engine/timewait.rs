@@ -83,8 +83,19 @@ impl Engine {
             self.stats.timewait_over_cap += 1;
             return;
         }
+        // Closed from FIN_WAIT2 before the peer's FIN (an orphaned
+        // FIN_WAIT2: the application closed without waiting), the kernel
+        // keeps a timewait socket in substate FIN_WAIT2, which ss counts
+        // as FIN-WAIT-2. Which path the kernel takes depends on timing
+        // (whether the ACK of our FIN arrived while close() held the
+        // socket), so only the socket's own flag tells.
+        let substate = if t.old == TcpState::FinWait2 && t.fin_received == Some(false) {
+            TcpState::FinWait2
+        } else {
+            TcpState::TimeWait
+        };
         let tw = TimeWait {
-            substate: TcpState::TimeWait,
+            substate,
             entered_ns: t.ts_ns,
             entered_exact: true,
             expires_ns: t.ts_ns + TIME_WAIT_LEN_NS,
@@ -121,6 +132,9 @@ impl Engine {
         } else if !self.make_room() {
             return;
         }
+        if tw.substate == TcpState::FinWait2 {
+            self.tw_fin_wait2 += 1;
+        }
         self.count_up(tuple.netns, tw.substate);
         *self.tw_by_netns.entry(tuple.netns).or_insert(0) += 1;
         self.timewait.insert(tuple, tw);
@@ -134,8 +148,39 @@ impl Engine {
                 self.tw_by_netns.remove(&tuple.netns);
             }
         }
+        if tw.substate == TcpState::FinWait2 {
+            self.tw_fin_wait2 -= 1;
+        }
         self.count_down(tuple.netns, tw.substate);
         Some(tw)
+    }
+
+    /// The peer of a connection closed (`LAST_ACK -> CLOSE`): its FIN was
+    /// acknowledged. If that peer is on this host and our end is an
+    /// orphaned FIN_WAIT2 timewait socket, the FIN turned it into a
+    /// TIME_WAIT one with a new 60 s timer; the kernel reports no event for
+    /// that. (A remote peer's FIN is only seen by the next timewait dump.)
+    pub(super) fn timewait_peer_closed(&mut self, peer: &Tuple, ts_ns: u64) {
+        if self.tw_fin_wait2 == 0 {
+            return; // the common case costs no lookup
+        }
+        let ours = peer.reversed();
+        let Some(tw) = self.timewait.get_mut(&ours) else {
+            return;
+        };
+        if tw.substate != TcpState::FinWait2 || tw.learned_ns > ts_ns {
+            return;
+        }
+        let stay = tw.entered_exact.then(|| ts_ns.saturating_sub(tw.entered_ns));
+        tw.substate = TcpState::TimeWait;
+        tw.entered_ns = ts_ns;
+        tw.entered_exact = true;
+        tw.expires_ns = ts_ns + TIME_WAIT_LEN_NS;
+        self.tw_fin_wait2 -= 1;
+        self.count_move(ours.netns, TcpState::FinWait2, TcpState::TimeWait);
+        if let Some(stay) = stay {
+            self.durations[slot(TcpState::FinWait2)].observe_ns(stay);
+        }
     }
 
     fn observe_timewait_end(&mut self, tw: &TimeWait, end_ns: u64) {
@@ -225,6 +270,11 @@ impl Engine {
                 if tw.substate != d.state {
                     let old = tw.substate;
                     tw.substate = d.state;
+                    if old == TcpState::FinWait2 {
+                        self.tw_fin_wait2 -= 1;
+                    } else if d.state == TcpState::FinWait2 {
+                        self.tw_fin_wait2 += 1;
+                    }
                     self.count_move(d.tuple.netns, old, d.state);
                     result.changed += 1;
                 }

@@ -41,6 +41,18 @@ impl Tuple {
         }
     }
 
+    /// The same connection seen from the other end (in the same namespace:
+    /// a peer on this host).
+    pub fn reversed(&self) -> Tuple {
+        Tuple {
+            lport: self.rport,
+            rport: self.lport,
+            laddr: self.raddr,
+            raddr: self.laddr,
+            ..*self
+        }
+    }
+
     pub fn family(&self) -> Family {
         if self.family == 4 {
             Family::V4

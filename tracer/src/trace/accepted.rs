@@ -136,6 +136,7 @@ mod tests {
             comm: Comm::default(),
             netns: 1,
             old_state: None,
+            fin_received: None,
         }
     }
 

@@ -81,6 +81,12 @@ pub struct JsonTransition {
     pub newstate: String,
     /// Milliseconds spent in `oldstate`; null when unknown.
     pub old_state_ms: Option<f64>,
+    /// On `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE` only: whether the peer's
+    /// FIN had arrived. `false` from FIN_WAIT2 means an orphaned FIN_WAIT2
+    /// (the application closed without waiting for the peer), which lives
+    /// on as a timewait socket that `ss` shows as FIN-WAIT-2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fin_received: Option<bool>,
 }
 
 impl JsonTransition {
@@ -101,6 +107,7 @@ impl JsonTransition {
             oldstate: t.old.name().to_owned(),
             newstate: t.new.name().to_owned(),
             old_state_ms: t.old_state.map(|d| d.as_nanos() as f64 / 1e6),
+            fin_received: t.fin_received,
         }
     }
 }
