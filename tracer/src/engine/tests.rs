@@ -75,9 +75,9 @@ fn counts(e: &Engine) -> Vec<(TcpState, u64)> {
         .collect()
 }
 
-/// A listener, a client connection to it, and the accepted child, all
-/// established at t = 3 ms.
-fn established(e: &mut Engine) {
+/// A listener (nginx) and a client (curl) connected to it at t = 3 ms;
+/// the accepted child is up to the caller.
+fn listener_and_client(e: &mut Engine) {
     e.apply(&ev_by(
         100,
         "nginx",
@@ -89,6 +89,12 @@ fn established(e: &mut Engine) {
         ev(2 * MS, CLIENT, Close, SynSent, "10.0.0.2:0", SRV),
     ));
     e.apply(&ev(3 * MS, CLIENT, SynSent, Established, CLI, SRV));
+}
+
+/// A listener, a client connection to it, and the accepted child, all
+/// established at t = 3 ms.
+fn established(e: &mut Engine) {
+    listener_and_client(e);
     e.apply(&ev(3 * MS, CHILD, Listen, SynRecv, SRV, CLI));
     e.apply(&ev(3 * MS, CHILD, SynRecv, Established, SRV, CLI));
 }

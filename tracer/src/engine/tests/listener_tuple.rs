@@ -13,17 +13,7 @@ fn accept_before_6_15(e: &mut Engine, ts_ns: u64, child: u64, local: &str, remot
 
 /// [`established`], with the child accepted the older kernels' way.
 fn established_before_6_15(e: &mut Engine) {
-    e.apply(&ev_by(
-        100,
-        "nginx",
-        ev(MS, LISTENER, Close, Listen, SRV, ANY),
-    ));
-    e.apply(&ev_by(
-        200,
-        "curl",
-        ev(2 * MS, CLIENT, Close, SynSent, "10.0.0.2:0", SRV),
-    ));
-    e.apply(&ev(3 * MS, CLIENT, SynSent, Established, CLI, SRV));
+    listener_and_client(e);
     accept_before_6_15(e, 3 * MS, CHILD, SRV, CLI);
 }
 
