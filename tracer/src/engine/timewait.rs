@@ -171,7 +171,9 @@ impl Engine {
         if tw.substate != TcpState::FinWait2 || tw.learned_ns > ts_ns {
             return;
         }
-        let stay = tw.entered_exact.then(|| ts_ns.saturating_sub(tw.entered_ns));
+        let stay = tw
+            .entered_exact
+            .then(|| ts_ns.saturating_sub(tw.entered_ns));
         tw.substate = TcpState::TimeWait;
         tw.entered_ns = ts_ns;
         tw.entered_exact = true;
