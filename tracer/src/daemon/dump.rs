@@ -180,16 +180,16 @@ fn dump_to(states: u32, stream: Option<Sender<Chunk>>) -> Dump {
                 // Without CAP_SYS_ADMIN (the systemd unit drops it), read the
                 // namespace's table through one of its processes instead.
                 Err(enter) => match pid_in(&ns) {
-                    Some(pid) => (
-                        procnet::dump(pid, states)
-                            .map(|found| {
-                                let mut collector = Collector::new(ns.inode, stream.clone());
-                                found.iter().for_each(|d| collector.push(d));
-                                collector.finish()
-                            })
-                            .map_err(|e| format!("{enter}; /proc/{pid}/net/tcp: {e}")),
-                        None,
-                    ),
+                    Some(pid) => {
+                        let mut collector = Collector::new(ns.inode, stream.clone());
+                        let read = match procnet::dump(pid, states, |d| collector.push(&d)) {
+                            Ok(_) => Ok(collector.finish()),
+                            Err(e) => {
+                                Err(collector.failed(format!("{enter}; /proc/{pid}/net/tcp: {e}")))
+                            }
+                        };
+                        (read, None)
+                    }
                     None => (
                         Err(format!(
                             "{enter}; no process in it to read /proc/PID/net/tcp from"
