@@ -4,7 +4,10 @@
 //! kernel has no sock_diag for TCP, or that cannot be entered, is read from
 //! `/proc/net/tcp` instead (see [`ReadFrom`]).
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use tokio::sync::mpsc::Sender;
 
@@ -44,6 +47,11 @@ pub struct Dump {
     pub timewait_caps: Vec<(u32, u32)>,
     /// How each namespace that was read was read, by inode.
     pub read_from: Vec<(u32, ReadFrom)>,
+    /// Time spent on sock_diag requests refused for want of TCP (the kernel
+    /// runs modprobe for each) and on finding out why. Not what reading
+    /// costs, so the pacing of later dumps leaves it out: one slow refusal
+    /// would otherwise hold off the next dump for a hundred times as long.
+    pub refused: Duration,
 }
 
 /// The current namespace's cap on timewait sockets; None if unreadable.
@@ -165,8 +173,9 @@ impl Collector {
 /// How the calling thread read its namespace.
 enum ReadHere {
     SockDiag,
-    /// `/proc/thread-self/net/tcp`, after sock_diag failed with this.
-    ProcAfter(SockDiagError),
+    /// `/proc/thread-self/net/tcp`, after sock_diag failed with this,
+    /// having taken that long.
+    ProcAfter(SockDiagError, Duration),
     /// `/proc/thread-self/net/tcp`, sock_diag not asked.
     ProcOnly,
     /// `/proc/PID/net/tcp`: the namespace could not be entered.
@@ -183,6 +192,7 @@ fn read_here(
 ) -> Result<(Vec<DumpedSocket>, ReadHere), String> {
     let mut missing = None;
     if !skip_sock_diag {
+        let asked = Instant::now();
         match sockdiag::dump(states, |d| collector.push(&d)) {
             Ok(_) => return Ok((collector.finish(), ReadHere::SockDiag)),
             // The kernel refused before any chunk reached the table (a
@@ -190,7 +200,7 @@ fn read_here(
             // namespace again cannot count a socket twice.
             Err(e) if nodiag::unavailable(&e) && collector.sent == 0 => {
                 collector.discard();
-                missing = Some(e);
+                missing = Some((e, asked.elapsed()));
             }
             Err(e) => return Err(collector.failed(e)),
         }
@@ -198,13 +208,13 @@ fn read_here(
     match procnet::dump_own(states, |d| collector.push(&d)) {
         Ok(_) => {
             let how = match missing {
-                Some(e) => ReadHere::ProcAfter(e),
+                Some((e, took)) => ReadHere::ProcAfter(e, took),
                 None => ReadHere::ProcOnly,
             };
             Ok((collector.finish(), how))
         }
         Err(e) => {
-            let after = missing.map(|m| format!("{m}; ")).unwrap_or_default();
+            let after = missing.map(|(m, _)| format!("{m}; ")).unwrap_or_default();
             Err(collector.failed(format!("{after}/proc/thread-self/net/tcp: {e}")))
         }
     }
@@ -274,8 +284,11 @@ fn dump_to(states: u32, skip_sock_diag: &HashSet<u32>, stream: Option<Sender<Chu
             ns.inode,
             match how {
                 ReadHere::SockDiag => ReadFrom::SockDiag,
-                ReadHere::ProcAfter(e) => {
-                    ReadFrom::ProcNoSockDiag(cause.get_or_insert_with(|| nodiag::cause(&e)).clone())
+                ReadHere::ProcAfter(e, took) => {
+                    let explaining = Instant::now();
+                    let why = cause.get_or_insert_with(|| nodiag::cause(&e)).clone();
+                    dump.refused += took + explaining.elapsed();
+                    ReadFrom::ProcNoSockDiag(why)
                 }
                 ReadHere::ProcOnly => ReadFrom::ProcKnownNoSockDiag,
                 ReadHere::ProcOfProcess => ReadFrom::ProcNotEntered,

@@ -277,7 +277,7 @@ async fn follow(
     log::info!("ready: {status}");
     notifier.ready(&status);
     // The seed was a dump too: the first timewait dump is paced by its cost.
-    let seed_dump_cost = Duration::from_millis(seed.diag_ms);
+    let seed_dump_cost = Duration::from_millis(seed.diag_ms).saturating_sub(seed.refused);
     drop(seed);
     release_free_memory();
     // Who owns the sockets found at start-up: a scan of /proc that takes
@@ -406,7 +406,7 @@ async fn follow(
                     drop(dump.sockets);
                     release_free_memory();
                 }
-                last_dump_cost = last_dump.elapsed();
+                last_dump_cost = last_dump.elapsed().saturating_sub(dump.refused);
                 if result.drift() > 0 {
                     fixed = true;
                     log::debug!("timewait reconciliation: {result:?}");
