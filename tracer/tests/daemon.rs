@@ -717,6 +717,7 @@ fn http_endpoints_and_promtool() {
         "tcpstate_events_lost_total",
         "tcpstate_build_info",
         "tcpstate_transitions_total",
+        "tcpstate_socket_table_source",
     ] {
         assert!(
             metrics.body.contains(&format!("# HELP {family} ")),
