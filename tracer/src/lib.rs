@@ -5,7 +5,8 @@
 //! * Events: [`ringbuf`] reads the ring buffer, [`event`] decodes records,
 //!   [`clock`] turns kernel time into wall time.
 //! * State: [`engine`] turns events and sock_diag dumps ([`sockdiag`],
-//!   [`netns`], [`procfs`], [`procnet`]) into the socket table.
+//!   [`netns`], [`procfs`], [`procnet`]) into the socket table;
+//!   [`nodiag`] recognises a kernel without sock_diag for TCP, and why.
 //! * Front ends: [`trace`] (`tracer trace`); [`daemon`] (`tracer daemon`)
 //!   with [`http`] (limits, TLS, basic auth), [`metrics`] and
 //!   [`snapshot`]; [`top`] (`tracer top`).
@@ -22,6 +23,7 @@ pub mod event;
 pub mod http;
 pub mod metrics;
 pub mod netns;
+pub mod nodiag;
 pub mod privileges;
 pub mod probe;
 pub mod procfs;

@@ -13,7 +13,7 @@ use prometheus::{
 use tracer_common::TcpState;
 
 use crate::{
-    daemon::Shared,
+    daemon::{Shared, Source},
     engine::{EngineStats, Histogram},
     probe::KernelStats,
 };
@@ -32,6 +32,9 @@ pub const GAUGED_STATES: [TcpState; 10] = [
     TcpState::Listen,
     TcpState::Closing,
 ];
+
+/// Families that carry a `netns` label with `--netns-label true`.
+const PER_NETNS: [&str; 2] = ["tcpstate_sockets", "tcpstate_socket_table_source"];
 
 /// name, help, type, label names.
 const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
@@ -108,6 +111,12 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
         &[],
     ),
     (
+        "tcpstate_socket_table_source",
+        "Where the socket table of each network namespace was last read from (start-up and reconciliations): sock_diag (netlink, as ss), or proc (/proc/net/tcp: the kernel has no sock_diag for TCP, or the namespace cannot be entered). 1 per namespace; without the netns label, the number of namespaces.",
+        MetricType::GAUGE,
+        &["source"],
+    ),
+    (
         "tcpstate_build_info",
         "Build information; the value is always 1.",
         MetricType::GAUGE,
@@ -151,7 +160,7 @@ impl StateCollector {
             .iter()
             .map(|(name, help, _, labels)| {
                 let mut labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
-                if *name == "tcpstate_sockets" && shared.netns_label() {
+                if PER_NETNS.contains(name) && shared.netns_label() {
                     labels.push("netns".to_owned());
                 }
                 Desc::new(
@@ -227,6 +236,8 @@ struct Reading {
     tracked: usize,
     transitions: Vec<(TcpState, TcpState, u64)>,
     kernel: KernelStats,
+    /// Each namespace's source, by inode.
+    sources: Vec<(u32, Source)>,
 }
 
 impl StateCollector {
@@ -254,6 +265,7 @@ impl StateCollector {
             )
         };
         let (transitions, kernel) = self.shared.kernel_counters();
+        let sources = self.shared.sources().series();
         Reading {
             counts,
             by_netns,
@@ -263,8 +275,33 @@ impl StateCollector {
             tracked,
             transitions,
             kernel,
+            sources,
         }
     }
+}
+
+/// `tcpstate_socket_table_source`: 1 per namespace with the netns label;
+/// without it one series per source in use, counting its namespaces, so
+/// the series stay as few as the socket gauges' are.
+fn source_series(sources: &[(u32, Source)], netns_label: bool) -> Vec<proto::Metric> {
+    if netns_label {
+        return sources
+            .iter()
+            .map(|(ns, source)| {
+                gauge(
+                    1.0,
+                    &[("source", source.name()), ("netns", &ns.to_string())],
+                )
+            })
+            .collect();
+    }
+    [Source::SockDiag, Source::Proc]
+        .into_iter()
+        .filter_map(|source| {
+            let n = sources.iter().filter(|(_, s)| *s == source).count();
+            (n > 0).then(|| gauge(n as f64, &[("source", source.name())]))
+        })
+        .collect()
 }
 
 impl Collector for StateCollector {
@@ -335,6 +372,7 @@ impl Collector for StateCollector {
                 counter(r.stats.timewait_ended_early, &[("reason", "early")]),
             ],
             vec![counter(self.shared.http_rejected(), &[])],
+            source_series(&r.sources, self.shared.netns_label()),
             vec![gauge(1.0, &[("version", env!("CARGO_PKG_VERSION"))])],
         ];
         debug_assert_eq!(values.len(), FAMILIES.len(), "one value list per family");
@@ -351,5 +389,60 @@ impl Collector for StateCollector {
                 f
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(metrics: &[proto::Metric]) -> Vec<(Vec<(String, String)>, f64)> {
+        metrics
+            .iter()
+            .map(|m| {
+                let labels = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                    .collect();
+                (labels, m.get_gauge().get_value())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn socket_table_source_is_one_per_namespace_or_a_count_per_source() {
+        let sources = [
+            (4026531840, Source::Proc),
+            (4026532300, Source::Proc),
+            (4026532400, Source::SockDiag),
+        ];
+        let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            rendered(&source_series(&sources, true)),
+            [
+                (l(&[("source", "proc"), ("netns", "4026531840")]), 1.0),
+                (l(&[("source", "proc"), ("netns", "4026532300")]), 1.0),
+                (l(&[("source", "sock_diag"), ("netns", "4026532400")]), 1.0),
+            ]
+        );
+        assert_eq!(
+            rendered(&source_series(&sources, false)),
+            [
+                (l(&[("source", "sock_diag")]), 1.0),
+                (l(&[("source", "proc")]), 2.0),
+            ]
+        );
+        // A source no namespace uses has no series.
+        assert_eq!(
+            rendered(&source_series(&sources[..2], false)),
+            [(l(&[("source", "proc")]), 2.0)]
+        );
+        assert!(source_series(&[], false).is_empty());
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::{
     io::Write as _,
-    net::{Shutdown, TcpListener, TcpStream},
+    net::{TcpListener, TcpStream},
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -15,41 +15,6 @@ use std::{
 
 use common::{daemon::*, leaky::*, *};
 use tracer::snapshot::Snapshot;
-
-/// Sockets a test keeps open so their states persist.
-#[derive(Default)]
-struct Held {
-    listeners: Vec<TcpListener>,
-    streams: Vec<TcpStream>,
-}
-
-/// On `ip`: a listener, two established pairs, a server socket in
-/// CLOSE_WAIT whose client closed (an orphaned FIN_WAIT2), a client
-/// half-closed in FIN_WAIT2 with its server in CLOSE_WAIT, and a client
-/// socket in TIME_WAIT.
-fn make_states(ip: &str, held: &mut Held) {
-    let listener = TcpListener::bind((ip, 0)).expect("bind");
-    let pair = connect_pair;
-    for _ in 0..2 {
-        let (c, s) = pair(&listener);
-        held.streams.extend([c, s]);
-    }
-    let (c, mut s) = pair(&listener);
-    drop(c);
-    read_to_eof(&mut s);
-    held.streams.push(s);
-
-    let (c, mut s) = pair(&listener);
-    c.shutdown(Shutdown::Write).expect("shutdown");
-    read_to_eof(&mut s);
-    held.streams.extend([c, s]);
-
-    let (c, mut s) = pair(&listener);
-    drop(c);
-    read_to_eof(&mut s);
-    drop(s);
-    held.listeners.push(listener);
-}
 
 #[test]
 fn gauges_match_ss_for_sockets_older_and_newer_than_the_daemon() {
@@ -421,16 +386,6 @@ fn exact_again_after_sigkill_and_restart() {
     assert!(daemon.stop().success());
 }
 
-/// One number from the metrics: the sum over a family's series whose
-/// labels contain `filter`.
-fn metric_sum(metrics: &str, name: &str, filter: &str) -> f64 {
-    samples(metrics, name)
-        .iter()
-        .filter(|(labels, _)| labels.contains(filter))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 #[test]
 fn ring_buffer_overflow_is_counted_and_the_gauges_heal() {
     if !can_load_ebpf("ring_buffer_overflow_is_counted_and_the_gauges_heal") {
@@ -625,25 +580,6 @@ fn http_limits_hold_against_floods_and_slow_clients() {
     assert!(daemon.stop().success());
 }
 
-/// `tcpstate_sockets{netns=INODE}` by state.
-fn gauges_in(metrics: &str, inode: u32) -> std::collections::BTreeMap<String, u64> {
-    samples(metrics, "tcpstate_sockets")
-        .into_iter()
-        .filter_map(|(labels, v)| {
-            let mut state = None;
-            let mut ns = None;
-            for pair in labels.split(',') {
-                match pair.split_once('=') {
-                    Some(("state", s)) => state = Some(s.to_owned()),
-                    Some(("netns", n)) => ns = n.parse::<u32>().ok(),
-                    _ => {}
-                }
-            }
-            (ns == Some(inode)).then(|| (state.unwrap_or_default(), v as u64))
-        })
-        .collect()
-}
-
 #[test]
 fn netns_label_splits_the_gauges_as_ss_n_counts_them() {
     if !can_load_ebpf("netns_label_splits_the_gauges_as_ss_n_counts_them") {
@@ -781,6 +717,7 @@ fn http_endpoints_and_promtool() {
         "tcpstate_events_lost_total",
         "tcpstate_build_info",
         "tcpstate_transitions_total",
+        "tcpstate_socket_table_source",
     ] {
         assert!(
             metrics.body.contains(&format!("# HELP {family} ")),

@@ -130,6 +130,14 @@ fn daemon_works_with_only_the_units_capabilities_as_a_non_root_user() {
     let daemon = Daemon::start_with(command, &["--reconcile-interval", "200ms"]);
     let mut http = daemon.client();
     assert_gauges_match_ss(&mut http, Duration::from_secs(15));
+    // Its own namespace through sock_diag, the one it cannot enter (and
+    // any other) through /proc, and the metric says so.
+    let sources = samples(&http.get("/metrics").body, "tcpstate_socket_table_source");
+    assert_eq!(sources.get("source=sock_diag"), Some(&1.0), "{sources:?}");
+    assert!(
+        sources.get("source=proc").is_some_and(|n| *n >= 1.0),
+        "{sources:?}"
+    );
     let _ = holder.kill();
     let _ = holder.wait();
     assert!(daemon.stop().success());

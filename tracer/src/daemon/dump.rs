@@ -1,8 +1,13 @@
 //! sock_diag dumps across every network namespace, turned into the
 //! engine's [`DumpedSocket`]s: the start-up seed (all states, with owners
-//! from /proc) and the periodic timewait reconciliation.
+//! from /proc) and the periodic timewait reconciliation. A namespace whose
+//! kernel has no sock_diag for TCP, or that cannot be entered, is read from
+//! `/proc/net/tcp` instead (see [`ReadFrom`]).
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use tokio::sync::mpsc::Sender;
 
@@ -13,9 +18,11 @@ use crate::{
     engine::{DumpedSocket, Tuple},
     event::Comm,
     netns::{self, NetNsError},
-    procfs, procnet,
-    sockdiag::{self, DiagSocket},
+    nodiag, procfs, procnet,
+    sockdiag::{self, DiagSocket, SockDiagError},
 };
+
+use super::sources::ReadFrom;
 
 /// sock_diag's timer code for a timewait socket.
 const TIMER_TIME_WAIT: u8 = 3;
@@ -38,6 +45,13 @@ pub struct Dump {
     /// `net.ipv4.tcp_max_tw_buckets` of each namespace entered (or the
     /// daemon's own), by inode.
     pub timewait_caps: Vec<(u32, u32)>,
+    /// How each namespace that was read was read, by inode.
+    pub read_from: Vec<(u32, ReadFrom)>,
+    /// Time spent on sock_diag requests refused for want of TCP (the kernel
+    /// runs modprobe for each) and on finding out why. Not what reading
+    /// costs, so the pacing of later dumps leaves it out: one slow refusal
+    /// would otherwise hold off the next dump for a hundred times as long.
+    pub refused: Duration,
 }
 
 /// The current namespace's cap on timewait sockets; None if unreadable.
@@ -76,9 +90,11 @@ pub struct Chunk {
 const CHUNK_SOCKETS: usize = 16_384;
 
 /// Dumps TCP sockets in `states` (a sock_diag bit mask) in every network
-/// namespace. Owners are not looked up here (see [`socket_owners`]).
-pub fn dump_namespaces(states: u32) -> Dump {
-    dump_to(states, None)
+/// namespace; those in `skip_sock_diag` (known to lack it) are read from
+/// `/proc/net/tcp` straight away. Owners are not looked up here (see
+/// [`socket_owners`]).
+pub fn dump_namespaces(states: u32, skip_sock_diag: HashSet<u32>) -> Dump {
+    dump_to(states, &skip_sock_diag, None)
 }
 
 /// As [`dump_namespaces`], but passes the sockets on in chunks as they are
@@ -87,7 +103,7 @@ pub fn dump_namespaces(states: u32) -> Dump {
 /// the table's build off the time to ready, and the whole dump is never
 /// held at once.
 pub fn stream_namespaces(states: u32, chunks: Sender<Chunk>) -> Dump {
-    dump_to(states, Some(chunks))
+    dump_to(states, &HashSet::new(), Some(chunks))
 }
 
 /// Converts one namespace's sockets, and keeps them or passes them on.
@@ -138,6 +154,12 @@ impl Collector {
         std::mem::take(&mut self.kept)
     }
 
+    /// Drops what was read but not passed on: before reading the same
+    /// namespace again from another source.
+    fn discard(&mut self) {
+        self.kept.clear();
+    }
+
     /// The reason a read failed, saying what was passed on before it.
     fn failed(&self, reason: impl std::fmt::Display) -> String {
         if self.sent == 0 {
@@ -148,27 +170,75 @@ impl Collector {
     }
 }
 
-fn dump_to(states: u32, stream: Option<Sender<Chunk>>) -> Dump {
+/// How the calling thread read its namespace.
+enum ReadHere {
+    SockDiag,
+    /// `/proc/thread-self/net/tcp`, after sock_diag failed with this,
+    /// having taken that long.
+    ProcAfter(SockDiagError, Duration),
+    /// `/proc/thread-self/net/tcp`, sock_diag not asked.
+    ProcOnly,
+    /// `/proc/PID/net/tcp`: the namespace could not be entered.
+    ProcOfProcess,
+}
+
+/// Reads the calling thread's namespace into `collector`: with sock_diag,
+/// unless told to skip it or it turns out to have no TCP; then from
+/// `/proc/thread-self/net/tcp`, which shows the same namespace.
+fn read_here(
+    states: u32,
+    skip_sock_diag: bool,
+    mut collector: Collector,
+) -> Result<(Vec<DumpedSocket>, ReadHere), String> {
+    let mut missing = None;
+    if !skip_sock_diag {
+        let asked = Instant::now();
+        match sockdiag::dump(states, |d| collector.push(&d)) {
+            Ok(_) => return Ok((collector.finish(), ReadHere::SockDiag)),
+            // The kernel refused before any chunk reached the table (a
+            // missing handler answers the first request): reading the
+            // namespace again cannot count a socket twice.
+            Err(e) if nodiag::unavailable(&e) && collector.sent == 0 => {
+                collector.discard();
+                missing = Some((e, asked.elapsed()));
+            }
+            Err(e) => return Err(collector.failed(e)),
+        }
+    }
+    match procnet::dump_own(states, |d| collector.push(&d)) {
+        Ok(_) => {
+            let how = match missing {
+                Some((e, took)) => ReadHere::ProcAfter(e, took),
+                None => ReadHere::ProcOnly,
+            };
+            Ok((collector.finish(), how))
+        }
+        Err(e) => {
+            let after = missing.map(|(m, _)| format!("{m}; ")).unwrap_or_default();
+            Err(collector.failed(format!("{after}/proc/thread-self/net/tcp: {e}")))
+        }
+    }
+}
+
+fn dump_to(states: u32, skip_sock_diag: &HashSet<u32>, stream: Option<Sender<Chunk>>) -> Dump {
     let start_ns = monotonic_ns();
     let current = netns::current_inode().ok();
     let mut dump = Dump {
         start_ns,
         ..Dump::default()
     };
+    // Why sock_diag is missing: the kernel's modules, the same for every
+    // namespace, so read once per dump that needs it.
+    let mut cause: Option<String> = None;
     for ns in netns::list() {
         if stream.as_ref().is_some_and(Sender::is_closed) {
             break; // the daemon is stopping
         }
-        let mut collector = Collector::new(ns.inode, stream.clone());
+        let collector = Collector::new(ns.inode, stream.clone());
+        let skip = skip_sock_diag.contains(&ns.inode);
         // Inside the namespace: its sockets and its cap on timewait sockets
         // (the sysctl file answers for the namespace of whoever opens it).
-        let here = move || {
-            let result = match sockdiag::dump(states, |d| collector.push(&d)) {
-                Ok(_) => Ok(collector.finish()),
-                Err(e) => Err(collector.failed(e)),
-            };
-            (result, timewait_cap())
-        };
+        let here = move || (read_here(states, skip, collector), timewait_cap());
         let (result, cap) = if Some(ns.inode) == current {
             here()
         } else {
@@ -180,16 +250,16 @@ fn dump_to(states: u32, stream: Option<Sender<Chunk>>) -> Dump {
                 // Without CAP_SYS_ADMIN (the systemd unit drops it), read the
                 // namespace's table through one of its processes instead.
                 Err(enter) => match pid_in(&ns) {
-                    Some(pid) => (
-                        procnet::dump(pid, states)
-                            .map(|found| {
-                                let mut collector = Collector::new(ns.inode, stream.clone());
-                                found.iter().for_each(|d| collector.push(d));
-                                collector.finish()
-                            })
-                            .map_err(|e| format!("{enter}; /proc/{pid}/net/tcp: {e}")),
-                        None,
-                    ),
+                    Some(pid) => {
+                        let mut collector = Collector::new(ns.inode, stream.clone());
+                        let read = match procnet::dump(pid, states, |d| collector.push(&d)) {
+                            Ok(_) => Ok((collector.finish(), ReadHere::ProcOfProcess)),
+                            Err(e) => {
+                                Err(collector.failed(format!("{enter}; /proc/{pid}/net/tcp: {e}")))
+                            }
+                        };
+                        (read, None)
+                    }
                     None => (
                         Err(format!(
                             "{enter}; no process in it to read /proc/PID/net/tcp from"
@@ -202,7 +272,7 @@ fn dump_to(states: u32, stream: Option<Sender<Chunk>>) -> Dump {
         if let Some(cap) = cap {
             dump.timewait_caps.push((ns.inode, cap));
         }
-        let found = match result {
+        let (found, how) = match result {
             Ok(found) => found,
             Err(e) => {
                 dump.failures.push(format!("{}: {e}", ns.path.display()));
@@ -210,6 +280,20 @@ fn dump_to(states: u32, stream: Option<Sender<Chunk>>) -> Dump {
                 continue;
             }
         };
+        dump.read_from.push((
+            ns.inode,
+            match how {
+                ReadHere::SockDiag => ReadFrom::SockDiag,
+                ReadHere::ProcAfter(e, took) => {
+                    let explaining = Instant::now();
+                    let why = cause.get_or_insert_with(|| nodiag::cause(&e)).clone();
+                    dump.refused += took + explaining.elapsed();
+                    ReadFrom::ProcNoSockDiag(why)
+                }
+                ReadHere::ProcOnly => ReadFrom::ProcKnownNoSockDiag,
+                ReadHere::ProcOfProcess => ReadFrom::ProcNotEntered,
+            },
+        ));
         dump.namespaces += 1;
         if dump.sockets.is_empty() {
             dump.sockets = found;

@@ -10,6 +10,7 @@
 mod allocator;
 mod dump;
 mod shared;
+mod sources;
 
 use std::{
     net::SocketAddr,
@@ -29,6 +30,7 @@ use tracer_common::TcpState;
 
 use allocator::release_free_memory;
 pub use shared::Shared;
+pub use sources::Source;
 
 use crate::{
     clock::monotonic_ns,
@@ -231,7 +233,7 @@ async fn follow(
         seeded += chunk.sockets.len();
         shared.engine().seed_part(chunk.sockets, chunk.read_ns);
     };
-    let seed = loop {
+    let mut seed = loop {
         tokio::select! {
             signal = shutdown.wait() => {
                 log::info!("{signal} during start-up; stopping");
@@ -253,6 +255,7 @@ async fn follow(
     for failure in &seed.failures {
         log::warn!("start-up dump skipped a namespace: {failure}");
     }
+    record_sources(shared, std::mem::take(&mut seed.read_from), &seed.unread);
     {
         let mut engine = shared.engine();
         engine.set_timewait_caps(seed.timewait_caps.iter().copied());
@@ -264,7 +267,7 @@ async fn follow(
     shared.set_ready();
     let status = format!(
         "{seeded} sockets in {} network namespaces seeded, in {} ms \
-         (sock_diag {} ms, the table built alongside; then {} ms to finish \
+         (the dump {} ms, the table built alongside; then {} ms to finish \
          it and apply the events buffered meanwhile)",
         seed.namespaces,
         started.elapsed().as_millis(),
@@ -274,7 +277,7 @@ async fn follow(
     log::info!("ready: {status}");
     notifier.ready(&status);
     // The seed was a dump too: the first timewait dump is paced by its cost.
-    let seed_dump_cost = Duration::from_millis(seed.diag_ms);
+    let seed_dump_cost = Duration::from_millis(seed.diag_ms).saturating_sub(seed.refused);
     drop(seed);
     release_free_memory();
     // Who owns the sockets found at start-up: a scan of /proc that takes
@@ -358,7 +361,8 @@ async fn follow(
                     }
                     last_dump = Instant::now();
                     shared.engine().timewait_dump_starting();
-                    reconciling = Some(tokio::task::spawn_blocking(move || dump::dump_namespaces(mask)));
+                    let skip = shared.sources().skip_sock_diag(monotonic_ns());
+                    reconciling = Some(tokio::task::spawn_blocking(move || dump::dump_namespaces(mask, skip)));
                 }
                 let now = monotonic_ns();
                 if reconciling.is_none() {
@@ -376,7 +380,8 @@ async fn follow(
                 if reconciling.is_some() =>
             {
                 reconciling = None;
-                let dump = dump.context("timewait dump panicked")?;
+                let mut dump = dump.context("timewait dump panicked")?;
+                record_sources(shared, std::mem::take(&mut dump.read_from), &dump.unread);
                 // Every event up to the end of the dump first.
                 reader.drain_now(|bytes| decode_into(shared, bytes, &mut batch));
                 shared.apply_batch(&mut batch);
@@ -401,7 +406,7 @@ async fn follow(
                     drop(dump.sockets);
                     release_free_memory();
                 }
-                last_dump_cost = last_dump.elapsed();
+                last_dump_cost = last_dump.elapsed().saturating_sub(dump.refused);
                 if result.drift() > 0 {
                     fixed = true;
                     log::debug!("timewait reconciliation: {result:?}");
@@ -415,6 +420,18 @@ async fn follow(
                     log::debug!("timewait dump skipped a namespace: {failure}");
                 }
             }
+        }
+    }
+}
+
+/// Notes where a dump read each namespace from, and logs what changed (a
+/// fall-back to /proc/net/tcp is a warning, once per namespace).
+fn record_sources(shared: &Shared, read: Vec<(u32, sources::ReadFrom)>, unread: &[u32]) {
+    let notices = shared.sources().record(read, unread, monotonic_ns());
+    for notice in notices {
+        match notice {
+            sources::Notice::Warn(text) => log::warn!("{text}"),
+            sources::Notice::Info(text) => log::info!("{text}"),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::{
 
 use tracer_common::{STATE_SLOTS, TcpState};
 
+use super::sources::Sources;
 use crate::{
     clock::monotonic_ns,
     engine::Engine,
@@ -41,6 +42,8 @@ pub struct Shared {
     web_security: WebSecurityHandle,
     /// Socket gauges carry a `netns` label.
     netns_label: bool,
+    /// Where each namespace's sockets are read from.
+    sources: Mutex<Sources>,
 }
 
 /// Per-second rates over the last interval.
@@ -82,11 +85,16 @@ impl Shared {
             hostname: hostname(),
             http: Arc::new(HttpStats::default()),
             web_security: WebSecurityHandle::default(),
+            sources: Mutex::new(Sources::default()),
         }
     }
 
     pub fn engine(&self) -> MutexGuard<'_, Engine> {
         lock(&self.engine)
+    }
+
+    pub fn sources(&self) -> MutexGuard<'_, Sources> {
+        lock(&self.sources)
     }
 
     pub fn netns_label(&self) -> bool {

@@ -5,14 +5,14 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
 
-use super::tracer_bin;
+use super::{connect_pair, read_to_eof, tracer_bin};
 
 pub struct Daemon {
     pub child: Child,
@@ -406,4 +406,68 @@ pub fn closed_by_server(mut stream: &TcpStream, within: Duration) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// Sockets a test keeps open so their states persist.
+#[derive(Default)]
+pub struct Held {
+    pub listeners: Vec<TcpListener>,
+    pub streams: Vec<TcpStream>,
+}
+
+/// On `ip`: a listener, two established pairs, a server socket in
+/// CLOSE_WAIT whose client closed (an orphaned FIN_WAIT2), a client
+/// half-closed in FIN_WAIT2 with its server in CLOSE_WAIT, and a client
+/// socket in TIME_WAIT.
+pub fn make_states(ip: &str, held: &mut Held) {
+    let listener = TcpListener::bind((ip, 0)).expect("bind");
+    let pair = connect_pair;
+    for _ in 0..2 {
+        let (c, s) = pair(&listener);
+        held.streams.extend([c, s]);
+    }
+    let (c, mut s) = pair(&listener);
+    drop(c);
+    read_to_eof(&mut s);
+    held.streams.push(s);
+
+    let (c, mut s) = pair(&listener);
+    c.shutdown(Shutdown::Write).expect("shutdown");
+    read_to_eof(&mut s);
+    held.streams.extend([c, s]);
+
+    let (c, mut s) = pair(&listener);
+    drop(c);
+    read_to_eof(&mut s);
+    drop(s);
+    held.listeners.push(listener);
+}
+
+/// One number from the metrics: the sum over a family's series whose
+/// labels contain `filter`.
+pub fn metric_sum(metrics: &str, name: &str, filter: &str) -> f64 {
+    samples(metrics, name)
+        .iter()
+        .filter(|(labels, _)| labels.contains(filter))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `tcpstate_sockets{netns=INODE}` by state.
+pub fn gauges_in(metrics: &str, inode: u32) -> BTreeMap<String, u64> {
+    samples(metrics, "tcpstate_sockets")
+        .into_iter()
+        .filter_map(|(labels, v)| {
+            let mut state = None;
+            let mut ns = None;
+            for pair in labels.split(',') {
+                match pair.split_once('=') {
+                    Some(("state", s)) => state = Some(s.to_owned()),
+                    Some(("netns", n)) => ns = n.parse::<u32>().ok(),
+                    _ => {}
+                }
+            }
+            (ns == Some(inode)).then(|| (state.unwrap_or_default(), v as u64))
+        })
+        .collect()
 }
