@@ -4,8 +4,9 @@
 //!   nightly's own LLVM (needed to build the kernel programs). Idempotent.
 //! * `run`: set-up, a release build, then `tracer daemon` (or the given
 //!   arguments) as root.
-//! * `test`: set-up plus the test tools, then format, lint, every test, and
-//!   checks of `install` and of the Debian package.
+//! * `test`: set-up plus the test tools, then format, lint, every test, the
+//!   root tests again in each kernel of the matrix (VMs), and checks of
+//!   `install` and of the Debian package.
 //! * `install`: release build, then binary, unit, config and docs in place.
 //! * `deb`: the Debian package (cargo-deb), checked.
 //! * `bench`: what tracer costs (churn rate, lost events, CPU, kernel time,
@@ -13,11 +14,13 @@
 
 mod bench;
 mod cmd;
+mod libtest;
 mod package;
 mod run;
 mod setup;
 mod test;
 mod tools;
+mod vm;
 
 use std::path::PathBuf;
 
@@ -41,12 +44,10 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up, check formatting and lints, run every test (the eBPF tests
-    /// need root; with CI=true they must run), then check `install` and the
-    /// Debian package. Arguments after `--` go to `cargo test`.
-    Test {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// need root; with CI=true they must run), run the root tests again in
+    /// each kernel of the matrix booted in a VM, then check `install` and
+    /// the Debian package. Arguments after `--` go to `cargo test`.
+    Test(test::TestArgs),
     /// Build in release mode and install the binary, the systemd unit, the
     /// default config (kept if present) and the docs.
     Install {
@@ -72,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::toolchain(),
         Task::Run { args } => run::run(&args),
-        Task::Test { args } => test::test(&args),
+        Task::Test(args) => test::test(&args),
         Task::Install { destdir, prefix } => package::install(&destdir, &prefix),
         Task::Deb => package::check_deb(),
         Task::Bench(args) => bench::bench(&args),

@@ -5,22 +5,49 @@ use std::process::Command;
 
 use crate::{
     cmd::{self, cargo, is_root},
-    package, setup,
+    libtest, package, setup,
     tools::{self, Scope},
+    vm,
 };
 
-pub fn test(extra: &[String]) -> anyhow::Result<()> {
+/// `cargo xtask test`'s own flags.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Only boot this kernel of the matrix (6.1 or 6.12) and run the root
+    /// tests inside it: no lint, no host tests.
+    #[arg(long, value_name = "VERSION", conflicts_with = "no_vm")]
+    pub kernel: Option<String>,
+    /// Skip the kernel matrix, for quick local runs (refused with CI=true).
+    #[arg(long)]
+    pub no_vm: bool,
+    /// Arguments for `cargo test` on the host.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     setup::toolchain()?;
     tools::install(Scope::All)?;
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if args.no_vm && in_ci {
+        anyhow::bail!("CI=true: the kernel matrix must run; --no-vm is for local runs");
+    }
     if !is_root() {
         if in_ci {
             anyhow::bail!("CI=true but not root: the eBPF tests must run in CI");
         }
         eprintln!(
-            "xtask: WARNING: not root: the eBPF integration tests will be SKIPPED; \
-             run `sudo -E cargo xtask test` to run them"
+            "xtask: WARNING: not root: the eBPF integration tests and the kernel matrix \
+             will be SKIPPED; run `sudo -E cargo xtask test` to run them"
         );
+    }
+    if let Some(kernel) = &args.kernel {
+        anyhow::ensure!(
+            is_root(),
+            "--kernel runs root tests in a VM: run it as root"
+        );
+        let matrix = vm::run_matrix(Some(kernel))?;
+        return report(&[], &matrix);
     }
 
     cmd::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -51,20 +78,69 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
             .env_remove("CARGO"),
     )?;
     // Default members: the kernel crate has nothing to test on the host.
-    let (passed, failed) = run_tests(extra)?;
-    package::check_install()?;
-    package::check_deb()?;
-    // One closing line for every test binary together.
+    let host = run_tests(&args.args)?;
+    // The matrix runs even when the host failed: one does not hide the other.
+    let matrix = if args.no_vm || !is_root() {
+        eprintln!(
+            "xtask: WARNING: the kernel matrix is SKIPPED; only the host's kernel was tested"
+        );
+        vm::Tally::default()
+    } else {
+        vm::run_matrix(None)?
+    };
+    if host.failed_targets.is_empty() && matrix.failed == 0 {
+        package::check_install()?;
+        package::check_deb()?;
+    }
+    report(&[host], &matrix)
+}
+
+/// What `cargo test` on the host gave.
+struct HostRun {
+    passed: u64,
+    failed: u64,
+    /// Test targets that failed, as cargo names them; empty when all passed.
+    failed_targets: Vec<String>,
+}
+
+/// Prints a line per kernel and the one closing line over all of them;
+/// fails when anything failed.
+fn report(host: &[HostRun], matrix: &vm::Tally) -> anyhow::Result<()> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    for h in host {
+        println!(
+            "xtask: host kernel ({}): {} passed, {} failed",
+            release.trim(),
+            h.passed,
+            h.failed
+        );
+    }
+    for line in &matrix.summaries {
+        println!("xtask: {line}");
+    }
+    let passed = host.iter().map(|h| h.passed).sum::<u64>() + matrix.passed;
+    let failed = host.iter().map(|h| h.failed).sum::<u64>() + matrix.failed;
+    // One closing line for every test binary on every kernel together.
     println!("tests: {passed} passed, {failed} failed");
+    let failed_targets: Vec<&str> = host
+        .iter()
+        .flat_map(|h| h.failed_targets.iter().map(String::as_str))
+        .collect();
+    if !failed_targets.is_empty() {
+        anyhow::bail!("`cargo test` failed in: {}", failed_targets.join(", "));
+    }
+    anyhow::ensure!(
+        matrix.failed == 0,
+        "the kernel matrix has failures (lines above)"
+    );
     Ok(())
 }
 
 /// Runs `cargo test --no-fail-fast`, passing its output through, and adds
 /// up the `test result:` lines of every test binary. Without
 /// --no-fail-fast the first failing binary would stop the run and hide
-/// whether the others pass. Fails (after printing the closing line) when
-/// any binary failed, naming each.
-fn run_tests(extra: &[String]) -> anyhow::Result<(u64, u64)> {
+/// whether the others pass. Names each binary that failed.
+fn run_tests(extra: &[String]) -> anyhow::Result<HostRun> {
     use std::io::{BufRead as _, BufReader};
     let mut command = cargo();
     // Before `extra`: after a `--` in it, the flag would go to the binaries.
@@ -100,27 +176,21 @@ fn run_tests(extra: &[String]) -> anyhow::Result<(u64, u64)> {
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            let count = |label: &str| -> u64 {
-                rest.split(';')
-                    .find_map(|part| part.trim().strip_suffix(label))
-                    .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
-                    .unwrap_or(0)
-            };
-            passed += count(" passed");
-            failed += count(" failed");
+        if let Some((p, f)) = libtest::result_line(&line) {
+            passed += p;
+            failed += f;
         }
     }
     let status = child.wait()?;
-    let targets = failed_targets.join().unwrap_or_default();
-    if !status.success() {
-        println!("tests: {passed} passed, {failed} failed");
-        if targets.is_empty() {
-            anyhow::bail!("`cargo test` failed ({status})");
-        }
-        anyhow::bail!("`cargo test` failed ({status}) in: {}", targets.join(", "));
+    let mut failed_targets = failed_targets.join().unwrap_or_default();
+    if !status.success() && failed_targets.is_empty() {
+        failed_targets.push(format!("cargo test ({status})"));
     }
-    Ok((passed, failed))
+    Ok(HostRun {
+        passed,
+        failed,
+        failed_targets,
+    })
 }
 
 /// The target in cargo's `error: test failed, to rerun pass `--test daemon``.

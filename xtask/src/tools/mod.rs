@@ -175,6 +175,16 @@ pub const TOOLS: &[Tool] = &[
         Base("apt"),
         "installs these tools; downloads kernel packages for the VMs",
     ),
+    tool(
+        "apt-cache",
+        Base("apt"),
+        "finds the newest kernel package of each matrix line",
+    ),
+    tool(
+        "timeout",
+        Base("coreutils"),
+        "stops a kernel-matrix guest that hangs",
+    ),
     tool("sudo", IfPresent("sudo"), "`cargo xtask run` as a user"),
     tool(
         "qemu-system-x86_64",
@@ -190,6 +200,11 @@ pub const TOOLS: &[Tool] = &[
         "depmod",
         Apt("kmod"),
         "module maps of the downloaded kernels",
+    ),
+    tool(
+        "modprobe",
+        Apt("kmod"),
+        "checks in each guest that tcp_diag loads (or must not)",
     ),
     tool(
         "vng",

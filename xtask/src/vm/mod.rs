@@ -1,0 +1,191 @@
+//! The kernel matrix: the root test binaries, built on the host, run again
+//! inside each kernel of [`kernels::MATRIX`] booted in a VM.
+//!
+//! virtme-ng (`vng`) boots the kernel with the host's root file system
+//! shared read-only, as root, so the very binaries the host tested run in
+//! the guest with no image to build; it maps the unpacked package's modules
+//! (`tcp_diag` among them) into the guest. Guests run one at a time (two
+//! cores here); each writes its logs into a shared folder, because without
+//! KVM the guest's console is the only other channel back.
+
+pub mod kernels;
+mod results;
+
+use std::{path::PathBuf, process::Command, time::Instant};
+
+use anyhow::Context as _;
+
+use crate::cmd::{self, cargo};
+pub use kernels::MATRIX;
+use kernels::{Kernel, KernelLine};
+pub use results::Tally;
+
+/// The test binaries that need a real kernel, run in every guest, one test
+/// at a time: an emulated CPU is many times slower, and a test that
+/// compares every namespace with `ss` would otherwise wait out another
+/// test's minute of churn.
+pub const ROOT_TEST_BINARIES: &[&str] = &["trace", "daemon", "sockdiag"];
+
+/// What one guest runs besides [`ROOT_TEST_BINARIES`]: a kernel that cannot
+/// load sock_diag for TCP, and the tests that expect exactly that.
+struct WithoutSockDiag {
+    binary: &'static str,
+    filter: &'static str,
+}
+
+/// Booted once, on the first kernel of the run, with tcp_diag and
+/// inet_diag refused by the kernel (`module_blacklist=`), as on a host whose
+/// module loading is disabled.
+const WITHOUT_SOCK_DIAG: WithoutSockDiag = WithoutSockDiag {
+    binary: "nodiag",
+    filter: "without_sock_diag",
+};
+
+/// A guest that did not finish by then is stopped and counted as failed.
+const GUEST_TIMEOUT_SECS: u64 = 900;
+
+/// Runs the matrix (or the one line `only` names) and returns what passed.
+pub fn run_matrix(only: Option<&str>) -> anyhow::Result<Tally> {
+    let lines: Vec<KernelLine> = match only {
+        Some(name) => vec![kernels::line(name)?],
+        None => MATRIX.to_vec(),
+    };
+    let binaries = build_test_binaries()?;
+    let mut tally = Tally::default();
+    for (i, line) in lines.iter().enumerate() {
+        let kernel = line.fetch()?;
+        let runs: Vec<(String, Vec<String>)> = ROOT_TEST_BINARIES
+            .iter()
+            .map(|b| binary_run(&binaries, b, &["--test-threads=1"]))
+            .collect::<anyhow::Result<_>>()?;
+        tally += boot(&kernel, "", &runs)?;
+        if i == 0 {
+            let w = &WITHOUT_SOCK_DIAG;
+            let run = binary_run(&binaries, w.binary, &["--ignored", w.filter])?;
+            tally += boot(&kernel, "module_blacklist=tcp_diag,inet_diag", &[run])?;
+        }
+    }
+    Ok(tally)
+}
+
+/// The test binaries' paths, built as `cargo test` builds them.
+fn build_test_binaries() -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut build = cargo();
+    build.args([
+        "test",
+        "--no-run",
+        "--message-format=json",
+        "--package",
+        "tracer",
+    ]);
+    for b in ROOT_TEST_BINARIES.iter().chain([&WITHOUT_SOCK_DIAG.binary]) {
+        build.args(["--test", b]);
+    }
+    eprintln!("xtask: $ {}", cmd::describe(&build));
+    let out = build
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo to build the test binaries")?;
+    anyhow::ensure!(out.status.success(), "building the test binaries failed");
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, Some(name), Some(exe)) = (
+            is_test,
+            msg["target"]["name"].as_str(),
+            msg["executable"].as_str(),
+        ) {
+            found.push((name.to_owned(), PathBuf::from(exe)));
+        }
+    }
+    Ok(found)
+}
+
+fn binary_run(
+    binaries: &[(String, PathBuf)],
+    name: &str,
+    args: &[&str],
+) -> anyhow::Result<(String, Vec<String>)> {
+    let (_, exe) = binaries
+        .iter()
+        .find(|(n, _)| n == name)
+        .with_context(|| format!("cargo built no test binary {name}"))?;
+    let mut argv = vec![exe.display().to_string()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    Ok((name.to_owned(), argv))
+}
+
+/// True when qemu can use KVM here: a CPU with virtualisation and a
+/// /dev/kvm we may open. Without it qemu emulates the CPU (TCG): slower,
+/// but every test still runs.
+fn kvm_usable() -> bool {
+    let cpu_has_it = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+    });
+    cpu_has_it
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+}
+
+/// Boots `kernel` with `append` on its command line and runs each test
+/// binary (name, argv) inside; returns their tally and prints their output.
+fn boot(kernel: &Kernel, append: &str, runs: &[(String, Vec<String>)]) -> anyhow::Result<Tally> {
+    let label = if append.is_empty() {
+        format!("Linux {} ({})", kernel.line.name, kernel.release)
+    } else {
+        format!("Linux {} ({}, {append})", kernel.line.name, kernel.release)
+    };
+    let out = cmd::workspace_root().join("target/xtask/vm").join(format!(
+        "{}{}",
+        kernel.release,
+        if append.is_empty() { "" } else { "-nodiag" }
+    ));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let script = out.join("guest.sh");
+    std::fs::write(&script, results::guest_script(&out, runs))?;
+    let mut vng = Command::new("timeout");
+    vng.args(["--kill-after=30", &GUEST_TIMEOUT_SECS.to_string(), "vng"])
+        .arg("--run")
+        .arg(&kernel.image)
+        .args(["--cpus", "2", "--memory", "4G"])
+        .arg("--rwdir")
+        .arg(&out)
+        .arg("--cwd")
+        .arg(cmd::workspace_root().join("tracer"));
+    if !kvm_usable() {
+        vng.arg("--disable-kvm");
+    }
+    if !append.is_empty() {
+        vng.args(["--append", append]);
+    }
+    vng.arg("--exec").arg(format!("sh {}", script.display()));
+    eprintln!("xtask: booting {label}");
+    let started = Instant::now();
+    let console = std::fs::File::create(out.join("console.log"))?;
+    let status = vng
+        .stdout(console.try_clone()?)
+        .stderr(console)
+        .status()
+        .context("cannot start vng (virtme-ng)")?;
+    let tally = results::collect(&out, runs, &label, append.is_empty())?;
+    // vng's own status says little (it exits 255 when the guest powers off
+    // after the script); the guest's files say how the tests went.
+    eprintln!(
+        "xtask: {label}: {} passed, {} failed, in {:.0} s (vng {status})",
+        tally.passed,
+        tally.failed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(tally)
+}
