@@ -12,10 +12,15 @@
 //!   takes their four-tuple, and otherwise reconciled with sock_diag dumps;
 //! * per-state gauges, time-in-state histograms, CLOSE_WAIT ages and owners.
 
+mod config;
+mod counts;
 mod histogram;
 mod leaks;
+mod owners;
 mod reconcile;
 mod seeds;
+mod sock;
+mod stats;
 mod timewait;
 mod tuple;
 
@@ -26,10 +31,16 @@ use std::collections::BTreeSet;
 /// peers choosing addresses and ports cannot aim at one bucket.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+pub use config::EngineConfig;
+use counts::StateCounts;
 pub use histogram::{BUCKETS, Histogram};
 pub use leaks::{Leak, LeakSummary};
+use owners::Owners;
 pub use reconcile::FullReconcile;
 use seeds::SeedIndex;
+pub use sock::DumpedSocket;
+use sock::Sock;
+pub use stats::EngineStats;
 use timewait::TimeWait;
 pub use timewait::{DestinationCount, TimewaitReconcile};
 use tracer_common::TcpState;
@@ -46,108 +57,6 @@ pub const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;
 /// Synthetic ids for sockets known only from a dump stay below this; kernel
 /// addresses on 64-bit Linux are far above it.
 const SEED_ID_LIMIT: u64 = 1 << 47;
-
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Most sockets (full and timewait) kept; beyond it, entries are evicted.
-    pub max_sockets: usize,
-    /// A CLOSE_WAIT socket older than this is a leak.
-    pub close_wait_threshold_ns: u64,
-    /// Distinct process names in the leak gauge; the rest share one label.
-    pub leak_top_n: usize,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            max_sockets: 2_000_000,
-            close_wait_threshold_ns: 60_000_000_000,
-            leak_top_n: 20,
-        }
-    }
-}
-
-/// Counters about the engine's own work.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// Transitions applied.
-    pub events: u64,
-    /// Times the table disagreed with what the kernel said (an event whose
-    /// old state was not the one we had, a dump that differed) and was fixed.
-    pub corrections: u64,
-    /// Entries dropped to stay under `max_sockets`.
-    pub evictions: u64,
-    /// Sockets first seen mid-life (born before tracing, missed by the dump).
-    pub unknown_sockets: u64,
-    /// Timewait sockets ended by a new connection on their four-tuple.
-    pub timewait_reused: u64,
-    /// Timewait sockets that reached their timer.
-    pub timewait_expired: u64,
-    /// Timewait sockets that vanished before their timer (reset, or reuse we
-    /// could not see).
-    pub timewait_ended_early: u64,
-    /// Timewait sockets not predicted because their namespace held as many
-    /// as `net.ipv4.tcp_max_tw_buckets` allows: the kernel makes none then.
-    pub timewait_over_cap: u64,
-}
-
-/// A socket as the start-up dump (sock_diag) reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DumpedSocket {
-    pub tuple: Tuple,
-    pub state: TcpState,
-    /// A timewait socket (sock_diag's TIME_WAIT timer); `state` is then its
-    /// substate, TIME_WAIT or FIN_WAIT2.
-    pub timewait: bool,
-    /// Milliseconds until its timer fires.
-    pub expires_ms: u32,
-    /// Owning process from /proc (pid, comm), when known.
-    pub owner: Option<(u32, Comm)>,
-    /// The socket's inode (0 for timewait sockets), so that owners found
-    /// later can be matched ([`Engine::assign_owners`]).
-    pub inode: u32,
-}
-
-#[derive(Debug, Clone)]
-struct Sock {
-    tuple: Tuple,
-    /// When it entered `state`: exact if `since_exact`, else a lower bound
-    /// (the time we first saw it).
-    since_ns: u64,
-    /// Owning pid, 0 when unknown.
-    owner: u32,
-    state: TcpState,
-    since_exact: bool,
-    leak_logged: bool,
-    /// The state is what the start-up dump saw; no event has moved it yet.
-    from_dump: bool,
-    /// Inode from the dump, 0 otherwise: kept until an owner is assigned
-    /// (it fills what would be padding).
-    inode: u32,
-}
-
-impl Sock {
-    /// Moves the record into `state` at `ts_ns`; returns how long it stayed
-    /// in the one it leaves, when that start was known exactly.
-    fn enter(&mut self, state: TcpState, ts_ns: u64) -> Option<u64> {
-        let stay = self
-            .since_exact
-            .then(|| ts_ns.saturating_sub(self.since_ns));
-        self.state = state;
-        self.since_ns = ts_ns;
-        self.since_exact = true;
-        self.leak_logged = false;
-        self.from_dump = false;
-        stay
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Owner {
-    comm: Comm,
-    /// Sockets and listener entries that name this pid.
-    refs: u32,
-}
 
 /// The engine. See the module documentation.
 #[derive(Debug)]
@@ -181,13 +90,8 @@ pub struct Engine {
     tw_generation: u32,
     /// Sockets in CLOSE_WAIT by (since, id): oldest first.
     close_wait: BTreeSet<(u64, u64)>,
-    /// Owner of each listening port, for accepted sockets.
-    listeners: HashMap<(u32, u16), u32>,
-    owners: HashMap<u32, Owner>,
-    counts: [u64; STATE_SLOTS],
-    /// The same, per network namespace (inode); namespaces drop out when
-    /// they hold no socket.
-    counts_by_netns: HashMap<u32, [u64; STATE_SLOTS]>,
+    owners: Owners,
+    counts: StateCounts,
     durations: [Histogram; STATE_SLOTS],
     stats: EngineStats,
     leak_summary: LeakSummary,
@@ -220,10 +124,8 @@ impl Engine {
             tw_dump_under_way: false,
             tw_generation: 0,
             close_wait: BTreeSet::new(),
-            listeners: HashMap::default(),
-            owners: HashMap::default(),
-            counts: [0; STATE_SLOTS],
-            counts_by_netns: HashMap::default(),
+            owners: Owners::default(),
+            counts: StateCounts::default(),
             durations: Default::default(),
             stats: EngineStats::default(),
             leak_summary: LeakSummary::default(),
@@ -242,61 +144,16 @@ impl Engine {
 
     /// Sockets per state (index: kernel state number).
     pub fn counts(&self) -> &[u64; STATE_SLOTS] {
-        &self.counts
+        self.counts.total()
     }
 
     pub fn count(&self, state: TcpState) -> u64 {
-        self.counts[slot(state)]
+        self.counts.total()[slot(state)]
     }
 
     /// Sockets per state in each network namespace that has any.
     pub fn counts_by_netns(&self) -> &HashMap<u32, [u64; STATE_SLOTS]> {
-        &self.counts_by_netns
-    }
-
-    /// One more socket in `state` in namespace `netns`.
-    fn count_up(&mut self, netns: u32, state: TcpState) {
-        self.counts[slot(state)] += 1;
-        self.counts_by_netns
-            .entry(netns)
-            .or_insert([0; STATE_SLOTS])[slot(state)] += 1;
-    }
-
-    /// One socket fewer in `state` in namespace `netns`.
-    /// Saturating: a gauge that wrapped to 2^64 would be worse than one
-    /// that is briefly low (a full reconciliation corrects it).
-    fn count_down(&mut self, netns: u32, state: TcpState) {
-        let total = &mut self.counts[slot(state)];
-        debug_assert!(*total > 0, "count of {state:?} below zero");
-        *total = total.saturating_sub(1);
-        if let Some(ns) = self.counts_by_netns.get_mut(&netns) {
-            debug_assert!(
-                ns[slot(state)] > 0,
-                "count of {state:?} in {netns} below zero"
-            );
-            ns[slot(state)] = ns[slot(state)].saturating_sub(1);
-            if ns.iter().all(|&n| n == 0) {
-                self.counts_by_netns.remove(&netns);
-            }
-        }
-    }
-
-    /// A socket in namespace `netns` moves from `from` to `to`: one
-    /// namespace lookup where a count down and up would take two.
-    fn count_move(&mut self, netns: u32, from: TcpState, to: TcpState) {
-        debug_assert!(self.counts[slot(from)] > 0, "count of {from:?} below zero");
-        self.counts[slot(from)] = self.counts[slot(from)].saturating_sub(1);
-        self.counts[slot(to)] += 1;
-        let ns = self
-            .counts_by_netns
-            .entry(netns)
-            .or_insert([0; STATE_SLOTS]);
-        debug_assert!(
-            ns[slot(from)] > 0,
-            "count of {from:?} in {netns} below zero"
-        );
-        ns[slot(from)] = ns[slot(from)].saturating_sub(1);
-        ns[slot(to)] += 1;
+        self.counts.by_netns()
     }
 
     /// Time-in-state histograms (index: kernel state number).
@@ -355,13 +212,13 @@ impl Engine {
                 continue;
             }
             let owner = match d.owner {
-                Some((pid, comm)) => self.retain_owner(pid, comm),
+                Some((pid, comm)) => self.owners.retain(pid, comm),
                 None => 0,
             };
             if d.state == TcpState::Listen && owner != 0 {
-                self.set_listener(d.tuple, owner);
+                self.owners.set_listener(d.tuple, owner);
             }
-            self.count_up(d.tuple.netns, d.state);
+            self.counts.up(d.tuple.netns, d.state);
             let sock = Sock {
                 tuple: d.tuple,
                 since_ns: read_ns,
@@ -401,14 +258,14 @@ impl Engine {
             sock.inode = 0;
         }
         for &(id, pid, comm) in &found {
-            let owner = self.retain_owner(pid, comm);
+            let owner = self.owners.retain(pid, comm);
             let Some(sock) = self.socks.get_mut(&id) else {
                 continue;
             };
             sock.owner = owner;
             let (state, tuple) = (sock.state, sock.tuple);
             if state == TcpState::Listen {
-                self.set_listener(tuple, owner);
+                self.owners.set_listener(tuple, owner);
             }
         }
         found.len()
@@ -477,8 +334,8 @@ impl Engine {
             if sock.tuple.netns != tuple.netns {
                 // The kernel reused the address in another namespace and we
                 // missed the old socket's CLOSE: its count moves with it.
-                self.count_down(sock.tuple.netns, sock.state);
-                self.count_up(tuple.netns, sock.state);
+                self.counts.down(sock.tuple.netns, sock.state);
+                self.counts.up(tuple.netns, sock.state);
             }
             sock.tuple = tuple;
         }
@@ -507,9 +364,9 @@ impl Engine {
                 self.stats.corrections += 1;
             }
             if t.new == TcpState::Close {
-                self.count_down(sock.tuple.netns, old);
+                self.counts.down(sock.tuple.netns, old);
             } else {
-                self.count_move(sock.tuple.netns, old, t.new);
+                self.counts.moved(sock.tuple.netns, old, t.new);
             }
         }
         self.transition_side_effects(t, &tuple, sock.owner);
@@ -521,7 +378,7 @@ impl Engine {
         }
 
         if t.new == TcpState::Close {
-            self.release_owner(sock.owner);
+            self.owners.release(sock.owner);
             self.predict_timewait(t, tuple);
             return;
         }
@@ -557,7 +414,7 @@ impl Engine {
             if t.new == TcpState::CloseWait {
                 self.close_wait.insert((t.ts_ns, t.skaddr));
             }
-            self.count_move(tuple.netns, t.old, t.new);
+            self.counts.moved(tuple.netns, t.old, t.new);
         }
         self.transition_side_effects(t, tuple, owner);
         true
@@ -574,9 +431,9 @@ impl Engine {
     /// socket, so each lookup is a cache miss worth saving.
     fn transition_side_effects(&mut self, t: &Transition, tuple: &Tuple, owner: u32) {
         match (t.old, t.new) {
-            (_, TcpState::Listen) if owner != 0 => self.set_listener(*tuple, owner),
+            (_, TcpState::Listen) if owner != 0 => self.owners.set_listener(*tuple, owner),
             (TcpState::Listen, TcpState::Close) => {
-                self.listeners.remove(&(tuple.netns, tuple.lport));
+                self.owners.forget_listener(tuple);
             }
             (TcpState::SynSent, TcpState::Established | TcpState::SynRecv) => {
                 self.timewait_reused(tuple, t.ts_ns)
@@ -597,15 +454,10 @@ impl Engine {
         let owner = match (t.old, t.new) {
             // Process context: the current task owns the socket.
             (TcpState::Close, TcpState::SynSent | TcpState::Listen) if t.pid != 0 => {
-                self.retain_owner(t.pid, t.comm)
+                self.owners.retain(t.pid, t.comm)
             }
             // An accepted socket belongs to whoever owns the listener.
-            (TcpState::Listen, TcpState::SynRecv) => {
-                match self.listeners.get(&(tuple.netns, tuple.lport)).copied() {
-                    Some(pid) => self.retain_pid(pid),
-                    None => 0,
-                }
-            }
+            (TcpState::Listen, TcpState::SynRecv) => self.owners.retain_listener_owner(&tuple),
             _ => 0,
         };
         // A creation puts the socket in its new state now; a socket seen
@@ -615,7 +467,7 @@ impl Engine {
         } else {
             (t.old, false)
         };
-        self.count_up(tuple.netns, state);
+        self.counts.up(tuple.netns, state);
         Some(Sock {
             tuple,
             since_ns: t.ts_ns,
@@ -681,15 +533,15 @@ impl Engine {
         if let Some(old) = self.socks.insert(id, sock) {
             // The kernel reused an address whose CLOSE we never saw.
             self.stats.corrections += 1;
-            self.count_down(old.tuple.netns, old.state);
-            self.release_owner(old.owner);
+            self.counts.down(old.tuple.netns, old.state);
+            self.owners.release(old.owner);
         }
     }
 
     /// Forgets a record that was taken out of the table.
     fn drop_sock(&mut self, sock: Sock) {
-        self.count_down(sock.tuple.netns, sock.state);
-        self.release_owner(sock.owner);
+        self.counts.down(sock.tuple.netns, sock.state);
+        self.owners.release(sock.owner);
     }
 
     /// Makes room for one more entry; false if nothing could be evicted.
@@ -713,46 +565,9 @@ impl Engine {
         false
     }
 
-    fn set_listener(&mut self, tuple: Tuple, owner: u32) {
-        let pid = self.retain_pid(owner);
-        if let Some(old) = self.listeners.insert((tuple.netns, tuple.lport), pid) {
-            self.release_owner(old);
-        }
-    }
-
-    fn retain_owner(&mut self, pid: u32, comm: Comm) -> u32 {
-        let o = self.owners.entry(pid).or_insert(Owner { comm, refs: 0 });
-        o.comm = comm;
-        o.refs += 1;
-        pid
-    }
-
-    /// Another reference to a pid already known; 0 if it is not.
-    fn retain_pid(&mut self, pid: u32) -> u32 {
-        match self.owners.get_mut(&pid) {
-            Some(o) => {
-                o.refs += 1;
-                pid
-            }
-            None => 0,
-        }
-    }
-
-    fn release_owner(&mut self, pid: u32) {
-        if pid == 0 {
-            return;
-        }
-        if let Some(o) = self.owners.get_mut(&pid) {
-            o.refs -= 1;
-            if o.refs == 0 {
-                self.owners.remove(&pid);
-            }
-        }
-    }
-
     /// The comm of a pid that owns something in the table.
     pub fn owner_comm(&self, pid: u32) -> Option<Comm> {
-        self.owners.get(&pid).map(|o| o.comm)
+        self.owners.comm(pid)
     }
 }
 

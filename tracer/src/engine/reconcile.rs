@@ -69,7 +69,7 @@ impl Engine {
             };
             match state {
                 Some(state) => {
-                    self.count_move(sock.tuple.netns, sock.state, state);
+                    self.counts.moved(sock.tuple.netns, sock.state, state);
                     sock.state = state;
                     sock.since_ns = end_ns;
                     sock.since_exact = false;

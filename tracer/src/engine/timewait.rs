@@ -135,7 +135,7 @@ impl Engine {
         if tw.substate == TcpState::FinWait2 {
             self.tw_fin_wait2 += 1;
         }
-        self.count_up(tuple.netns, tw.substate);
+        self.counts.up(tuple.netns, tw.substate);
         *self.tw_by_netns.entry(tuple.netns).or_insert(0) += 1;
         self.timewait.insert(tuple, tw);
     }
@@ -151,7 +151,7 @@ impl Engine {
         if tw.substate == TcpState::FinWait2 {
             self.tw_fin_wait2 -= 1;
         }
-        self.count_down(tuple.netns, tw.substate);
+        self.counts.down(tuple.netns, tw.substate);
         Some(tw)
     }
 
@@ -179,7 +179,8 @@ impl Engine {
         tw.entered_exact = true;
         tw.expires_ns = ts_ns + TIME_WAIT_LEN_NS;
         self.tw_fin_wait2 -= 1;
-        self.count_move(ours.netns, TcpState::FinWait2, TcpState::TimeWait);
+        self.counts
+            .moved(ours.netns, TcpState::FinWait2, TcpState::TimeWait);
         if let Some(stay) = stay {
             self.durations[slot(TcpState::FinWait2)].observe_ns(stay);
         }
@@ -277,7 +278,7 @@ impl Engine {
                     } else if d.state == TcpState::FinWait2 {
                         self.tw_fin_wait2 += 1;
                     }
-                    self.count_move(d.tuple.netns, old, d.state);
+                    self.counts.moved(d.tuple.netns, old, d.state);
                     result.changed += 1;
                 }
                 continue;

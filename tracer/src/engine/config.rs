@@ -1,0 +1,21 @@
+//! What the caller sets: the engine's limits.
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most sockets (full and timewait) kept; beyond it, entries are evicted.
+    pub max_sockets: usize,
+    /// A CLOSE_WAIT socket older than this is a leak.
+    pub close_wait_threshold_ns: u64,
+    /// Distinct process names in the leak gauge; the rest share one label.
+    pub leak_top_n: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_sockets: 2_000_000,
+            close_wait_threshold_ns: 60_000_000_000,
+            leak_top_n: 20,
+        }
+    }
+}
