@@ -171,27 +171,57 @@ pub const fn transition_slot(old: u32, new: u32) -> u32 {
     old * STATE_SLOTS + new
 }
 
-/// Indexes of the kernel program's per-CPU statistics map: every path that
-/// loses or degrades an event is counted in one of these.
-pub mod stat {
+/// The kernel program's own statistics, one slot each in its per-CPU
+/// statistics map: every path that loses or degrades an event is counted in
+/// one of these. Both sides index the map through this type only.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
     /// The ring buffer was full: the event was lost (its transition was still
     /// counted in the transition map).
-    pub const RINGBUF_FULL: u32 = 0;
+    RingbufFull = 0,
     /// Copying the tracepoint record failed.
-    pub const RECORD_READ_FAILED: u32 = 1;
+    RecordReadFailed = 1,
     /// Reading the socket's network namespace failed (the event carries netns 0).
-    pub const NETNS_READ_FAILED: u32 = 2;
+    NetnsReadFailed = 2,
     /// The per-socket timestamp map refused an insert (the next event for the
     /// socket carries no time in state).
-    pub const STATE_TIME_UPDATE_FAILED: u32 = 3;
+    StateTimeUpdateFailed = 3,
     /// A field offset in the load-time configuration was out of bounds.
-    pub const BAD_CONFIG: u32 = 4;
+    BadConfig = 4,
     /// Reading `sk_flags` of a closing socket failed (the event says the
     /// FIN is not known).
-    pub const SOCK_FLAGS_READ_FAILED: u32 = 5;
-    /// Number of statistics.
-    pub const COUNT: u32 = 6;
+    SockFlagsReadFailed = 5,
 }
+
+impl Stat {
+    /// Every statistic, in slot order.
+    pub const ALL: [Stat; 6] = [
+        Stat::RingbufFull,
+        Stat::RecordReadFailed,
+        Stat::NetnsReadFailed,
+        Stat::StateTimeUpdateFailed,
+        Stat::BadConfig,
+        Stat::SockFlagsReadFailed,
+    ];
+    /// Slots in the statistics map.
+    pub const COUNT: u32 = Stat::ALL.len() as u32;
+
+    /// The statistic's slot in the map.
+    #[inline(always)]
+    pub const fn slot(self) -> u32 {
+        self as u32
+    }
+}
+
+// Slots are the discriminants, dense from 0: ALL lists them in order.
+const _: () = {
+    let mut i = 0;
+    while i < Stat::ALL.len() {
+        assert!(Stat::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 #[cfg(feature = "user")]
 mod pod {

@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{ProbeConfig, RecordLayout, TRANSITION_SLOTS, stat};
+use tracer_common::{ProbeConfig, RecordLayout, Stat, TRANSITION_SLOTS};
 
 /// Written by user space at load time (`EbpfLoader::override_global`). It
 /// lives in `.rodata`, which the kernel freezes, so the verifier treats its
@@ -58,7 +58,7 @@ pub static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TRANSIT
 
 /// Error and loss counters, per CPU, indexed by `tracer_common::stat`.
 #[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
 /// When each socket entered its current state (ktime ns), keyed by skaddr.
 /// LRU, so sockets whose CLOSE we never see cannot fill it.
@@ -73,4 +73,10 @@ pub fn bump(map: &PerCpuArray<u64>, index: u32) {
         // SAFETY: the pointer comes from a successful lookup in a per-CPU array.
         unsafe { *slot += 1 };
     }
+}
+
+/// Counts one occurrence of a statistic.
+#[inline(always)]
+pub fn count(stat: Stat) {
+    bump(&STATS, stat.slot());
 }

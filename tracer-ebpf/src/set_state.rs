@@ -27,10 +27,10 @@ use aya_ebpf::{
 use tracer_common::{
     AF_INET, AF_INET6, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS,
     FLAG_SOCK_FLAGS, FLAG_STATE_TIME, IPPROTO_TCP, MAX_RECORD_SIZE, ProbeConfig, RecordLayout,
-    SOCK_DONE_BIT, TcpState, stat, transition_slot,
+    SOCK_DONE_BIT, Stat, TcpState, transition_slot,
 };
 
-use crate::maps::{EVENTS, STATE_SINCE, STATS, TRANSITIONS, bump, config};
+use crate::maps::{EVENTS, STATE_SINCE, TRANSITIONS, bump, config, count};
 
 const RECORD_WORDS: usize = MAX_RECORD_SIZE as usize / 8;
 /// An event as it sits in the ring buffer: 8 bytes of header, then the event.
@@ -56,9 +56,9 @@ pub fn inet_sock_set_state_copy(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn finish(result: Result<(), u32>) -> u32 {
+fn finish(result: Result<(), Stat>) -> u32 {
     if let Err(stat) = result {
-        bump(&STATS, stat);
+        count(stat);
     }
     0
 }
@@ -70,10 +70,10 @@ trait Record {
 
     /// A field of type `T` at `offset`; out-of-bounds offsets are a config error.
     #[inline(always)]
-    fn field<T: Copy>(&self, offset: u32) -> Result<T, u32> {
+    fn field<T: Copy>(&self, offset: u32) -> Result<T, Stat> {
         let offset = offset as usize;
         if offset + core::mem::size_of::<T>() > MAX_RECORD_SIZE as usize {
-            return Err(stat::BAD_CONFIG);
+            return Err(Stat::BadConfig);
         }
         // SAFETY: within MAX_RECORD_SIZE (checked above) of a record user
         // space checked the alignment of. In place, the verifier checks
@@ -105,10 +105,10 @@ struct Copied {
 impl Copied {
     /// Copies the record into `self` (returning it by value cost a 128-byte copy).
     #[inline(always)]
-    fn read(&mut self, ctx: &TracePointContext, cfg: &ProbeConfig) -> Result<(), u32> {
+    fn read(&mut self, ctx: &TracePointContext, cfg: &ProbeConfig) -> Result<(), Stat> {
         let size = cfg.record_size;
         if size == 0 || size > MAX_RECORD_SIZE {
-            return Err(stat::BAD_CONFIG);
+            return Err(Stat::BadConfig);
         }
         // SAFETY: the destination holds MAX_RECORD_SIZE bytes and size is at most that.
         let ret = unsafe {
@@ -119,7 +119,7 @@ impl Copied {
             )
         };
         if ret < 0 {
-            return Err(stat::RECORD_READ_FAILED);
+            return Err(Stat::RecordReadFailed);
         }
         Ok(())
     }
@@ -137,7 +137,7 @@ fn on_transition(
     cfg: &ProbeConfig,
     record: &impl Record,
     layout: &RecordLayout,
-) -> Result<(), u32> {
+) -> Result<(), Stat> {
     let protocol = if layout.protocol_size == 1 {
         u16::from(record.field::<u8>(layout.protocol)?)
     } else {
@@ -198,7 +198,7 @@ fn on_transition(
     let pid_tgid = bpf_get_current_pid_tgid();
 
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        return Err(stat::RINGBUF_FULL);
+        return Err(Stat::RingbufFull);
     };
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points at the reserved, exclusively ours, 8-aligned
@@ -265,7 +265,7 @@ fn state_time(skaddr: u64, newstate: u32, now: u64) -> u64 {
         // A missing entry (socket older than the program) is not an error.
         let _ = STATE_SINCE.remove(skaddr);
     } else if STATE_SINCE.insert(skaddr, now, 0).is_err() {
-        bump(&STATS, stat::STATE_TIME_UPDATE_FAILED);
+        count(Stat::StateTimeUpdateFailed);
     }
     now.saturating_sub(since)
 }
@@ -281,7 +281,7 @@ fn fin_detail(skaddr: u64, cfg: &ProbeConfig) -> u32 {
         Ok(flags) if flags & (1 << SOCK_DONE_BIT) != 0 => DETAIL_FIN_KNOWN | DETAIL_FIN_RECEIVED,
         Ok(_) => DETAIL_FIN_KNOWN,
         Err(_) => {
-            bump(&STATS, stat::SOCK_FLAGS_READ_FAILED);
+            count(Stat::SockFlagsReadFailed);
             0
         }
     }
@@ -295,7 +295,7 @@ fn read_netns(skaddr: u64, cfg: &ProbeConfig) -> u32 {
     let net = match unsafe { bpf_probe_read_kernel(net_ptr) } {
         Ok(net) if net != 0 => net,
         _ => {
-            bump(&STATS, stat::NETNS_READ_FAILED);
+            count(Stat::NetnsReadFailed);
             return 0;
         }
     };
@@ -304,7 +304,7 @@ fn read_netns(skaddr: u64, cfg: &ProbeConfig) -> u32 {
     match unsafe { bpf_probe_read_kernel(inum_ptr) } {
         Ok(inum) => inum,
         Err(_) => {
-            bump(&STATS, stat::NETNS_READ_FAILED);
+            count(Stat::NetnsReadFailed);
             0
         }
     }

@@ -16,7 +16,7 @@ use aya::{
 };
 use tracer_common::{
     FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_SOCK_FLAGS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig,
-    RecordLayout, STATE_SLOTS, TRANSITION_SLOTS, stat,
+    RecordLayout, STATE_SLOTS, Stat, TRANSITION_SLOTS,
 };
 
 use crate::{
@@ -83,6 +83,8 @@ pub enum ProbeError {
     Program(aya::programs::ProgramError),
     #[error("eBPF map `{0}` is missing or has the wrong type")]
     Map(&'static str),
+    #[error("eBPF program `{0}` is missing from the object")]
+    NoProgram(&'static str),
     #[error("reading eBPF map `{name}` failed: {error}")]
     MapRead {
         name: &'static str,
@@ -195,7 +197,7 @@ impl Probe {
             .map_err(ProbeError::Load)?;
         let program: &mut TracePoint = ebpf
             .program_mut(program_name)
-            .ok_or(ProbeError::Map(program_name))?
+            .ok_or(ProbeError::NoProgram(program_name))?
             .try_into()
             .map_err(ProbeError::Program)?;
         program.load().map_err(ProbeError::Program)?;
@@ -229,7 +231,7 @@ impl Probe {
         let program: &mut TracePoint = self
             .ebpf
             .program_mut(self.program_name)
-            .ok_or(ProbeError::Map(self.program_name))?
+            .ok_or(ProbeError::NoProgram(self.program_name))?
             .try_into()
             .map_err(ProbeError::Program)?;
         program.detach(link).map_err(ProbeError::Program)
@@ -277,16 +279,24 @@ impl Probe {
 
     /// The program's own counters.
     pub fn stats(&self) -> Result<KernelStats, ProbeError> {
-        let get = |i| sum_slot(&self.stats, "STATS", i);
-        Ok(KernelStats {
-            ringbuf_full: get(stat::RINGBUF_FULL)?,
-            record_read_failed: get(stat::RECORD_READ_FAILED)?,
-            netns_read_failed: get(stat::NETNS_READ_FAILED)?,
-            state_time_update_failed: get(stat::STATE_TIME_UPDATE_FAILED)?,
-            bad_config: get(stat::BAD_CONFIG)?,
-            sock_flags_read_failed: get(stat::SOCK_FLAGS_READ_FAILED)?,
+        let mut stats = KernelStats {
             recursion_misses: self.recursion_misses().unwrap_or(0),
-        })
+            ..KernelStats::default()
+        };
+        for stat in Stat::ALL {
+            let value = sum_slot(&self.stats, "STATS", stat.slot())?;
+            // Exhaustive: a new statistic cannot be left unread.
+            let field = match stat {
+                Stat::RingbufFull => &mut stats.ringbuf_full,
+                Stat::RecordReadFailed => &mut stats.record_read_failed,
+                Stat::NetnsReadFailed => &mut stats.netns_read_failed,
+                Stat::StateTimeUpdateFailed => &mut stats.state_time_update_failed,
+                Stat::BadConfig => &mut stats.bad_config,
+                Stat::SockFlagsReadFailed => &mut stats.sock_flags_read_failed,
+            };
+            *field = value;
+        }
+        Ok(stats)
     }
 
     /// `recursion_misses` of the program (Linux 5.12+), read with
