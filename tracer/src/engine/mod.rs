@@ -208,6 +208,13 @@ impl Engine {
             if d.state == TcpState::SynRecv || d.state == TcpState::Close {
                 continue;
             }
+            // A connection is one socket, but a dump may list it twice:
+            // /proc/net/tcp is read in pieces while the kernel's table
+            // changes. (Listeners may share a tuple: SO_REUSEPORT.)
+            if d.tuple.is_connection() && self.seeds.contains(&d.tuple, &self.socks) {
+                self.stats.corrections += 1;
+                continue;
+            }
             if !self.make_room() {
                 continue;
             }

@@ -41,7 +41,12 @@ impl Engine {
             if d.timewait || matches!(d.state, TcpState::SynRecv | TcpState::Close) {
                 continue;
             }
-            kernel.entry(d.tuple).or_default().push(d.state);
+            let states = kernel.entry(d.tuple).or_default();
+            // A connection listed twice (/proc/net/tcp is read in pieces)
+            // is still one socket; only listeners share a tuple.
+            if states.is_empty() || !d.tuple.is_connection() {
+                states.push(d.state);
+            }
         }
         let mut moved: HashSet<Tuple> = HashSet::new();
         let mut gone = Vec::new();

@@ -50,6 +50,14 @@ impl SeedIndex {
         }
     }
 
+    /// Whether a seed for `tuple` is in the index.
+    pub fn contains(&self, tuple: &Tuple, socks: &HashMap<u64, Sock>) -> bool {
+        let hash = self.hasher.hash_one(tuple);
+        self.table
+            .find(hash, Self::matches(socks, tuple, hash))
+            .is_some()
+    }
+
     /// Takes the seed for `tuple` out of the index.
     pub fn remove(&mut self, tuple: &Tuple, socks: &HashMap<u64, Sock>) -> Option<u64> {
         let hash = self.hasher.hash_one(tuple);

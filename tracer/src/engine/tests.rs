@@ -894,3 +894,4 @@ fn owners_found_after_start_up_are_assigned_to_seeded_sockets() {
 
 mod listener_tuple;
 mod orphans;
+mod seeding;
