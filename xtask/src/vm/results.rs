@@ -17,6 +17,18 @@ pub struct Tally {
     pub summaries: Vec<String>,
 }
 
+impl Tally {
+    /// One failure that is not a test's: a kernel that could not be
+    /// fetched, a guest that could not be started.
+    pub fn failure(summary: String) -> Tally {
+        Tally {
+            passed: 0,
+            failed: 1,
+            summaries: vec![summary],
+        }
+    }
+}
+
 impl AddAssign for Tally {
     fn add_assign(&mut self, other: Tally) {
         self.passed += other.passed;
