@@ -139,9 +139,9 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PATH", default_value = VMLINUX_BTF, env = "TRACER_BTF")]
     pub btf: PathBuf,
 
-    /// HTTP connections served at once; more are closed on arrival and
-    /// counted (1 to 10,000).
-    #[arg(long, value_name = "N", default_value_t = 64, env = "TRACER_HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    /// HTTP connections open at once; at the cap the one waiting longest
+    /// for a request is closed to let a newcomer in (1 to 10,000).
+    #[arg(long, value_name = "N", default_value_t = 512, env = "TRACER_HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub http_max_connections: u64,
 
     /// An HTTP connection that sends and receives nothing for this long is
