@@ -19,7 +19,8 @@ pub struct TopArgs {
     /// The daemon's base URL: http://HOST:PORT, or https:// for a daemon
     /// with TLS; https://USER:PASSWORD@HOST:PORT carries basic-auth
     /// credentials (percent-encoded).
-    #[arg(long, value_name = "URL", default_value = DEFAULT_ENDPOINT, env = "TRACER_ENDPOINT", value_parser = EndpointParser)]
+    // --help would print the variable's value, password and all.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_ENDPOINT, env = "TRACER_ENDPOINT", hide_env_values = true, value_parser = EndpointParser)]
     pub endpoint: Endpoint,
 
     /// PEM file of the CA certificates to trust for https:// (instead of
@@ -89,7 +90,10 @@ impl clap::builder::TypedValueParser for EndpointParser {
         let invalid = |why: &str| {
             clap::Error::raw(
                 ErrorKind::ValueValidation,
-                format!("invalid value for '--endpoint <URL>': {why}\n"),
+                format!(
+                    "invalid value for '--endpoint <URL>': {why}\n\n\
+                     For more information, try '--help'.\n"
+                ),
             )
             .with_cmd(cmd)
         };

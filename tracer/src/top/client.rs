@@ -130,7 +130,7 @@ impl Endpoint {
         let (scheme, rest) = s
             .split_once("://")
             .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
-            .ok_or_else(|| "not an http:// or https:// URL".to_owned())?;
+            .ok_or_else(|| "it is not an http:// or https:// URL".to_owned())?;
         let (userinfo, host) = match rest.rsplit_once('@') {
             Some((userinfo, host)) => (Some(userinfo), host),
             None => (None, rest),
