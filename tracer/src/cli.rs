@@ -13,6 +13,10 @@ use clap::{
 };
 use tracer_common::TcpState;
 
+mod top;
+
+pub use self::top::{DEFAULT_ENDPOINT, TopArgs};
+
 use crate::{
     btf::VMLINUX_BTF,
     config::{self, ConfigError, DEFAULT_CONFIG},
@@ -20,7 +24,6 @@ use crate::{
     engine::EngineConfig,
     event::Family,
     probe::{self, DEFAULT_STATE_TIME_ENTRIES, ProbeOptions},
-    top::TopOptions,
     trace::{Filter, OutputFormat, TraceOptions},
 };
 
@@ -50,58 +53,6 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Live terminal view of a running daemon.
     Top(TopArgs),
-}
-
-/// Flags of `tracer top`.
-#[derive(Debug, Args)]
-pub struct TopArgs {
-    /// The daemon's base URL.
-    #[arg(long, value_name = "URL", default_value = DEFAULT_ENDPOINT, env = "TRACER_ENDPOINT", value_parser = parse_endpoint)]
-    pub endpoint: String,
-
-    /// Seconds between refreshes (0.2 to 3600).
-    #[arg(short = 'd', long = "delay", value_name = "SECONDS", default_value = "1", value_parser = parse_delay)]
-    pub delay: Duration,
-
-    /// Print the current state once as plain text and exit.
-    #[arg(long)]
-    pub once: bool,
-}
-
-/// The daemon's default address, as a URL.
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9840";
-
-impl TopArgs {
-    pub fn options(&self) -> TopOptions {
-        TopOptions {
-            endpoint: self.endpoint.clone(),
-            interval: self.delay,
-            once: self.once,
-        }
-    }
-}
-
-fn parse_endpoint(s: &str) -> Result<String, String> {
-    let s = s.trim().trim_end_matches('/');
-    let rest = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .ok_or_else(|| format!("`{s}` is not an http:// or https:// URL"))?;
-    if rest.is_empty() || rest.contains(char::is_whitespace) {
-        return Err(format!("`{s}` has no host"));
-    }
-    Ok(s.to_owned())
-}
-
-fn parse_delay(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(0.2..=3600.0).contains(&secs) {
-        return Err(format!("{secs} s is out of range: use 0.2 to 3600"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Flags of `tracer daemon`. Each can also be set with the environment
@@ -139,9 +90,9 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PATH", default_value = VMLINUX_BTF, env = "TRACER_BTF")]
     pub btf: PathBuf,
 
-    /// HTTP connections served at once; more are closed on arrival and
-    /// counted (1 to 10,000).
-    #[arg(long, value_name = "N", default_value_t = 64, env = "TRACER_HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    /// HTTP connections open at once; at the cap the one waiting longest
+    /// for a request is closed to let a newcomer in (1 to 10,000).
+    #[arg(long, value_name = "N", default_value_t = 512, env = "TRACER_HTTP_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub http_max_connections: u64,
 
     /// An HTTP connection that sends and receives nothing for this long is
@@ -591,24 +542,6 @@ mod tests {
         assert_eq!(d.reconcile_interval, Duration::from_millis(500));
         assert_eq!(d.close_wait_threshold, Duration::from_secs(60));
         assert_eq!(d.listen, "[::]:9999".parse().unwrap());
-    }
-
-    #[test]
-    fn top_flags() {
-        let Command::Top(t) = parse(&["top"]).unwrap().command else {
-            panic!("not top")
-        };
-        assert_eq!(t.endpoint, "http://127.0.0.1:9840");
-        assert_eq!(t.delay, Duration::from_secs(1));
-        let Command::Top(t) = parse(&["top", "--endpoint", "http://h:1/", "-d", "0.5", "--once"])
-            .unwrap()
-            .command
-        else {
-            panic!("not top")
-        };
-        assert_eq!(t.options().endpoint, "http://h:1");
-        assert_eq!(t.delay, Duration::from_millis(500));
-        assert!(t.once);
     }
 
     #[test]

@@ -106,9 +106,9 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ),
     (
         "tcpstate_http_rejected_connections_total",
-        "HTTP connections closed on arrival because --http-max-connections were open.",
+        "HTTP connections closed because --http-max-connections were open, by reason: evicted (the one that had waited longest for a complete request, closed to let a newcomer in), busy (the newcomer, when every connection was being answered).",
         MetricType::COUNTER,
-        &[],
+        &["reason"],
     ),
     (
         "tcpstate_socket_table_source",
@@ -371,7 +371,13 @@ impl Collector for StateCollector {
                 counter(r.stats.timewait_reused, &[("reason", "reused")]),
                 counter(r.stats.timewait_ended_early, &[("reason", "early")]),
             ],
-            vec![counter(self.shared.http_rejected(), &[])],
+            {
+                let (busy, evicted) = self.shared.http_rejected();
+                vec![
+                    counter(evicted, &[("reason", "evicted")]),
+                    counter(busy, &[("reason", "busy")]),
+                ]
+            },
             source_series(&r.sources, self.shared.netns_label()),
             vec![gauge(1.0, &[("version", env!("CARGO_PKG_VERSION"))])],
         ];

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{daemon::*, leaky::*, *};
+use common::{daemon::*, leaky::*, tls::*, *};
 
 /// A tmux session running one command, killed on drop. The command's exit
 /// status goes to a file (tmux does not always know it).
@@ -280,4 +280,123 @@ fn unreachable_daemon_is_a_clear_message_not_a_crash() {
     assert_eq!(tmux.exit_status(), None, "top died:\n{}", tmux.screen());
     tmux.keys("q");
     assert_eq!(tmux.wait_exit(), Some(0));
+}
+
+/// `tracer top --once ARGS`: exit code, stdout, stderr.
+fn top_once(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(tracer_bin())
+        .args(["top", "--once"])
+        .args(args)
+        .output()
+        .expect("top --once");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Exit 1 with one line on stderr that contains `expected`.
+fn fails_with(args: &[&str], expected: &str) {
+    let (code, stdout, stderr) = top_once(args);
+    assert_eq!(code, Some(1), "{args:?}: {stderr}");
+    assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    assert!(
+        stderr.starts_with("tracer: error: ") && stderr.contains(expected),
+        "{args:?}: expected {expected:?} in\n{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: one line:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn top_reads_a_daemon_behind_tls_and_basic_auth() {
+    if !can_load_ebpf("top_reads_a_daemon_behind_tls_and_basic_auth") {
+        return;
+    }
+    let pki = TestPki::new("top");
+    let other = TestPki::new("top-other");
+    let file = pki.dir.join("web.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  prom: '{}'\n",
+            pki.cert.display(),
+            pki.key.display(),
+            htpasswd_hash("s3cret pass")
+        ),
+    )
+    .expect("web config");
+    let password = pki.dir.join("password");
+    std::fs::write(&password, "s3cret pass\n").expect("password file");
+    let wrong = pki.dir.join("wrong");
+    std::fs::write(&wrong, "not it\n").expect("password file");
+    let daemon = Daemon::start(&["--web-config-file", file.to_str().expect("path")]);
+    assert!(daemon.tls);
+    let endpoint = format!("https://{}", daemon.addr);
+    let ca = pki.ca.to_str().expect("path");
+    let (pw, wrong) = (
+        password.to_str().expect("path"),
+        wrong.to_str().expect("path"),
+    );
+
+    // The CA and a password file; or the credentials in the URL.
+    let good = [
+        "--endpoint",
+        &endpoint,
+        "--ca-file",
+        ca,
+        "--basic-auth-user",
+        "prom",
+        "--basic-auth-password-file",
+        pw,
+    ];
+    let (code, stdout, stderr) = top_once(&good);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("STATE        SOCKETS"), "{stdout}");
+    let in_url = format!("https://prom:s3cret%20pass@{}", daemon.addr);
+    let (code, stdout, stderr) = top_once(&["--endpoint", &in_url, "--ca-file", ca]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("LISTEN"), "{stdout}");
+
+    // A wrong password, none at all: 401, said as such.
+    let mut wrong_args = good;
+    wrong_args[7] = wrong;
+    fails_with(&wrong_args, "refused the credentials (401 Unauthorized)");
+    fails_with(
+        &["--endpoint", &endpoint, "--ca-file", ca],
+        "asks for credentials (401 Unauthorized)",
+    );
+    // An unknown CA: the system's roots, or another private CA.
+    let mut system_roots = good.to_vec();
+    system_roots.drain(2..4);
+    fails_with(&system_roots, "TLS with the daemon at");
+    fails_with(&system_roots, "--ca-file");
+    let mut other_ca = good;
+    other_ca[3] = other.ca.to_str().expect("path");
+    fails_with(&other_ca, "invalid peer certificate");
+    // Plain HTTP to the TLS port, and https to nothing: not reachable.
+    let plain = format!("http://{}", daemon.addr);
+    fails_with(&["--endpoint", &plain], "cannot reach the daemon at");
+    // The password never shows, whatever fails.
+    let (_, _, stderr) = top_once(&["--endpoint", &in_url]);
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+
+    // On screen: the refusal is one line, and top keeps retrying.
+    if Command::new("tmux").arg("-V").output().is_ok() {
+        let command = format!(
+            "{} top --endpoint {endpoint} --ca-file {ca} --basic-auth-user prom \
+             --basic-auth-password-file {wrong} -d 0.5",
+            tracer_bin()
+        );
+        let tmux = Tmux::start("top-401", 100, 24, &command);
+        let screen = tmux.wait_for("the refusal", |s| {
+            s.contains("the daemon refused the credentials; retrying")
+        });
+        assert!(screen.contains("401 Unauthorized"), "{screen}");
+        assert!(!screen.contains("not reachable"), "{screen}");
+        tmux.keys("q");
+        assert_eq!(tmux.wait_exit(), Some(0));
+    }
+    assert!(daemon.stop().success());
 }

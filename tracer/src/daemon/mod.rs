@@ -21,7 +21,6 @@ use std::{
 
 use anyhow::Context as _;
 use tokio::{
-    net::TcpListener,
     signal::unix::{SignalKind, signal},
     task::JoinHandle,
 };
@@ -157,8 +156,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
 
     // Serve first: /healthz answers during start-up and /readyz says 503.
-    let listener = TcpListener::bind(options.listen)
-        .await
+    let listener = http::listener::bind(options.listen)
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let local = listener.local_addr().context("listening socket")?;
     let listener = LimitedListener::new(

@@ -109,8 +109,13 @@ impl Shared {
         &self.web_security
     }
 
-    pub fn http_rejected(&self) -> u64 {
-        self.http.rejected.load(Ordering::Relaxed)
+    /// Connections closed at the HTTP cap: (newcomers turned away, older
+    /// connections evicted to let newcomers in).
+    pub fn http_rejected(&self) -> (u64, u64) {
+        (
+            self.http.rejected.load(Ordering::Relaxed),
+            self.http.evicted.load(Ordering::Relaxed),
+        )
     }
 
     pub fn set_probe(&self, probe: Probe) {

@@ -1,9 +1,10 @@
-//! The HTTP listener's limits: at most N connections at once (more are
-//! accepted and closed at once, so a flood costs nothing); a connection
-//! idle for too long is closed (so stuck clients free their slot); and a
-//! request must arrive whole within a time limit (so a client trickling a
-//! byte now and then cannot hold a slot either). Requests are small and
-//! answers fast, so this bounds the daemon's memory whatever its clients do.
+//! The HTTP listener's limits: at most N connections at once (at the cap
+//! the one that has waited longest for a complete request is closed to let
+//! the newcomer in, see [`super::slots`]); a connection idle for too long
+//! is closed (so stuck clients free their slot); and a request must arrive
+//! whole within a time limit (so a client trickling a byte now and then
+//! cannot hold a slot either). Request heads are small and answers fast, so
+//! this bounds the daemon's memory whatever its clients do.
 
 use std::{
     io,
@@ -19,20 +20,53 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpSocket, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
 
-/// Connections refused because the limit was reached.
+use super::slots::{Eviction, GRACE, Slot, SlotGuard, Slots};
+
+/// Connections the kernel holds for the daemon to accept. tokio's default
+/// (128) is less than a flood of a few hundred: the handshakes beyond it are
+/// dropped and a scrape among them waits for its SYN to be sent again, a
+/// second or more later. The kernel lowers it to `net.core.somaxconn`
+/// (4096 by default). Waiting connections cost the kernel, not the daemon.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the HTTP listener, with room in its accept queue for a flood:
+/// the connections wait there in order until they are accepted.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio's own bind: a restarted daemon can bind at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Connections closed because the limit was reached.
 #[derive(Debug, Default)]
 pub struct HttpStats {
+    /// Newcomers closed on arrival: every connection was being answered.
     pub rejected: AtomicU64,
+    /// Connections closed to let a newcomer in.
+    pub evicted: AtomicU64,
 }
+
+/// How long a newcomer waits for an evicted connection to let go of its
+/// slot. Its task only has to run once; this bounds a task that cannot.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 pub struct LimitedListener {
     inner: TcpListener,
+    /// The cap itself: a slot is given back when its connection is dropped,
+    /// so evicted connections still count until they are gone.
     permits: Arc<Semaphore>,
+    slots: Arc<Slots>,
     limits: StreamLimits,
     stats: Arc<HttpStats>,
 }
@@ -56,6 +90,7 @@ impl LimitedListener {
         LimitedListener {
             inner,
             permits: Arc::new(Semaphore::new(max_connections)),
+            slots: Slots::new(),
             limits,
             stats,
         }
@@ -65,6 +100,42 @@ impl LimitedListener {
 impl LimitedListener {
     pub fn limits(&self) -> StreamLimits {
         self.limits
+    }
+}
+
+impl LimitedListener {
+    /// A free slot, or one made free by evicting the connection that has
+    /// waited longest for a request (once it is past its grace); `None`
+    /// when every one is answering.
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+                return Some(permit);
+            }
+            match self.slots.evict_longest_waiting(GRACE) {
+                Eviction::Evicted => {
+                    self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    // Waiting here (rather than letting connections exceed
+                    // the cap) keeps memory bounded.
+                    return tokio::time::timeout(
+                        EVICTION_WAIT,
+                        self.permits.clone().acquire_owned(),
+                    )
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                }
+                // The newcomer waits; the connections behind it wait in
+                // the kernel's accept queue, in order.
+                Eviction::NotBefore(wait) => {
+                    tokio::select! {
+                        permit = self.permits.clone().acquire_owned() => return permit.ok(),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Eviction::AllAnswering => return None,
+            }
+        }
     }
 }
 
@@ -83,17 +154,14 @@ impl axum::serve::Listener for LimitedListener {
                     continue;
                 }
             };
-            match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let _ = stream.set_nodelay(true);
-                    return (LimitedStream::new(stream, permit, self.limits), addr);
-                }
-                Err(_) => {
-                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    log::debug!("too many HTTP connections; closing the one from {addr}");
-                    drop(stream);
-                }
+            if let Some(permit) = self.permit().await {
+                let _ = stream.set_nodelay(true);
+                let slot = self.slots.open();
+                return (LimitedStream::new(stream, permit, slot, self.limits), addr);
             }
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            log::debug!("every HTTP connection is being answered; closing the one from {addr}");
+            drop(stream);
         }
     }
 
@@ -107,6 +175,7 @@ impl axum::serve::Listener for LimitedListener {
 pub struct LimitedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    slot: SlotGuard,
     limits: StreamLimits,
     idle: Pin<Box<Sleep>>,
     /// Armed by the first byte of a request, disarmed by the first byte of
@@ -116,15 +185,26 @@ pub struct LimitedStream {
 }
 
 impl LimitedStream {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, limits: StreamLimits) -> Self {
+    fn new(
+        stream: TcpStream,
+        permit: OwnedSemaphorePermit,
+        slot: SlotGuard,
+        limits: StreamLimits,
+    ) -> Self {
         LimitedStream {
             stream,
             _permit: permit,
+            slot,
             limits,
             idle: Box::pin(tokio::time::sleep(limits.idle)),
             request: Box::pin(tokio::time::sleep(limits.request)),
             in_request: false,
         }
+    }
+
+    /// The connection's progress, which the server updates per request.
+    pub fn slot(&self) -> Arc<Slot> {
+        self.slot.slot().clone()
     }
 
     fn touch(&mut self) {
@@ -162,6 +242,17 @@ impl LimitedStream {
             ));
         }
         Ok(())
+    }
+}
+
+impl Drop for LimitedStream {
+    fn drop(&mut self) {
+        // An evicted connection is reset rather than closed: under a flood
+        // that is opened again at once, and a FIN would leave a TIME_WAIT
+        // socket on the daemon's side for each.
+        if self.slot.slot().is_evicted() {
+            let _ = self.stream.set_zero_linger();
+        }
     }
 }
 

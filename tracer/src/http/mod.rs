@@ -3,6 +3,7 @@
 //! 404; other methods than GET and HEAD on these paths are 405.
 //!
 //! * [`listener`]: how many connections, and for how long idle;
+//! * [`slots`]: which connection gives way at the cap;
 //! * [`server`]: the connection loop, TLS, request time limits;
 //! * [`web_config`]: the exporter-style web config file (TLS, basic auth);
 //! * [`auth`]: checking basic auth against bcrypt hashes.
@@ -10,6 +11,7 @@
 pub mod auth;
 pub mod listener;
 pub mod server;
+pub mod slots;
 pub mod web_config;
 
 use std::sync::Arc;

@@ -3,11 +3,15 @@
 //! the time a request may take to arrive and to be answered.
 //!
 //! Each connection runs in its own task, so a slow handshake or a slow
-//! client never holds up the others.
+//! client never holds up the others. The task tells the connection's slot
+//! when a request is being answered (then it is not closed to make room for
+//! a newcomer) and ends the connection when the slot is evicted.
 
 use std::{
     convert::Infallible,
+    pin::Pin,
     sync::{Arc, PoisonError, RwLock},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -18,6 +22,7 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
+use hyper::body::{Bytes, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -26,12 +31,14 @@ use tower::ServiceExt as _;
 use super::{
     auth::{BasicAuth, SharedAuth},
     listener::{LimitedListener, LimitedStream},
+    slots::Slot,
     web_config::WebSecurity,
 };
 
 /// Largest request head accepted (hyper answers 431 beyond it). Scrapes
-/// send a few hundred bytes.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// send a few hundred bytes; this bounds what a connection that never
+/// finishes its head can make the daemon buffer.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// The web config in force; SIGHUP swaps it, connections take a copy when
 /// they start.
@@ -93,8 +100,14 @@ pub async fn serve(
         let app = app.clone();
         let active = security.get();
         let cancel = cancel.clone();
+        let slot = stream.slot();
         connections.spawn(async move {
-            serve_connection(stream, app, active, request_timeout, cancel).await;
+            // Dropping the connection closes it, wherever it was: in the
+            // TLS handshake or waiting for a request head.
+            tokio::select! {
+                () = slot.evicted() => log::debug!("closed an HTTP connection to make room"),
+                () = serve_connection(stream, app, active, request_timeout, cancel) => {}
+            }
         });
     }
     connections.close();
@@ -116,11 +129,12 @@ async fn serve_connection(
     request_timeout: Duration,
     cancel: CancellationToken,
 ) {
+    let slot = stream.slot();
     match &active.tls {
-        None => serve_http(stream, app, request_timeout, cancel).await,
+        None => serve_http(stream, slot, app, request_timeout, cancel).await,
         Some(acceptor) => {
             match tokio::time::timeout(request_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_http(tls, app, request_timeout, cancel).await,
+                Ok(Ok(tls)) => serve_http(tls, slot, app, request_timeout, cancel).await,
                 Ok(Err(e)) => log::debug!("TLS handshake failed: {e}"),
                 Err(_) => log::debug!("TLS handshake timed out"),
             }
@@ -128,12 +142,20 @@ async fn serve_connection(
     }
 }
 
-async fn serve_http<IO>(io: IO, app: Router, request_timeout: Duration, cancel: CancellationToken)
-where
+async fn serve_http<IO>(
+    io: IO,
+    slot: Arc<Slot>,
+    app: Router,
+    request_timeout: Duration,
+    cancel: CancellationToken,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let app = app.clone();
+        // hyper calls the service once the head is complete.
+        slot.answering();
+        let answering = Answering(slot.clone());
         async move {
             let request = request.map(Body::new);
             let response = match tokio::time::timeout(request_timeout, app.oneshot(request)).await {
@@ -141,7 +163,10 @@ where
                 Ok(Err(never)) => match never {},
                 Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response(),
             };
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|body| Answer {
+                body,
+                _answering: answering,
+            }))
         }
     });
     // No hyper timer: its header read timeout also runs while a keep-alive
@@ -160,6 +185,42 @@ where
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+    }
+}
+
+/// Marks the slot answered when dropped: hyper drops the body once it has
+/// written the last of it (or if the response is never sent).
+struct Answering(Arc<Slot>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answered();
+    }
+}
+
+/// A response body that keeps its connection's slot marked as answering.
+struct Answer {
+    body: Body,
+    _answering: Answering,
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
 use self::{
-    client::{Client, FetchError},
+    client::{Client, ClientOptions, Endpoint, FetchError},
     model::{Action, Key, Model},
     view::Theme,
 };
@@ -25,8 +25,10 @@ use crate::snapshot::Snapshot;
 
 #[derive(Debug, Clone)]
 pub struct TopOptions {
-    /// The daemon's base URL.
-    pub endpoint: String,
+    /// The daemon's base URL (and any credentials it carried).
+    pub endpoint: Endpoint,
+    /// TLS roots and basic auth.
+    pub client: ClientOptions,
     pub interval: Duration,
     /// Print once as text and exit.
     pub once: bool,
@@ -36,8 +38,8 @@ pub fn run(options: TopOptions) -> anyhow::Result<()> {
     let timeout = options
         .interval
         .clamp(Duration::from_secs(1), Duration::from_secs(10));
-    let client = Client::new(&options.endpoint, timeout);
-    let mut model = Model::new(&options.endpoint, options.interval.as_secs_f64());
+    let client = Client::new(&options.endpoint, &options.client, timeout)?;
+    let mut model = Model::new(&options.endpoint.url, options.interval.as_secs_f64());
     if options.once {
         model.update(client.fetch()?);
         print!("{}", text::render(&model));
@@ -80,7 +82,7 @@ fn ui_loop(
         for update in updates.try_iter() {
             match update {
                 Ok(snapshot) => model.update(snapshot),
-                Err(e) => model.fetch_failed(e.to_string()),
+                Err(e) => model.fetch_failed(e.failure()),
             }
             dirty = true;
         }

@@ -48,13 +48,35 @@ pub struct StateRow {
     pub history: Vec<u64>,
 }
 
+/// Why the last fetch failed, as the screen tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchFailure {
+    /// A few words: "daemon not reachable".
+    pub summary: &'static str,
+    /// One line: what failed and what to do about it.
+    pub message: String,
+    /// What to try, when there is a usual answer.
+    pub hint: Option<&'static str>,
+}
+
+impl FetchFailure {
+    /// The daemon did not answer at all.
+    pub fn unreachable(message: String) -> FetchFailure {
+        FetchFailure {
+            summary: "daemon not reachable",
+            message,
+            hint: Some("start it with `tracer daemon` or point --endpoint at it"),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Model {
     pub endpoint: String,
     pub interval_seconds: f64,
     pub snapshot: Option<Snapshot>,
     /// The last fetch failed: why (the screen says so and keeps retrying).
-    pub error: Option<String>,
+    pub error: Option<FetchFailure>,
     previous: Option<Snapshot>,
     history: HashMap<String, VecDeque<u64>>,
     pub paused: bool,
@@ -112,7 +134,7 @@ impl Model {
         self.previous = self.snapshot.replace(snap);
     }
 
-    pub fn fetch_failed(&mut self, error: String) {
+    pub fn fetch_failed(&mut self, error: FetchFailure) {
         self.error = Some(error);
     }
 
@@ -523,7 +545,7 @@ pub(crate) mod tests {
     #[test]
     fn fetch_errors_are_kept_until_the_next_snapshot() {
         let mut m = Model::new("http://x", 1.0);
-        m.fetch_failed("connection refused".into());
+        m.fetch_failed(FetchFailure::unreachable("connection refused".into()));
         assert!(m.error.is_some());
         m.update(snapshot(1.0, 1));
         assert!(m.error.is_none());

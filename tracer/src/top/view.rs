@@ -61,11 +61,14 @@ pub fn render(frame: &mut Frame, model: &Model, theme: Theme) {
     render_footer(frame, footer, model, theme);
     if model.snapshot.is_none() {
         let text = match &model.error {
-            Some(e) => vec![
-                Line::styled("daemon not reachable; retrying", theme.bad()),
-                Line::raw(e.clone()),
-                Line::raw("start it with `tracer daemon` or point --endpoint at it"),
-            ],
+            Some(e) => {
+                let mut lines = vec![
+                    Line::styled(format!("{}; retrying", e.summary), theme.bad()),
+                    Line::raw(e.message.clone()),
+                ];
+                lines.extend(e.hint.map(Line::raw));
+                lines
+            }
             None => vec![Line::raw(format!("connecting to {} ...", model.endpoint))],
         };
         frame.render_widget(Paragraph::new(text).block(Block::bordered()), body);
@@ -118,7 +121,7 @@ fn render_header(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
         && let Some(e) = &model.error
     {
         second = vec![Span::styled(
-            format!("daemon not reachable, retrying: {e}"),
+            format!("{}, retrying: {}", e.summary, e.message),
             theme.bad(),
         )];
     }
@@ -291,7 +294,7 @@ mod tests {
     use ratatui::{Terminal, backend::TestBackend};
 
     use super::*;
-    use crate::top::model::{Key, tests::snapshot};
+    use crate::top::model::{FetchFailure, Key, tests::snapshot};
 
     fn draw(model: &Model, width: u16, height: u16) -> String {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
@@ -362,7 +365,7 @@ mod tests {
     #[test]
     fn unreachable_daemon_says_so() {
         let mut m = Model::new("http://127.0.0.1:9", 1.0);
-        m.fetch_failed("connection refused".into());
+        m.fetch_failed(FetchFailure::unreachable("connection refused".into()));
         let screen = draw(&m, 80, 24);
         assert!(
             screen.contains("daemon not reachable; retrying"),
@@ -371,13 +374,30 @@ mod tests {
         assert!(screen.contains("connection refused"), "{screen}");
         // After data arrived, a failure is a header line; the data stays.
         let mut m = model();
-        m.fetch_failed("timed out".into());
+        m.fetch_failed(FetchFailure::unreachable("timed out".into()));
         let screen = draw(&m, 80, 24);
         assert!(
             screen.contains("daemon not reachable, retrying: timed out"),
             "{screen}"
         );
         assert!(screen.contains("ESTABLISHED 150"), "{screen}");
+    }
+
+    #[test]
+    fn refused_credentials_are_one_line_not_unreachable() {
+        let mut m = Model::new("https://127.0.0.1:9840", 1.0);
+        m.fetch_failed(FetchFailure {
+            summary: "the daemon refused the credentials",
+            message: "the daemon at https://127.0.0.1:9840 refused the credentials (401)".into(),
+            hint: None,
+        });
+        let screen = draw(&m, 80, 24);
+        assert!(
+            screen.contains("the daemon refused the credentials; retrying"),
+            "{screen}"
+        );
+        assert!(!screen.contains("not reachable"), "{screen}");
+        assert!(!screen.contains("start it with"), "{screen}");
     }
 
     #[test]

@@ -118,8 +118,13 @@ impl Drop for TestPki {
 /// A bcrypt hash of `password` made by `htpasswd` (Debian package
 /// apache2-utils), the tool the exporters' docs suggest.
 pub fn htpasswd_hash(password: &str) -> String {
+    htpasswd_hash_with_cost(password, 6)
+}
+
+/// [`htpasswd_hash`] at a given bcrypt cost.
+pub fn htpasswd_hash_with_cost(password: &str, cost: u32) -> String {
     let out = Command::new("htpasswd")
-        .args(["-nbBC", "6", "", password])
+        .args(["-nbBC", &cost.to_string(), "", password])
         .output()
         .expect("htpasswd (Debian package apache2-utils; `cargo xtask test` installs it)");
     assert!(out.status.success(), "htpasswd failed");
