@@ -445,17 +445,7 @@ fn ring_buffer_overflow_is_counted_and_the_gauges_heal() {
     );
     // The gauges heal: the loss triggers a full reconciliation.
     let inode = ns_inode(&ns.path());
-    wait_until(
-        "the namespace's gauges to equal ss -N",
-        Duration::from_secs(15),
-        || {
-            let ours = gauges_in(&http.get("/metrics").body, inode);
-            let truth = ss_counts_in(&ns.name);
-            COMPARED
-                .iter()
-                .all(|s| ours.get(*s).copied().unwrap_or(0) == truth.get(*s).copied().unwrap_or(0))
-        },
-    );
+    wait_for_namespace_gauges(&mut http, &ns.name, inode, Duration::from_secs(15));
     let truth = ss_counts_in(&ns.name);
     assert_eq!(truth.get("ESTABLISHED"), Some(&60), "{truth:?}");
     assert_eq!(truth.get("TIME_WAIT"), Some(&30), "{truth:?}");
@@ -502,15 +492,6 @@ fn keeps_only_the_capabilities_it_still_needs_in_every_thread() {
     let mut http = daemon.client();
     assert_gauges_match_ss(&mut http, Duration::from_secs(15));
     assert!(daemon.stop().success());
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
 }
 
 #[test]
@@ -618,17 +599,7 @@ fn netns_label_splits_the_gauges_as_ss_n_counts_them() {
     let mut http = daemon.client();
     for ns in [&a, &b] {
         let inode = ns_inode(&ns.path());
-        wait_until(
-            &format!("{}'s gauges to equal ss -N", ns.name),
-            Duration::from_secs(15),
-            || {
-                let ours = gauges_in(&http.get("/metrics").body, inode);
-                let truth = ss_counts_in(&ns.name);
-                COMPARED.iter().all(|s| {
-                    ours.get(*s).copied().unwrap_or(0) == truth.get(*s).copied().unwrap_or(0)
-                })
-            },
-        );
+        wait_for_namespace_gauges(&mut http, &ns.name, inode, Duration::from_secs(15));
     }
     // The comparison was not between empty tables.
     assert_eq!(ss_counts_in(&a.name).get("LISTEN"), Some(&3));

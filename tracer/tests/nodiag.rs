@@ -149,17 +149,7 @@ fn falls_back_to_proc_net_tcp_without_sock_diag() {
         metric_sum(&m, "tcpstate_events_lost_total", "ring_buffer_full") > 0.0,
         "no loss counted"
     );
-    wait_until(
-        "the namespace's gauges to equal ss -N",
-        Duration::from_secs(30),
-        || {
-            let ours = gauges_in(&http.get("/metrics").body, burst_inode);
-            let truth = ss_counts_in(&burst.name);
-            COMPARED
-                .iter()
-                .all(|s| ours.get(*s).copied().unwrap_or(0) == truth.get(*s).copied().unwrap_or(0))
-        },
-    );
+    wait_for_namespace_gauges(&mut http, &burst.name, burst_inode, Duration::from_secs(30));
     let truth = ss_counts_in(&burst.name);
     assert_eq!(truth.get("ESTABLISHED"), Some(&60), "{truth:?}");
     assert_eq!(truth.get("TIME_WAIT"), Some(&30), "{truth:?}");

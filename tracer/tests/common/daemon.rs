@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{connect_pair, read_to_eof, tracer_bin};
+use super::{connect_pair, read_to_eof, tracer_bin, wait_until};
 
 pub struct Daemon {
     pub child: Child,
@@ -357,6 +357,18 @@ pub const COMPARED: [&str; 9] = [
     "CLOSING",
     "LISTEN",
 ];
+
+/// Waits until the daemon's gauges for namespace `inode` (with
+/// `--netns-label true`) equal `ss -N NAME` state by state.
+pub fn wait_for_namespace_gauges(http: &mut Http, name: &str, inode: u32, within: Duration) {
+    wait_until(&format!("{name}'s gauges to equal ss -N"), within, || {
+        let ours = gauges_in(&http.get("/metrics").body, inode);
+        let truth = ss_counts_in(name);
+        COMPARED
+            .iter()
+            .all(|s| ours.get(*s).copied().unwrap_or(0) == truth.get(*s).copied().unwrap_or(0))
+    });
+}
 
 /// Waits until, between two scrapes that agree with each other, ss agrees
 /// with them state by state; panics with both sides otherwise.

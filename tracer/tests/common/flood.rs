@@ -245,13 +245,3 @@ pub fn served(results: &[Scrape], within: Duration) -> (usize, String) {
     );
     (ok, summary)
 }
-
-/// The resident memory of a process.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
