@@ -77,14 +77,24 @@ impl KernelLine {
     fn newest_package(&self) -> Option<String> {
         let pattern = format!("^{}", self.prefix.replace('.', "\\."));
         let found = output(Command::new("apt-cache").args(["search", "--names-only", &pattern]))?;
-        newest(
-            found
-                .lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .filter(|name| self.abi(name).is_some()),
-            |name| self.abi(name).unwrap_or_default(),
-        )
-        .map(str::to_owned)
+        self.newest(found.lines().filter_map(|l| l.split_whitespace().next()))
+            .map(str::to_owned)
+    }
+
+    /// Of `names`, the image package of this line with the highest ABI,
+    /// compared as numbers (6.12.100 after 6.12.99).
+    fn newest<'a>(&self, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+        names
+            .filter_map(|name| {
+                let abi: Vec<u64> = self
+                    .abi(name)?
+                    .split('.')
+                    .map(|part| part.parse().unwrap_or(0))
+                    .collect();
+                Some((abi, name))
+            })
+            .max()
+            .map(|(_, name)| name)
     }
 
     /// This line's newest kernel, fetched and unpacked unless the cache has
@@ -154,11 +164,8 @@ impl KernelLine {
             .ok()?
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| self.abi(n).is_some())
             .collect();
-        let name = newest(names.iter().map(String::as_str), |n| {
-            self.abi(n).unwrap_or_default()
-        })?;
+        let name = self.newest(names.iter().map(String::as_str))?;
         self.kernel_in(&cache.join(name))
     }
 
@@ -186,21 +193,6 @@ impl KernelLine {
             image,
         })
     }
-}
-
-/// The name with the highest version, comparing the dotted numbers of
-/// `version(name)` as numbers (6.12.100 after 6.12.99).
-fn newest<'a>(
-    names: impl Iterator<Item = &'a str>,
-    version: impl Fn(&str) -> &str,
-) -> Option<&'a str> {
-    let numbers = |name: &str| -> Vec<u64> {
-        version(name)
-            .split('.')
-            .map(|part| part.parse().unwrap_or(0))
-            .collect()
-    };
-    names.max_by_key(|n| numbers(n))
 }
 
 /// The matrix entry `--kernel NAME` names.
@@ -240,8 +232,11 @@ mod tests {
             "linux-image-6.12.9+deb12-amd64",
         ];
         assert_eq!(
-            newest(names.into_iter(), |n| v612.abi(n).unwrap_or_default()),
+            v612.newest(names.into_iter()),
             Some("linux-image-6.12.100+deb12-amd64")
         );
+        // Other lines and variants are not candidates.
+        let v61 = line("6.1").expect("6.1");
+        assert_eq!(v61.newest(names.into_iter()), None);
     }
 }

@@ -29,6 +29,8 @@ pub const ROOT_TEST_BINARIES: &[&str] = &["trace", "daemon", "sockdiag"];
 /// What one guest runs besides [`ROOT_TEST_BINARIES`]: a kernel that cannot
 /// load sock_diag for TCP, and the tests that expect exactly that.
 struct WithoutSockDiag {
+    /// On the kernel's command line: the kernel refuses to load these.
+    append: &'static str,
     binary: &'static str,
     filter: &'static str,
 }
@@ -37,6 +39,7 @@ struct WithoutSockDiag {
 /// inet_diag refused by the kernel (`module_blacklist=`), as on a host whose
 /// module loading is disabled.
 const WITHOUT_SOCK_DIAG: WithoutSockDiag = WithoutSockDiag {
+    append: "module_blacklist=tcp_diag,inet_diag",
     binary: "nodiag",
     filter: "without_sock_diag",
 };
@@ -71,9 +74,8 @@ pub fn run_matrix(only: Option<&str>) -> anyhow::Result<Tally> {
         if i == 0 {
             let w = &WITHOUT_SOCK_DIAG;
             let run = binary_run(&binaries, w.binary, &["--ignored", w.filter])?;
-            let append = "module_blacklist=tcp_diag,inet_diag";
-            tally += boot(&kernel, append, &[run]).unwrap_or_else(|e| {
-                Tally::failure(format!("Linux {} ({append}): {e:#}", line.name))
+            tally += boot(&kernel, w.append, &[run]).unwrap_or_else(|e| {
+                Tally::failure(format!("Linux {} ({}): {e:#}", line.name, w.append))
             });
         }
     }
@@ -190,7 +192,12 @@ fn boot(kernel: &Kernel, append: &str, runs: &[(String, Vec<String>)]) -> anyhow
         .stderr(console)
         .status()
         .context("cannot start vng (virtme-ng)")?;
-    let tally = results::collect(&out, runs, &label, append.is_empty())?;
+    let guest = results::Guest {
+        label: &label,
+        release: &kernel.release,
+        sock_diag: append.is_empty(),
+    };
+    let tally = results::collect(&out, runs, &guest)?;
     // vng's own status says little (it exits 255 when the guest powers off
     // after the script); the guest's files say how the tests went.
     eprintln!(

@@ -69,23 +69,26 @@ pub fn guest_script(out: &Path, runs: &[(String, Vec<String>)]) -> String {
     s
 }
 
+/// What a guest was meant to be: its label in the report, the kernel
+/// release it must run, and whether tcp_diag had to load there (a guest
+/// that silently lacks it, or has it against the plan, tests the wrong
+/// thing).
+pub struct Guest<'a> {
+    pub label: &'a str,
+    pub release: &'a str,
+    pub sock_diag: bool,
+}
+
 /// Reads what the guest left in `out`, prints each binary's output, and
 /// counts a binary that crashed, or never ran, as one failure.
-/// `sock_diag` says whether tcp_diag had to load in that guest: a guest
-/// that silently lacks it (or has it against the plan) tests the wrong
-/// thing.
-pub fn collect(
-    out: &Path,
-    runs: &[(String, Vec<String>)],
-    label: &str,
-    sock_diag: bool,
-) -> anyhow::Result<Tally> {
+pub fn collect(out: &Path, runs: &[(String, Vec<String>)], guest: &Guest) -> anyhow::Result<Tally> {
+    let (label, sock_diag) = (guest.label, guest.sock_diag);
     let read = |name: &str| std::fs::read_to_string(out.join(name)).ok();
     let mut tally = Tally::default();
     let mut problems = Vec::new();
     let release = read("uname").map(|r| r.trim().to_owned());
     match &release {
-        Some(r) if label.contains(&format!("({r}")) => {}
+        Some(r) if r == guest.release => {}
         Some(r) => problems.push(format!("the guest ran kernel {r}")),
         None => problems.push("the guest ran nothing (see console.log)".to_owned()),
     }
@@ -159,7 +162,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let runs = vec![("trace".to_owned(), vec!["/t/trace".to_owned()])];
-        let t = collect(&dir, &runs, "Linux 6.1 (6.1.0-50-amd64)", true).expect("collect");
+        let guest = |sock_diag| Guest {
+            label: "Linux 6.1 (6.1.0-50-amd64)",
+            release: "6.1.0-50-amd64",
+            sock_diag,
+        };
+        let t = collect(&dir, &runs, &guest(true)).expect("collect");
         assert_eq!((t.passed, t.failed), (0, 1));
         assert!(
             t.summaries[0].contains("did not finish"),
@@ -174,10 +182,10 @@ mod tests {
         )
         .expect("write");
         std::fs::write(dir.join("modprobe.rc"), "0\n").expect("write");
-        let t = collect(&dir, &runs, "Linux 6.1 (6.1.0-50-amd64)", true).expect("collect");
+        let t = collect(&dir, &runs, &guest(true)).expect("collect");
         assert_eq!((t.passed, t.failed), (10, 0));
         // The same guest was meant to lack tcp_diag: a failure, named.
-        let t = collect(&dir, &runs, "Linux 6.1 (6.1.0-50-amd64)", false).expect("collect");
+        let t = collect(&dir, &runs, &guest(false)).expect("collect");
         assert_eq!((t.passed, t.failed), (10, 1));
         assert!(
             t.summaries[0].contains("tcp_diag loaded"),
