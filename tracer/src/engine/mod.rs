@@ -376,13 +376,7 @@ impl Engine {
                 self.counts.moved(sock.tuple.netns, old, t.new);
             }
         }
-        self.transition_side_effects(t, &tuple, sock.owner);
-        if tuple_learned {
-            // What `LISTEN -> SYN_RECV` could not do with the listener's
-            // tuple: the SYN that made this child ended any timewait
-            // socket on its four-tuple.
-            self.timewait_reused(&tuple, t.ts_ns);
-        }
+        self.transition_side_effects(t, &tuple, sock.owner, tuple_learned);
 
         if t.new == TcpState::Close {
             self.owners.release(sock.owner);
@@ -423,7 +417,7 @@ impl Engine {
             }
             self.counts.moved(tuple.netns, t.old, t.new);
         }
-        self.transition_side_effects(t, tuple, owner);
+        self.transition_side_effects(t, tuple, owner, false);
         true
     }
 
@@ -432,11 +426,19 @@ impl Engine {
     ///
     /// The timewait lookup runs once per connection and side, at the first
     /// transition that carries the full four-tuple: `SYN_SENT ->` for a
-    /// client (at `CLOSE -> SYN_SENT` the port is not chosen yet), and
-    /// `LISTEN -> SYN_RECV` for an accepted child (the SYN that creates it
-    /// is what ended the timewait socket). The table holds every timewait
-    /// socket, so each lookup is a cache miss worth saving.
-    fn transition_side_effects(&mut self, t: &Transition, tuple: &Tuple, owner: u32) {
+    /// client (at `CLOSE -> SYN_SENT` the port is not chosen yet), and for
+    /// an accepted child (the SYN that creates it is what ended the
+    /// timewait socket) `LISTEN -> SYN_RECV`, or before Linux 6.15 its next
+    /// event (`tuple_learned`: the first that names the connection). The
+    /// table holds every timewait socket, so each lookup is a cache miss
+    /// worth saving.
+    fn transition_side_effects(
+        &mut self,
+        t: &Transition,
+        tuple: &Tuple,
+        owner: u32,
+        tuple_learned: bool,
+    ) {
         match (t.old, t.new) {
             (_, TcpState::Listen) if owner != 0 => self.owners.set_listener(*tuple, owner),
             (TcpState::Listen, TcpState::Close) => {
@@ -448,6 +450,7 @@ impl Engine {
             (TcpState::Listen, TcpState::SynRecv) if tuple.is_connection() => {
                 self.timewait_reused(tuple, t.ts_ns)
             }
+            (TcpState::SynRecv, _) if tuple_learned => self.timewait_reused(tuple, t.ts_ns),
             (TcpState::LastAck, TcpState::Close) => self.timewait_peer_closed(tuple, t.ts_ns),
             _ => {}
         }
