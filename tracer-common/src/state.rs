@@ -55,6 +55,13 @@ impl TcpState {
         }
     }
 
+    /// `self -> new` is `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE`: how the
+    /// kernel retires a full socket whose connection may live on as a
+    /// timewait socket (see [`may_leave_timewait`]).
+    pub const fn may_leave_timewait(self, new: TcpState) -> bool {
+        may_leave_timewait(self as u32, new as u32)
+    }
+
     /// The kernel's number for this state.
     pub const fn number(self) -> u8 {
         self as u8
@@ -94,6 +101,18 @@ impl TryFrom<u8> for TcpState {
     }
 }
 
+/// On kernel state numbers, for the kernel program: `old -> new` is
+/// `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE`, the states `tcp_time_wait()`
+/// closes a full socket from after handing its connection to a timewait
+/// socket (no event ever shows TIME_WAIT itself).
+#[inline(always)]
+pub const fn may_leave_timewait(old: u32, new: u32) -> bool {
+    new == TcpState::Close as u32
+        && (old == TcpState::FinWait1 as u32
+            || old == TcpState::FinWait2 as u32
+            || old == TcpState::Closing as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +124,17 @@ mod tests {
         }
         assert_eq!(TcpState::try_from(0), Err(UnknownState(0)));
         assert_eq!(TcpState::try_from(13), Err(UnknownState(13)));
+    }
+
+    #[test]
+    fn only_closes_from_the_closing_states_may_leave_a_timewait_socket() {
+        use TcpState::*;
+        for s in TcpState::ALL {
+            let expected = matches!(s, FinWait1 | FinWait2 | Closing);
+            assert_eq!(s.may_leave_timewait(Close), expected, "{s:?}");
+        }
+        assert!(!FinWait1.may_leave_timewait(FinWait2));
+        assert!(!LastAck.may_leave_timewait(Close));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use aya_ebpf::{
 use tracer_common::{
     AF_INET, AF_INET6, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS,
     FLAG_SOCK_FLAGS, FLAG_STATE_TIME, IPPROTO_TCP, MAX_RECORD_SIZE, ProbeConfig, RecordLayout,
-    SOCK_DONE_BIT, Stat, TcpState, transition_slot,
+    SOCK_DONE_BIT, Stat, TcpState, state::may_leave_timewait, transition_slot,
 };
 
 use crate::maps::{EVENTS, STATE_SINCE, TRANSITIONS, bump, config, count};
@@ -165,12 +165,7 @@ fn on_transition(
     } else {
         0
     };
-    let detail = if newstate == TcpState::Close as u32
-        && (oldstate == TcpState::FinWait1 as u32
-            || oldstate == TcpState::FinWait2 as u32
-            || oldstate == TcpState::Closing as u32)
-        && cfg.flags & FLAG_SOCK_FLAGS != 0
-    {
+    let detail = if may_leave_timewait(oldstate, newstate) && cfg.flags & FLAG_SOCK_FLAGS != 0 {
         fin_detail(skaddr, cfg)
     } else {
         0

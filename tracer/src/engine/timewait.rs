@@ -66,11 +66,7 @@ impl Engine {
     /// `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE` is how the kernel retires a
     /// full socket after handing the connection to a timewait socket.
     pub(super) fn predict_timewait(&mut self, t: &Transition, tuple: Tuple) {
-        if !matches!(
-            t.old,
-            TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing
-        ) || !tuple.is_connection()
-        {
+        if !t.old.may_leave_timewait(t.new) || !tuple.is_connection() {
             return;
         }
         // At the cap the kernel closes the connection without a timewait
