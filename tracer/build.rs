@@ -1,6 +1,6 @@
 //! Builds the kernel programs (`tracer-ebpf`) for the BPF target with the
 //! nightly toolchain and bpf-linker, and leaves the object in OUT_DIR, where
-//! `src/probe.rs` embeds it.
+//! `src/kernel/probe.rs` embeds it.
 
 use anyhow::{Context as _, bail};
 

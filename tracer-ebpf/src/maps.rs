@@ -1,6 +1,6 @@
 //! Maps shared with user space, and the load-time configuration.
 //!
-//! Map names are part of the interface with `tracer/src/probe.rs`.
+//! Map names are part of the interface with `tracer/src/kernel/probe.rs`.
 
 use aya_ebpf::{
     macros::map,

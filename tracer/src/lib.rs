@@ -1,38 +1,23 @@
-//! tracer's user space.
+//! tracer's user space, in layers that import only downward:
 //!
-//! * Kernel side: [`probe`] loads and attaches it, with offsets from
-//!   [`tracefs`] and [`btf`]; [`privileges`] explains what is missing.
-//! * Events: [`ringbuf`] reads the ring buffer, [`event`] decodes records,
-//!   [`clock`] turns kernel time into wall time.
-//! * State: [`engine`] turns events and sock_diag dumps ([`sockdiag`],
-//!   [`netns`], [`procfs`], [`procnet`]) into the socket table;
-//!   [`nodiag`] recognises a kernel without sock_diag for TCP, and why.
-//! * Front ends: [`trace`] (`tracer trace`); [`daemon`] (`tracer daemon`)
-//!   with [`http`] (limits, TLS, basic auth), [`metrics`] and
-//!   [`snapshot`]; [`top`] (`tracer top`).
-//! * [`cli`] defines every flag, [`config`] the daemon's config file;
-//!   [`shutdown`] handles SIGINT and SIGTERM; [`systemd`] talks to systemd.
+//! * front ends: [`cli`] (every flag, the settings, the config file),
+//!   [`daemon`] (`tracer daemon`: start-up, event loop, reload, systemd),
+//!   [`trace`] (`tracer trace`), [`top`] (`tracer top`);
+//! * [`serve`]: the daemon's shared state, metrics, snapshot, HTTP;
+//! * domain: [`engine`] (events and dumps in, counts out, pure) and
+//!   [`sockets`] (the kernel's socket tables: sock_diag, `/proc`,
+//!   namespaces, owners);
+//! * [`kernel`]: loading the program, BTF, tracefs, the ring buffer,
+//!   events, clock, privileges.
+//!
+//! [`shutdown`] (SIGINT and SIGTERM) is shared by every front end.
 
-pub mod btf;
 pub mod cli;
-pub mod clock;
-pub mod config;
 pub mod daemon;
 pub mod engine;
-pub mod event;
-pub mod http;
-pub mod metrics;
-pub mod netns;
-pub mod nodiag;
-pub mod privileges;
-pub mod probe;
-pub mod procfs;
-pub mod procnet;
-pub mod ringbuf;
+pub mod kernel;
+pub mod serve;
 pub mod shutdown;
-pub mod snapshot;
-pub mod sockdiag;
-pub mod systemd;
+pub mod sockets;
 pub mod top;
 pub mod trace;
-pub mod tracefs;

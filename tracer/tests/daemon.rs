@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::{daemon::*, leaky::*, *};
-use tracer::snapshot::Snapshot;
+use tracer::serve::snapshot::Snapshot;
 
 #[test]
 fn gauges_match_ss_for_sockets_older_and_newer_than_the_daemon() {

@@ -10,7 +10,7 @@ mod common;
 use std::{net::TcpListener, path::Path, time::Duration};
 
 use common::{daemon::*, *};
-use tracer::sockdiag::{self, ALL_STATES, SockDiagError};
+use tracer::sockets::sockdiag::{self, ALL_STATES, SockDiagError};
 
 /// The fall-back warning's start for namespace `inode`.
 fn warning_for(inode: u32) -> String {

@@ -52,7 +52,7 @@ fn rules_config_and_rule_tests_pass_promtool() {
 
 /// Every `tcpstate_*` name in `expr` is one the daemon exports.
 fn unknown_metrics(expr: &str) -> Vec<String> {
-    let known: Vec<String> = tracer::metrics::family_names()
+    let known: Vec<String> = tracer::serve::metrics::family_names()
         .flat_map(|n| {
             [
                 n.to_owned(),

@@ -15,7 +15,7 @@ use std::{
 };
 
 use common::*;
-use tracer::{
+use tracer::sockets::{
     netns, procfs,
     sockdiag::{self, ALL_STATES, DiagSocket},
 };
@@ -163,9 +163,9 @@ fn states_on(ip: &str) {
 
     for s in [l, c, s, cw, tw, req] {
         let want = if ip.contains(':') {
-            tracer::event::Family::V6
+            tracer::kernel::event::Family::V6
         } else {
-            tracer::event::Family::V4
+            tracer::kernel::event::Family::V4
         };
         assert_eq!(s.family, want, "{s:?}");
     }
@@ -227,14 +227,14 @@ fn ipv4_mapped_connections_dump_as_v6() {
     };
     let server_inode = inode_of(&server);
     let s = wait_for_socket("accepted dual-stack socket", |s| s.inode == server_inode);
-    assert_eq!(s.family, tracer::event::Family::V6);
+    assert_eq!(s.family, tracer::kernel::event::Family::V6);
     assert_eq!(s.remote, mapped(caddr));
     assert_eq!(s.local, mapped(client.peer_addr().expect("peer")));
     let all = sockdiag::dump_all(ALL_STATES).expect("dump");
     assert_eq!(all.iter().filter(|s| s.inode == server_inode).count(), 1);
     // The client is a plain IPv4 socket.
     let c = wait_for_socket("ipv4 client", |s| s.local == caddr);
-    assert_eq!(c.family, tracer::event::Family::V4);
+    assert_eq!(c.family, tracer::kernel::event::Family::V4);
 }
 
 /// `ss -Htan`'s state column as kernel state numbers.

@@ -304,7 +304,7 @@ fn sighup_reloads_what_can_change_live() {
     let daemon = Daemon::start(&["--config", config.to_str().expect("path")]);
     let mut http = daemon.client();
     let threshold = |http: &mut Http| {
-        let s: tracer::snapshot::Snapshot =
+        let s: tracer::serve::snapshot::Snapshot =
             serde_json::from_str(&http.get("/api/v1/snapshot").body).expect("snapshot");
         s.close_wait_threshold_seconds
     };

@@ -8,9 +8,7 @@
 //! knows which of them the dump already saw.
 
 mod allocator;
-mod dump;
-mod shared;
-mod sources;
+pub mod systemd;
 
 use std::{
     net::SocketAddr,
@@ -28,25 +26,25 @@ use tokio_util::sync::CancellationToken;
 use tracer_common::TcpState;
 
 use allocator::release_free_memory;
-pub use shared::Shared;
-pub use sources::Source;
 
 use crate::{
-    clock::monotonic_ns,
     engine::{Engine, EngineConfig, FullReconcile, Leak},
-    event::Transition,
-    http::{
+    kernel::clock::monotonic_ns,
+    kernel::event::Transition,
+    kernel::privileges,
+    kernel::probe::{Probe, ProbeOptions},
+    kernel::ringbuf::EventReader,
+    serve::http::{
         self,
         listener::{LimitedListener, StreamLimits},
         web_config::WebSecurity,
     },
-    privileges,
-    probe::{Probe, ProbeOptions},
-    ringbuf::EventReader,
+    serve::shared::{self, Shared},
     shutdown::Shutdown,
-    sockdiag,
-    systemd::Notifier,
+    sockets::sockdiag,
+    sockets::{dump, sources},
 };
+use systemd::Notifier;
 
 /// A full reconciliation at least this often, lost events or not.
 const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(300);

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::Engine;
-use crate::event::Comm;
+use crate::kernel::event::Comm;
 
 /// One leaked socket.
 #[derive(Debug, Clone, PartialEq, Eq)]

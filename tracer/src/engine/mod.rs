@@ -46,7 +46,7 @@ pub use timewait::{DestinationCount, TimewaitReconcile};
 use tracer_common::TcpState;
 pub use tuple::Tuple;
 
-use crate::event::{Comm, Transition};
+use crate::kernel::event::{Comm, Transition};
 
 /// Kernel state numbers index these arrays (slot 0 unused).
 pub const STATE_SLOTS: usize = 13;

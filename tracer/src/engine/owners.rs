@@ -3,7 +3,7 @@
 //! (accepted sockets take their listener's).
 
 use super::{HashMap, Tuple};
-use crate::event::Comm;
+use crate::kernel::event::Comm;
 
 #[derive(Debug, Clone)]
 struct Owner {

@@ -4,7 +4,7 @@
 use tracer_common::TcpState;
 
 use super::Tuple;
-use crate::event::Comm;
+use crate::kernel::event::Comm;
 
 /// A socket as the start-up dump (sock_diag) reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct DumpedSocket {
     /// Owning process from /proc (pid, comm), when known.
     pub owner: Option<(u32, Comm)>,
     /// The socket's inode (0 for timewait sockets), so that owners found
-    /// later can be matched ([`Engine::assign_owners`]).
+    /// later can be matched ([`super::Engine::assign_owners`]).
     pub inode: u32,
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use tracer_common::{TASK_COMM_LEN, TcpState};
 
 use super::*;
-use crate::event::{Comm, Family, Transition};
+use crate::kernel::event::{Comm, Family, Transition};
 use TcpState::*;
 
 const NS: u32 = 4026531840;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use tracer_common::TcpState;
 
 use super::{DumpedSocket, Engine, HashMap, TIME_WAIT_LEN_NS, Tuple, slot};
-use crate::event::Transition;
+use crate::kernel::event::Transition;
 
 #[derive(Debug, Clone)]
 pub(super) struct TimeWait {

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::event::Family;
+use crate::kernel::event::Family;
 
 /// Namespace, family, local and remote address and port (40 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

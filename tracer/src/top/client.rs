@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, pem::PemObject as _};
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use super::model::FetchFailure;
-use crate::snapshot::Snapshot;
+use crate::serve::snapshot::Snapshot;
 
 /// Why `tracer top` could not be set up (before any request).
 #[derive(Debug, thiserror::Error)]

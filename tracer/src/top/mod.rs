@@ -21,7 +21,7 @@ use self::{
     model::{Action, Key, Model},
     view::Theme,
 };
-use crate::snapshot::Snapshot;
+use crate::serve::snapshot::Snapshot;
 
 #[derive(Debug, Clone)]
 pub struct TopOptions {

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::snapshot::{DestinationEntry, LeakEntry, Snapshot, TransitionRate};
+use crate::serve::snapshot::{DestinationEntry, LeakEntry, Snapshot, TransitionRate};
 
 /// Samples kept per state for the sparkline.
 pub const HISTORY: usize = 60;
@@ -328,7 +328,7 @@ pub fn human_age(seconds: f64) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::snapshot::{EventCounts, StateCount};
+    use crate::serve::snapshot::{EventCounts, StateCount};
 
     pub(crate) fn snapshot(uptime: f64, established: u64) -> Snapshot {
         let states = [

@@ -18,7 +18,7 @@ pub struct Theme {
 }
 
 impl Theme {
-    /// Honours https://no-color.org: NO_COLOR set and not empty.
+    /// Honours <https://no-color.org>: NO_COLOR set and not empty.
     pub fn from_env() -> Theme {
         Theme {
             color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),

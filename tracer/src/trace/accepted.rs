@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::event::Transition;
+use crate::kernel::event::Transition;
 
 /// Longest a row waits for its socket's next event: a child whose
 /// handshake stalls (a TCP Fast Open child waits for the client's ACK)
@@ -108,7 +108,7 @@ mod tests {
     use tracer_common::TcpState::{self, *};
 
     use super::*;
-    use crate::event::{Comm, Family};
+    use crate::kernel::event::{Comm, Family};
 
     const MS: u64 = 1_000_000;
     const SRV: &str = "10.0.0.1:80";

@@ -2,7 +2,7 @@
 
 use tracer_common::TcpState;
 
-use crate::event::{Family, Transition};
+use crate::kernel::event::{Family, Transition};
 
 /// Each non-empty list must match (any of its values); empty lists match all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::tests::sample_event;
+    use crate::kernel::event::tests::sample_event;
 
     fn sample() -> Transition {
         Transition::try_from(&sample_event()).unwrap()

@@ -6,8 +6,8 @@ use std::{io, net::SocketAddr};
 use serde::Serialize;
 
 use crate::{
-    clock::{WallClock, local_time_of_day},
-    event::Transition,
+    kernel::clock::{WallClock, local_time_of_day},
+    kernel::event::Transition,
 };
 
 /// The table's column layout, shared by the header and the rows so they
@@ -121,7 +121,7 @@ pub fn write_json(out: &mut impl io::Write, t: &Transition, clock: &WallClock) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::tests::sample_event;
+    use crate::kernel::event::tests::sample_event;
 
     fn sample() -> Transition {
         Transition::try_from(&sample_event()).unwrap()

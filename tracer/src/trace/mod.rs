@@ -13,10 +13,10 @@ pub use filter::Filter;
 use accepted::AcceptedTuples;
 
 use crate::{
-    clock::{WallClock, monotonic_ns},
-    event::Transition,
-    probe::{KernelStats, Probe, ProbeOptions},
-    ringbuf::EventReader,
+    kernel::clock::{WallClock, monotonic_ns},
+    kernel::event::Transition,
+    kernel::probe::{KernelStats, Probe, ProbeOptions},
+    kernel::ringbuf::EventReader,
     shutdown::Shutdown,
 };
 

@@ -20,9 +20,9 @@ use tracer_common::{
 };
 
 use crate::{
-    btf::{Btf, BtfError, VMLINUX_BTF},
-    privileges::{self, MissingCapabilities},
-    tracefs::{self, Format, TracefsError},
+    kernel::btf::{Btf, BtfError, VMLINUX_BTF},
+    kernel::privileges::{self, MissingCapabilities},
+    kernel::tracefs::{self, Format, TracefsError},
 };
 
 /// The kernel object built by build.rs from `tracer-ebpf`.
@@ -491,7 +491,7 @@ pub fn probe_config(
 /// When the program wakes the reader: each time another quarter of the
 /// ring buffer waits (1 MiB, about 10,000 events, by default), leaving
 /// three quarters for what arrives while the reader wakes. The reader
-/// drains on a timer as well ([`crate::ringbuf::DRAIN_INTERVAL`]), so fewer
+/// drains on a timer as well ([`crate::kernel::ringbuf::DRAIN_INTERVAL`]), so fewer
 /// events wait no longer than that. Each wake-up of the daemon costs tens
 /// of microseconds of scheduling; at 64 KiB per wake-up they took about a
 /// third of its CPU under churn.

@@ -13,7 +13,7 @@
 
 use std::{fs, io, path::Path};
 
-use crate::sockdiag::SockDiagError;
+use crate::sockets::sockdiag::SockDiagError;
 
 /// True when `e` means the kernel offers no sock_diag for TCP at all (as
 /// opposed to a dump that failed): the caller should read `/proc/net/tcp`.
@@ -306,7 +306,7 @@ mod tests {
             offset: 0
         }));
         assert!(!unavailable(&SockDiagError::Recv {
-            family: crate::event::Family::V4,
+            family: crate::kernel::event::Family::V4,
             error: io::Error::from_raw_os_error(libc::ENOENT),
         }));
     }

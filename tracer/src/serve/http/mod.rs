@@ -24,7 +24,7 @@ use axum::{
     routing::get,
 };
 
-use crate::{daemon::Shared, metrics::Metrics};
+use crate::{serve::metrics::Metrics, serve::shared::Shared};
 
 /// Prometheus' text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -12,15 +12,17 @@ use std::{
 
 use tracer_common::{STATE_SLOTS, TcpState};
 
-use super::sources::Sources;
+use crate::sockets::sources::Sources;
 use crate::{
-    clock::monotonic_ns,
     engine::Engine,
-    event::Transition,
-    http::{listener::HttpStats, server::WebSecurityHandle},
-    metrics::GAUGED_STATES,
-    probe::{KernelStats, Probe},
-    snapshot::{DestinationEntry, EventCounts, LeakEntry, Snapshot, StateCount, TransitionRate},
+    kernel::clock::monotonic_ns,
+    kernel::event::Transition,
+    kernel::probe::{KernelStats, Probe},
+    serve::http::{listener::HttpStats, server::WebSecurityHandle},
+    serve::metrics::GAUGED_STATES,
+    serve::snapshot::{
+        DestinationEntry, EventCounts, LeakEntry, Snapshot, StateCount, TransitionRate,
+    },
 };
 
 /// At most this many leaks and destinations in a snapshot.

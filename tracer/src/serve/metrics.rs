@@ -13,9 +13,10 @@ use prometheus::{
 use tracer_common::TcpState;
 
 use crate::{
-    daemon::{Shared, Source},
     engine::{EngineStats, Histogram},
-    probe::KernelStats,
+    kernel::probe::KernelStats,
+    serve::shared::Shared,
+    sockets::sources::Source,
 };
 
 /// States with a socket gauge: every state a socket can be counted in

@@ -13,17 +13,18 @@ use clap::{
 };
 use tracer_common::TcpState;
 
+pub mod config;
 mod top;
 
 pub use self::top::{DEFAULT_ENDPOINT, TopArgs};
 
 use crate::{
-    btf::VMLINUX_BTF,
-    config::{self, ConfigError, DEFAULT_CONFIG},
+    cli::config::{ConfigError, DEFAULT_CONFIG},
     daemon::{DEFAULT_LISTEN, DaemonOptions},
     engine::EngineConfig,
-    event::Family,
-    probe::{self, DEFAULT_STATE_TIME_ENTRIES, ProbeOptions},
+    kernel::btf::VMLINUX_BTF,
+    kernel::event::Family,
+    kernel::probe::{self, DEFAULT_STATE_TIME_ENTRIES, ProbeOptions},
     trace::{Filter, OutputFormat, TraceOptions},
 };
 

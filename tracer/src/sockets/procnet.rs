@@ -17,7 +17,7 @@ use std::{
     path::Path,
 };
 
-use crate::{event::Family, sockdiag::DiagSocket};
+use crate::{kernel::event::Family, sockets::sockdiag::DiagSocket};
 
 /// Sockets of PID's network namespace whose state is in `states` (a
 /// sock_diag bit mask), both families, passed to `f`; returns how many.
@@ -145,12 +145,14 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut mine = Vec::new();
-        dump(std::process::id(), crate::sockdiag::ALL_STATES, |s| {
-            mine.push(s)
-        })
+        dump(
+            std::process::id(),
+            crate::sockets::sockdiag::ALL_STATES,
+            |s| mine.push(s),
+        )
         .unwrap();
         let mut own = Vec::new();
-        let n = dump_own(crate::sockdiag::ALL_STATES, |s| own.push(s)).unwrap();
+        let n = dump_own(crate::sockets::sockdiag::ALL_STATES, |s| own.push(s)).unwrap();
         assert_eq!(n, own.len());
         for found in [&mine, &own] {
             let found = found

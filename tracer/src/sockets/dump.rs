@@ -14,12 +14,14 @@ use tokio::sync::mpsc::Sender;
 use tracer_common::TcpState;
 
 use crate::{
-    clock::monotonic_ns,
     engine::{DumpedSocket, Tuple},
-    event::Comm,
-    netns::{self, NetNsError},
-    nodiag, procfs, procnet,
-    sockdiag::{self, DiagSocket, SockDiagError},
+    kernel::clock::monotonic_ns,
+    kernel::event::Comm,
+    sockets::netns::{self, NetNsError},
+    sockets::nodiag,
+    sockets::procfs,
+    sockets::procnet,
+    sockets::sockdiag::{self, DiagSocket, SockDiagError},
 };
 
 use super::sources::ReadFrom;
