@@ -44,13 +44,13 @@ fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
             .block_on(async { trace::run(args.options(), Shutdown::install()?).await }),
         Command::Daemon(args) if args.check_config => {
             // The web config file is part of the configuration.
-            daemon::load_web_security(&args.options())?;
-            print!("{}", args.describe(cli.log_level));
+            daemon::reload::load_web_security(&args.options())?;
+            print!("{}", args.effective.describe(&args.config));
             Ok(())
         }
         // Serves HTTP while it applies events: a second worker.
         Command::Daemon(args) => {
-            let reload: daemon::Reload = Arc::new(move || match cli::parse_args(&argv) {
+            let reload: daemon::reload::Reload = Arc::new(move || match cli::parse_args(&argv) {
                 Ok(Cli {
                     command: Command::Daemon(a),
                     log_level,
@@ -59,9 +59,9 @@ fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
                 Err(e) => Err(e.to_string()),
             });
             let options = args.options();
-            let web = daemon::load_web_security(&options)?;
+            let web = daemon::reload::load_web_security(&options)?;
             // Before any other thread: capabilities are per thread.
-            let probe = daemon::load_and_drop_privileges(&options)?;
+            let probe = daemon::startup::load_and_drop_privileges(&options)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -1,6 +1,6 @@
 //! The daemon's config file (TOML, `/etc/tracer/tracer.toml` by default).
 //!
-//! Every key is the long name of a daemon flag, with the same values: the
+//! Every key is the long name of a daemon flag ([`super::settings`]), with the same values: the
 //! file is turned into `--key value` arguments and checked by the very
 //! parsers the command line uses, so the two cannot disagree. Precedence:
 //! command-line flags, then environment variables, then the file, then the
@@ -11,34 +11,18 @@ use std::{io, path::Path};
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/tracer/tracer.toml";
 
-/// Keys a config file may set: the daemon's flags.
-pub const SETTINGS: &[&str] = &[
-    "listen",
-    "reconcile-interval",
-    "close-wait-threshold",
-    "max-sockets",
-    "leak-top-n",
-    "ring-buffer-size",
-    "btf",
-    "http-max-connections",
-    "http-idle-timeout",
-    "http-request-timeout",
-    "web-config-file",
-    "netns-label",
-    "log-level",
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {error}")]
     Read { path: String, error: io::Error },
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
-    #[error("{path}:{line}: unknown setting `{key}` (known: {known})", known = SETTINGS.join(", "))]
+    #[error("{path}:{line}: unknown setting `{key}` (known: {known})")]
     UnknownKey {
         path: String,
         line: usize,
         key: String,
+        known: String,
     },
     #[error("{path}:{line}: `{key}` must be a string, a whole number or a boolean")]
     Type {
@@ -80,11 +64,13 @@ fn line_of(text: &str, key: &str) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// The file's settings as `(key, value)` pairs, each checked by `validate`
-/// (which returns the flag parser's message on error).
+/// The file's settings as `(key, value)` pairs: each key one of `known`
+/// (the daemon's flags, see [`super::settings`]), each value checked by
+/// `validate` (which returns the flag parser's message on error).
 pub fn settings(
     path: &Path,
     text: &str,
+    known: &[String],
     validate: impl Fn(&str, &str) -> Result<(), String>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let p = path.display().to_string();
@@ -105,8 +91,14 @@ pub fn settings(
     let mut out = Vec::new();
     for (key, value) in table {
         let line = line_of(text, &key);
-        if !SETTINGS.contains(&key.as_str()) {
-            return Err(ConfigError::UnknownKey { path: p, line, key });
+        if !known.contains(&key) {
+            let known = known.join(", ");
+            return Err(ConfigError::UnknownKey {
+                path: p,
+                line,
+                key,
+                known,
+            });
         }
         let value = match value {
             toml::Value::String(s) => s,
@@ -132,12 +124,18 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
-        settings(Path::new("/etc/tracer/tracer.toml"), text, |key, value| {
-            if key == "max-sockets" && value.parse::<u64>().is_err() {
-                return Err(format!("invalid value '{value}'"));
-            }
-            Ok(())
-        })
+        let known = ["listen", "max-sockets", "leak-top-n"].map(String::from);
+        settings(
+            Path::new("/etc/tracer/tracer.toml"),
+            text,
+            &known,
+            |key, value| {
+                if key == "max-sockets" && value.parse::<u64>().is_err() {
+                    return Err(format!("invalid value '{value}'"));
+                }
+                Ok(())
+            },
+        )
     }
 
     #[test]

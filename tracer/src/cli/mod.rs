@@ -8,25 +8,39 @@ use std::{
 
 use std::ffi::OsString;
 
-use clap::{
-    Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, parser::ValueSource,
-};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tracer_common::TcpState;
 
 pub mod config;
+pub mod settings;
 mod top;
 
-pub use self::top::{DEFAULT_ENDPOINT, TopArgs};
+pub use self::{
+    settings::Effective,
+    top::{DEFAULT_ENDPOINT, TopArgs},
+};
 
 use crate::{
     cli::config::{ConfigError, DEFAULT_CONFIG},
-    daemon::{DEFAULT_LISTEN, DaemonOptions},
+    daemon::DaemonOptions,
     engine::EngineConfig,
     kernel::btf::VMLINUX_BTF,
     kernel::event::Family,
     kernel::probe::{self, DEFAULT_STATE_TIME_ENTRIES, ProbeOptions},
     trace::{Filter, OutputFormat, TraceOptions},
 };
+
+/// The daemon's default address (loopback only), and the one `tracer top`
+/// asks by default: a macro so that both constants are spelled from it.
+macro_rules! default_listen {
+    () => {
+        "127.0.0.1:9840"
+    };
+}
+pub(crate) use default_listen;
+
+/// Default address of the daemon's HTTP endpoint.
+pub const DEFAULT_LISTEN: &str = default_listen!();
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,46 +139,13 @@ pub struct DaemonArgs {
     /// Check the configuration (file and flags), print it, and exit.
     #[arg(long)]
     pub check_config: bool,
+
+    /// Every setting's effective value, filled in by [`parse_args`].
+    #[arg(skip)]
+    pub effective: Effective,
 }
 
 impl DaemonArgs {
-    /// The effective settings, in config-file syntax (`--check-config`).
-    pub fn describe(&self, log_level: log::LevelFilter) -> String {
-        format!(
-            "# configuration is valid (config file: {config})\n\
-             listen = \"{listen}\"\n\
-             reconcile-interval = \"{interval}\"\n\
-             close-wait-threshold = \"{threshold}\"\n\
-             max-sockets = {max}\n\
-             leak-top-n = {top}\n\
-             ring-buffer-size = \"{ring}KiB\"\n\
-             btf = \"{btf}\"\n\
-             http-max-connections = {http_max}\n\
-             http-idle-timeout = \"{http_idle}\"\n\
-             http-request-timeout = \"{http_request}\"\n\
-             {web_config}\n\
-             netns-label = {netns_label}\n\
-             log-level = \"{level}\"\n",
-            config = self.config.display(),
-            listen = self.listen,
-            interval = humantime::format_duration(self.reconcile_interval),
-            threshold = humantime::format_duration(self.close_wait_threshold),
-            max = self.max_sockets,
-            top = self.leak_top_n,
-            ring = self.ring_buffer_size / 1024,
-            btf = self.btf.display(),
-            http_max = self.http_max_connections,
-            http_idle = humantime::format_duration(self.http_idle_timeout),
-            http_request = humantime::format_duration(self.http_request_timeout),
-            web_config = match &self.web_config_file {
-                Some(path) => format!("web-config-file = \"{}\"", path.display()),
-                None => "# web-config-file: none (plain HTTP, no authentication)".to_owned(),
-            },
-            netns_label = self.netns_label,
-            level = log_level.as_str().to_lowercase(),
-        )
-    }
-
     pub fn options(&self) -> DaemonOptions {
         DaemonOptions {
             listen: self.listen,
@@ -188,6 +169,7 @@ impl DaemonArgs {
             http_idle_timeout: self.http_idle_timeout,
             http_request_timeout: self.http_request_timeout,
             web_config: self.web_config_file.clone(),
+            settings: self.effective.clone(),
         }
     }
 }
@@ -313,45 +295,57 @@ pub enum CliError {
 /// Parses the command line; for `daemon`, merges in its config file under
 /// the flags and environment variables that were given.
 pub fn parse_args(argv: &[OsString]) -> Result<Cli, CliError> {
-    let matches = Cli::command().try_get_matches_from(argv)?;
-    let cli = Cli::from_arg_matches(&matches)?;
-    let (Command::Daemon(daemon), Some(("daemon", sub))) = (&cli.command, matches.subcommand())
-    else {
+    parse_with(&Cli::command(), argv)
+}
+
+/// [`parse_args`] over `command`, [`Cli`]'s clap command or one built from
+/// it (a test adds a flag to show what follows from the settings table).
+pub fn parse_with(command: &clap::Command, argv: &[OsString]) -> Result<Cli, CliError> {
+    let mut matches = command.clone().try_get_matches_from(argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    let Command::Daemon(daemon) = &cli.command else {
         return Ok(cli);
     };
-    let given = |m: &clap::ArgMatches, id: &str| {
-        !matches!(m.value_source(id), None | Some(ValueSource::DefaultValue))
-    };
-    let Some(text) = config::read(&daemon.config, given(sub, "config"))? else {
-        return Ok(cli);
-    };
-    let settings = config::settings(&daemon.config, &text, validate_setting)?;
-    let mut extra: Vec<OsString> = Vec::new();
-    for (key, value) in settings {
-        let id = key.replace('-', "_");
-        let set = if key == "log-level" {
-            given(&matches, &id)
-        } else {
-            given(sub, &id)
-        };
-        if !set {
+    let sub = matches
+        .subcommand_matches("daemon")
+        .cloned()
+        .unwrap_or_default();
+    if let Some(text) = config::read(&daemon.config, settings::given(&sub, "config"))? {
+        let known = settings::keys(command);
+        let file = config::settings(&daemon.config, &text, &known, |key, value| {
+            validate_setting(command, key, value)
+        })?;
+        let unset = settings::settings(command)
+            .into_iter()
+            .filter(|s| !settings::given(if s.global { &matches } else { &sub }, &s.id));
+        let unset: Vec<String> = unset.map(|s| s.key).collect();
+        let mut extra: Vec<OsString> = Vec::new();
+        for (key, value) in file.into_iter().filter(|(k, _)| unset.contains(k)) {
             extra.push(format!("--{key}").into());
             extra.push(value.into());
         }
+        let at = argv
+            .iter()
+            .position(|a| a == "daemon")
+            .map_or(argv.len(), |i| i + 1);
+        let mut merged = argv.to_vec();
+        merged.splice(at..at, extra);
+        matches = command.clone().try_get_matches_from(merged)?;
+        cli = Cli::from_arg_matches(&matches)?;
     }
-    let at = argv
-        .iter()
-        .position(|a| a == "daemon")
-        .map_or(argv.len(), |i| i + 1);
-    let mut merged = argv.to_vec();
-    merged.splice(at..at, extra);
-    Ok(Cli::try_parse_from(merged)?)
+    if let (Command::Daemon(daemon), Some(sub)) =
+        (&mut cli.command, matches.subcommand_matches("daemon"))
+    {
+        daemon.effective = Effective::from_matches(command, &matches, sub);
+    }
+    Ok(cli)
 }
 
 /// Checks one config value with the flag's own parser.
-fn validate_setting(key: &str, value: &str) -> Result<(), String> {
+fn validate_setting(command: &clap::Command, key: &str, value: &str) -> Result<(), String> {
     let args = ["tracer", "daemon", &format!("--{key}"), value];
-    Cli::command()
+    command
+        .clone()
         .try_get_matches_from(args)
         .map(drop)
         .map_err(|e| {

@@ -11,7 +11,7 @@ use crate::top::{
 };
 
 /// The daemon's default address, as a URL.
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9840";
+pub const DEFAULT_ENDPOINT: &str = concat!("http://", super::default_listen!());
 
 /// Flags of `tracer top`.
 #[derive(Debug, Args)]

@@ -10,6 +10,9 @@ pub struct EngineConfig {
     pub leak_top_n: usize,
 }
 
+/// For the engine's tests only: the daemon's defaults are its flags'
+/// (`cli`), which build its config.
+#[cfg(test)]
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {

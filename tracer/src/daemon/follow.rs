@@ -1,0 +1,169 @@
+//! The daemon's event loop after start-up: apply every transition, tick
+//! (leak sweep, rates, the dump schedule), reconcile with each dump, name
+//! the start-up sockets' owners, reload on SIGHUP, feed the watchdog.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::task::JoinHandle;
+use tracer_common::TcpState;
+
+use crate::{
+    engine::{FullReconcile, Leak},
+    kernel::{
+        clock::monotonic_ns,
+        event::{Comm, Transition},
+        ringbuf::EventReader,
+    },
+    serve::shared::{RateTracker, Shared},
+    sockets::{dump, sockdiag},
+};
+
+use super::{
+    DaemonOptions,
+    allocator::release_free_memory,
+    decode_into, record_sources, reload,
+    schedule::{DumpKind, DumpSchedule},
+};
+
+/// How late the kernel may reap a timewait socket after its 60 s timer:
+/// the timer wheel rounds a 60 s timeout up by up to 4 s at HZ=1000.
+const TIMEWAIT_TIMER_SLACK: Duration = Duration::from_secs(5);
+
+/// The loop's state between its wake-ups.
+pub struct Follow<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub options: DaemonOptions,
+    pub reader: EventReader,
+    /// Events decoded from the ring buffer, not yet applied.
+    pub batch: Vec<Transition>,
+    pub schedule: DumpSchedule,
+    pub rates: RateTracker,
+    pub tick: tokio::time::Interval,
+}
+
+impl Follow<'_> {
+    /// Events read: apply them.
+    pub fn apply_events(&mut self) {
+        self.shared.apply_batch(&mut self.batch);
+    }
+
+    /// A tick: maybe start a dump, expire timewait sockets between dumps,
+    /// sweep leaks, update rates.
+    pub fn on_tick(&mut self) -> Option<JoinHandle<dump::Dump>> {
+        let shared = self.shared;
+        // One read of the kernel's counters serves both the loss check and
+        // the rates.
+        let (transitions, kernel) = shared.kernel_counters();
+        let started = self
+            .schedule
+            .due(Instant::now(), kernel.lost_events())
+            .map(|kind| {
+                let mask = match kind {
+                    DumpKind::Full => sockdiag::ALL_STATES,
+                    // sock_diag filters timewait sockets by their substate:
+                    // orphaned FIN_WAIT2 ones only come with the FIN_WAIT2 bit.
+                    DumpKind::Timewait => {
+                        sockdiag::state_mask(&[TcpState::TimeWait, TcpState::FinWait2])
+                    }
+                };
+                shared.engine().timewait_dump_starting();
+                let skip = shared.sources().skip_sock_diag(monotonic_ns());
+                tokio::task::spawn_blocking(move || dump::dump_namespaces(mask, skip))
+            });
+        let now = monotonic_ns();
+        if self.schedule.running().is_none() {
+            // Between dumps, timewait sockets leave when their timer (plus
+            // the kernel's slack) has run out.
+            let slack = TIMEWAIT_TIMER_SLACK.as_nanos() as u64;
+            shared.engine().expire_timewait(now.saturating_sub(slack));
+        }
+        for leak in shared.engine().sweep_leaks(now) {
+            log_leak(&leak);
+        }
+        self.rates.update(shared, &transitions);
+        started
+    }
+
+    /// A dump returned: reconcile the table with it, after every event up
+    /// to its end.
+    pub fn on_dump(&mut self, mut dump: dump::Dump) {
+        let shared = self.shared;
+        let full = self.schedule.running() == Some(DumpKind::Full);
+        record_sources(shared, std::mem::take(&mut dump.read_from), &dump.unread);
+        self.reader
+            .drain_now(|bytes| decode_into(shared, bytes, &mut self.batch));
+        shared.apply_batch(&mut self.batch);
+        let mut engine = shared.engine();
+        let mut fixed = false;
+        if full {
+            let result =
+                engine.reconcile_full(&dump.sockets, &dump.unread, dump.start_ns, dump.end_ns);
+            if result != FullReconcile::default() {
+                log::info!("full reconciliation fixed {result:?}");
+                fixed = true;
+            }
+        }
+        let result = engine.reconcile_timewait(
+            dump.sockets.iter().copied(),
+            &dump.unread,
+            dump.start_ns,
+            dump.end_ns,
+        );
+        engine.set_timewait_caps(dump.timewait_caps.iter().copied());
+        drop(engine);
+        if full {
+            drop(std::mem::take(&mut dump.sockets));
+            release_free_memory();
+        }
+        if result.drift() > 0 {
+            fixed = true;
+            log::debug!("timewait reconciliation: {result:?}");
+        }
+        self.schedule.finished(Instant::now(), dump.refused, fixed);
+        for failure in &dump.failures {
+            log::debug!("timewait dump skipped a namespace: {failure}");
+        }
+    }
+
+    /// The start-up sockets' owners, from a scan of /proc.
+    pub fn on_owners(&mut self, owners: &HashMap<u32, (u32, Comm)>, started: Instant) {
+        let named = self.shared.engine().assign_owners(owners);
+        log::info!(
+            "owners of {named} sockets found at start-up named from /proc, in {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+
+    /// SIGHUP: read the configuration again and apply what changes live.
+    pub fn on_hangup(&mut self, reload: &reload::Reload) {
+        match reload() {
+            Ok((new, level)) => {
+                if new.interval != self.options.interval {
+                    self.tick = super::ticker(new.interval);
+                }
+                reload::apply(&self.options, &new, level, self.shared);
+                self.options = new;
+            }
+            Err(e) => log::error!("SIGHUP: configuration not reloaded: {e}"),
+        }
+    }
+}
+
+/// One structured line per socket that crosses the CLOSE_WAIT threshold.
+fn log_leak(leak: &Leak) {
+    log::warn!(
+        "close_wait_leak pid={} comm={} netns={} local={} remote={} age_seconds={:.1}",
+        leak.pid,
+        leak.comm
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "?".to_owned()),
+        leak.netns,
+        leak.local,
+        leak.remote,
+        leak.age_ns as f64 / 1e9
+    );
+}
