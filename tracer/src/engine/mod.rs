@@ -37,11 +37,11 @@ pub use histogram::{BUCKETS, Histogram};
 pub use leaks::{Leak, LeakSummary};
 use owners::Owners;
 pub use reconcile::FullReconcile;
-use seeds::SeedIndex;
+use seeds::Seeds;
 pub use sock::DumpedSocket;
 use sock::Sock;
 pub use stats::EngineStats;
-use timewait::TimeWait;
+use timewait::TimewaitTable;
 pub use timewait::{DestinationCount, TimewaitReconcile};
 use tracer_common::TcpState;
 pub use tuple::Tuple;
@@ -54,40 +54,14 @@ pub const STATE_SLOTS: usize = 13;
 /// How long a timewait socket lives (TCP_TIMEWAIT_LEN, fixed in the kernel).
 pub const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;
 
-/// Synthetic ids for sockets known only from a dump stay below this; kernel
-/// addresses on 64-bit Linux are far above it.
-const SEED_ID_LIMIT: u64 = 1 << 47;
-
 /// The engine. See the module documentation.
 #[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
     socks: HashMap<u64, Sock>,
     /// Sockets from the start-up dump that no event has named yet.
-    seeds: SeedIndex,
-    /// Further seeds sharing a tuple (SO_REUSEPORT listeners).
-    seed_dups: HashMap<Tuple, Vec<u64>>,
-    next_seed_id: u64,
-    /// End of the start-up dump: events before it may describe what the
-    /// dump already saw.
-    seed_end_ns: u64,
-    /// Sockets seen in events from before the seed dump ended: the dump may
-    /// hold a record of them too, which their next event must drop. Other
-    /// known sockets skip the seed lookup.
-    early: std::collections::HashSet<u64, foldhash::fast::RandomState>,
-    timewait: HashMap<Tuple, TimeWait>,
-    /// Timewait sockets per namespace (both substates), and each
-    /// namespace's `tcp_max_tw_buckets` where known.
-    tw_by_netns: HashMap<u32, u32>,
-    tw_caps: HashMap<u32, u32>,
-    /// Timewait sockets in substate FIN_WAIT2 (orphans waiting for the
-    /// peer's FIN): while there are none, a close looks nothing up.
-    tw_fin_wait2: usize,
-    /// Timewait four-tuples ended by events while a dump is under way.
-    tw_departed: HashMap<Tuple, u64>,
-    tw_dump_under_way: bool,
-    /// Counts timewait reconciliations (marks entries a dump showed).
-    tw_generation: u32,
+    seeds: Seeds,
+    timewait: TimewaitTable,
     /// Sockets in CLOSE_WAIT by (since, id): oldest first.
     close_wait: BTreeSet<(u64, u64)>,
     owners: Owners,
@@ -111,18 +85,8 @@ impl Engine {
         Engine {
             cfg,
             socks: HashMap::default(),
-            seeds: SeedIndex::default(),
-            seed_dups: HashMap::default(),
-            next_seed_id: 1,
-            seed_end_ns: 0,
-            early: Default::default(),
-            timewait: HashMap::default(),
-            tw_by_netns: HashMap::default(),
-            tw_caps: HashMap::default(),
-            tw_fin_wait2: 0,
-            tw_departed: HashMap::default(),
-            tw_dump_under_way: false,
-            tw_generation: 0,
+            seeds: Seeds::default(),
+            timewait: TimewaitTable::default(),
             close_wait: BTreeSet::new(),
             owners: Owners::default(),
             counts: StateCounts::default(),
@@ -244,7 +208,7 @@ impl Engine {
     /// before then are matched against what it saw, so nothing is lost or
     /// counted twice.
     pub fn seed_complete(&mut self, end_ns: u64) {
-        self.seed_end_ns = end_ns;
+        self.seeds.set_end_ns(end_ns);
     }
 
     /// Names the owners of sockets seeded without one, from a scan of
@@ -285,35 +249,7 @@ impl Engine {
         if self.apply_in_place(t, &tuple) {
             return;
         }
-        let mut sock = self.take_sock(t.skaddr);
-        let before_seed_end = t.ts_ns <= self.seed_end_ns;
-        let claim = if self.seeds.is_empty() {
-            false
-        } else if sock.is_none() {
-            true
-        } else if self.early.is_empty() {
-            false
-        } else if before_seed_end {
-            self.early.contains(&t.skaddr)
-        } else {
-            // Its first event since the dump: the last chance for a duplicate.
-            self.early.remove(&t.skaddr)
-        };
-        if before_seed_end {
-            self.early.insert(t.skaddr);
-        }
-        if claim {
-            let seed = self.claim_seed(&tuple, t, sock.is_some());
-            if sock.is_none() {
-                sock = seed;
-            } else if let Some(seed) = seed {
-                // The dump saw this very socket; the events since its
-                // creation are the better record.
-                self.drop_sock(seed);
-            }
-        }
-
-        let mut sock = match sock {
+        let mut sock = match self.take_record(t, &tuple) {
             Some(s) => s,
             None if t.new == TcpState::Close => {
                 // Gone before we knew it: nothing to count, but it may have
@@ -348,7 +284,7 @@ impl Engine {
         }
         // An event from before the dump ended, for a socket the dump saw in
         // another state than this event leaves: the dump saw a later state.
-        if sock.from_dump && t.ts_ns <= self.seed_end_ns && sock.state != t.old {
+        if sock.from_dump && t.ts_ns <= self.seeds.end_ns() && sock.state != t.old {
             if t.new == TcpState::Close {
                 // This socket closed before the dump; what the dump saw on
                 // its four-tuple is a newer connection. Give that one back.
@@ -358,24 +294,7 @@ impl Engine {
             }
             return;
         }
-        if sock.state != t.new {
-            let old = sock.state;
-            let stay = sock.enter(t.new, t.ts_ns);
-            if old == t.old {
-                if let Some(stay) = stay {
-                    self.durations[slot(old)].observe_ns(stay);
-                }
-            } else {
-                // We had it in another state: an event was lost, or the
-                // dump and the events disagree. Follow the kernel.
-                self.stats.corrections += 1;
-            }
-            if t.new == TcpState::Close {
-                self.counts.down(sock.tuple.netns, old);
-            } else {
-                self.counts.moved(sock.tuple.netns, old, t.new);
-            }
-        }
+        self.move_state(&mut sock, t);
         self.transition_side_effects(t, &tuple, sock.owner, tuple_learned);
 
         if t.new == TcpState::Close {
@@ -386,15 +305,56 @@ impl Engine {
         self.insert_sock(t.skaddr, sock);
     }
 
+    /// Takes the socket's record out of the table: the one events made, or
+    /// the start-up dump's, whichever is the socket's.
+    fn take_record(&mut self, t: &Transition, tuple: &Tuple) -> Option<Sock> {
+        let sock = self.take_sock(t.skaddr);
+        if !self.seeds.should_claim(t.skaddr, t.ts_ns, sock.is_some()) {
+            return sock;
+        }
+        let seed = self.claim_seed(tuple, t, sock.is_some());
+        match (sock, seed) {
+            (None, seed) => seed,
+            (Some(sock), Some(seed)) => {
+                // The dump saw this very socket; the events since its
+                // creation are the better record.
+                self.drop_sock(seed);
+                Some(sock)
+            }
+            (sock, None) => sock,
+        }
+    }
+
+    /// Moves a record to the event's new state: its time in the old state
+    /// observed, the counts moved.
+    fn move_state(&mut self, sock: &mut Sock, t: &Transition) {
+        if sock.state == t.new {
+            return;
+        }
+        let old = sock.state;
+        let stay = sock.enter(t.new, t.ts_ns);
+        if old == t.old {
+            if let Some(stay) = stay {
+                self.durations[slot(old)].observe_ns(stay);
+            }
+        } else {
+            // We had it in another state: an event was lost, or the dump
+            // and the events disagree. Follow the kernel.
+            self.stats.corrections += 1;
+        }
+        if t.new == TcpState::Close {
+            self.counts.down(sock.tuple.netns, old);
+        } else {
+            self.counts.moved(sock.tuple.netns, old, t.new);
+        }
+    }
+
     /// The common case, updated where the record lies: a known socket
     /// moving on from the state we have for it, long after the seed, not
     /// closing. Everything else takes the general path. Returns false,
     /// having changed nothing, when it does not apply.
     fn apply_in_place(&mut self, t: &Transition, tuple: &Tuple) -> bool {
-        if t.ts_ns <= self.seed_end_ns
-            || t.new == TcpState::Close
-            || (!self.early.is_empty() && self.early.contains(&t.skaddr))
-        {
+        if t.new == TcpState::Close || self.seeds.may_overlap(t.skaddr, t.ts_ns) {
             return false;
         }
         let Some(sock) = self.socks.get_mut(&t.skaddr) else {
@@ -492,13 +452,10 @@ impl Engine {
 
     /// Puts a dump record back under a fresh synthetic id.
     fn reseed(&mut self, sock: Sock) {
-        let id = self.next_seed_id;
-        self.next_seed_id = (self.next_seed_id + 1) % SEED_ID_LIMIT;
+        let id = self.seeds.new_id();
         let tuple = sock.tuple;
         self.insert_sock(id, sock);
-        if let Some(first) = self.seeds.insert(&tuple, id, &self.socks) {
-            self.seed_dups.entry(tuple).or_default().push(first);
-        }
+        self.seeds.insert(tuple, id, &self.socks);
     }
 
     /// Finds the start-up seed for this tuple, if one may be this socket.
@@ -511,19 +468,13 @@ impl Engine {
         let listener = !tuple.is_connection();
         // A new socket after the dump ended cannot be one the dump saw; nor
         // can a second listener that shares a port with a seeded one.
-        if is_creation(t) && t.ts_ns > self.seed_end_ns {
+        if is_creation(t) && t.ts_ns > self.seeds.end_ns() {
             return None;
         }
         if known && listener {
             return None;
         }
-        let id = match self.seed_dups.get_mut(tuple).and_then(Vec::pop) {
-            Some(id) => id,
-            None => self.seeds.remove(tuple, &self.socks)?,
-        };
-        if self.seed_dups.get(tuple).is_some_and(Vec::is_empty) {
-            self.seed_dups.remove(tuple);
-        }
+        let id = self.seeds.take(tuple, &self.socks)?;
         self.take_sock(id)
     }
 
@@ -561,7 +512,7 @@ impl Engine {
         }
         self.stats.evictions += 1;
         // Timewait sockets first: they carry no owner and end on their own.
-        if let Some(tuple) = self.timewait.keys().next().copied() {
+        if let Some(tuple) = self.timewait.any() {
             self.remove_timewait(&tuple);
             return true;
         }

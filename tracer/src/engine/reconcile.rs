@@ -34,20 +34,7 @@ impl Engine {
         end_ns: u64,
     ) -> FullReconcile {
         let mut result = FullReconcile::default();
-        // What the kernel has, by four-tuple (listeners may share one).
-        let mut kernel: HashMap<Tuple, Vec<TcpState>> = HashMap::default();
-        for d in dump {
-            // Request sockets never reach the tracepoint; closed ones are gone.
-            if d.timewait || matches!(d.state, TcpState::SynRecv | TcpState::Close) {
-                continue;
-            }
-            let states = kernel.entry(d.tuple).or_default();
-            // A connection listed twice (/proc/net/tcp is read in pieces)
-            // is still one socket; only listeners share a tuple.
-            if states.is_empty() || !d.tuple.is_connection() {
-                states.push(d.state);
-            }
-        }
+        let mut kernel = full_sockets_by_tuple(dump);
         let mut moved: HashSet<Tuple> = HashSet::new();
         let mut gone = Vec::new();
         for (&id, sock) in &self.socks {
@@ -108,10 +95,29 @@ impl Engine {
             .collect();
         result.added = missing.len() as u64;
         // Seeding places them like sockets found at start-up.
-        let seed_end = self.seed_end_ns;
+        let seed_end = self.seeds.end_ns();
         self.seed(missing, end_ns);
-        self.seed_end_ns = seed_end.max(end_ns);
+        self.seeds.set_end_ns(seed_end.max(end_ns));
         self.stats.corrections += result.added + result.removed + result.changed;
         result
     }
+}
+
+/// What the kernel has, by four-tuple (listeners may share one): the full
+/// sockets that events can show.
+fn full_sockets_by_tuple(dump: &[DumpedSocket]) -> HashMap<Tuple, Vec<TcpState>> {
+    let mut kernel: HashMap<Tuple, Vec<TcpState>> = HashMap::default();
+    for d in dump {
+        // Request sockets never reach the tracepoint; closed ones are gone.
+        if d.timewait || matches!(d.state, TcpState::SynRecv | TcpState::Close) {
+            continue;
+        }
+        let states = kernel.entry(d.tuple).or_default();
+        // A connection listed twice (/proc/net/tcp is read in pieces) is
+        // still one socket; only listeners share a tuple.
+        if states.is_empty() || !d.tuple.is_connection() {
+            states.push(d.state);
+        }
+    }
+    kernel
 }

@@ -6,7 +6,7 @@
 //! With a million sockets seeded that is the difference between meeting
 //! the memory target and not.
 
-use std::hash::BuildHasher as _;
+use std::{collections::HashSet, hash::BuildHasher as _};
 
 use hashbrown::HashTable;
 
@@ -78,5 +78,119 @@ impl SeedIndex {
         {
             entry.remove();
         }
+    }
+}
+
+/// Synthetic ids for sockets known only from a dump stay below this; kernel
+/// addresses on 64-bit Linux are far above it.
+const SEED_ID_LIMIT: u64 = 1 << 47;
+
+/// What the engine keeps of the start-up dump (and of reconciliations,
+/// which seed what they find): the records no event has named yet, by
+/// tuple, and which sockets had events before the dump ended.
+#[derive(Debug)]
+pub struct Seeds {
+    index: SeedIndex,
+    /// Further seeds sharing a tuple (SO_REUSEPORT listeners).
+    dups: HashMap<Tuple, Vec<u64>>,
+    next_id: u64,
+    /// End of the start-up dump: events before it may describe what the
+    /// dump already saw.
+    end_ns: u64,
+    /// Sockets seen in events from before the seed dump ended: the dump may
+    /// hold a record of them too, which their next event must drop. Other
+    /// known sockets skip the seed lookup.
+    early: HashSet<u64, foldhash::fast::RandomState>,
+}
+
+impl Default for Seeds {
+    fn default() -> Seeds {
+        Seeds {
+            index: SeedIndex::default(),
+            dups: HashMap::default(),
+            next_id: 1,
+            end_ns: 0,
+            early: HashSet::default(),
+        }
+    }
+}
+
+impl Seeds {
+    pub fn reserve(&mut self, additional: usize) {
+        self.index.reserve(additional);
+    }
+
+    /// When the dump the seeds came from ended.
+    pub fn end_ns(&self) -> u64 {
+        self.end_ns
+    }
+
+    pub fn set_end_ns(&mut self, end_ns: u64) {
+        self.end_ns = end_ns;
+    }
+
+    /// A fresh synthetic id for a record known only from a dump.
+    pub fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = (self.next_id + 1) % SEED_ID_LIMIT;
+        id
+    }
+
+    /// Records `id` (already in `socks`) as a seed for `tuple`.
+    pub fn insert(&mut self, tuple: Tuple, id: u64, socks: &HashMap<u64, Sock>) {
+        if let Some(first) = self.index.insert(&tuple, id, socks) {
+            self.dups.entry(tuple).or_default().push(first);
+        }
+    }
+
+    /// Takes a seed for `tuple` out: the id of its record.
+    pub fn take(&mut self, tuple: &Tuple, socks: &HashMap<u64, Sock>) -> Option<u64> {
+        let id = match self.dups.get_mut(tuple).and_then(Vec::pop) {
+            Some(id) => id,
+            None => self.index.remove(tuple, socks)?,
+        };
+        if self.dups.get(tuple).is_some_and(Vec::is_empty) {
+            self.dups.remove(tuple);
+        }
+        Some(id)
+    }
+
+    pub fn contains(&self, tuple: &Tuple, socks: &HashMap<u64, Sock>) -> bool {
+        self.index.contains(tuple, socks)
+    }
+
+    /// Forgets seed `id` of `tuple` (its record is being dropped).
+    pub fn remove_id(&mut self, tuple: &Tuple, id: u64) {
+        self.index.remove_id(tuple, id);
+    }
+
+    /// Whether an event of socket `skaddr` at `ts_ns` should look for the
+    /// socket's seed; `known` says whether the socket has a record from
+    /// events. Remembers the sockets whose events came before the dump
+    /// ended.
+    pub fn should_claim(&mut self, skaddr: u64, ts_ns: u64, known: bool) -> bool {
+        let before_end = ts_ns <= self.end_ns;
+        let claim = if self.index.is_empty() {
+            false
+        } else if !known {
+            true
+        } else if self.early.is_empty() {
+            false
+        } else if before_end {
+            self.early.contains(&skaddr)
+        } else {
+            // Its first event since the dump: the last chance for a duplicate.
+            self.early.remove(&skaddr)
+        };
+        if before_end {
+            self.early.insert(skaddr);
+        }
+        claim
+    }
+
+    /// The event may concern what the dump saw: it came before the dump
+    /// ended, or its socket had events then and has not been matched since.
+    pub fn may_overlap(&self, skaddr: u64, ts_ns: u64) -> bool {
+        ts_ns <= self.end_ns || (!self.early.is_empty() && self.early.contains(&skaddr))
     }
 }

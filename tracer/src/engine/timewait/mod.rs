@@ -10,6 +10,10 @@ use tracer_common::TcpState;
 use super::{DumpedSocket, Engine, HashMap, TIME_WAIT_LEN_NS, Tuple, slot};
 use crate::kernel::event::Transition;
 
+mod table;
+
+pub(super) use table::TimewaitTable;
+
 #[derive(Debug, Clone)]
 pub(super) struct TimeWait {
     /// TIME_WAIT, or FIN_WAIT2 for an orphaned FIN_WAIT2 (what `ss` shows).
@@ -72,10 +76,7 @@ impl Engine {
         // At the cap the kernel closes the connection without a timewait
         // socket. A busy server sits there, and predicting one per close
         // would overstate TIME_WAIT until the next dump.
-        if let Some(&cap) = self.tw_caps.get(&tuple.netns)
-            && self.tw_by_netns.get(&tuple.netns).copied().unwrap_or(0) >= cap
-            && !self.timewait.contains_key(&tuple)
-        {
+        if self.timewait.at_cap(tuple.netns) && !self.timewait.contains(&tuple) {
             self.stats.timewait_over_cap += 1;
             return;
         }
@@ -118,35 +119,22 @@ impl Engine {
             expires_ns: read_ns + left,
             learned_ns: read_ns,
             confirmed: true,
-            seen: self.tw_generation,
+            seen: self.timewait.generation(),
         }
     }
 
     fn insert_timewait(&mut self, tuple: Tuple, tw: TimeWait) {
-        if self.timewait.contains_key(&tuple) {
+        if self.timewait.contains(&tuple) {
             self.remove_timewait(&tuple);
         } else if !self.make_room() {
             return;
         }
-        if tw.substate == TcpState::FinWait2 {
-            self.tw_fin_wait2 += 1;
-        }
         self.counts.up(tuple.netns, tw.substate);
-        *self.tw_by_netns.entry(tuple.netns).or_insert(0) += 1;
         self.timewait.insert(tuple, tw);
     }
 
     pub(super) fn remove_timewait(&mut self, tuple: &Tuple) -> Option<TimeWait> {
         let tw = self.timewait.remove(tuple)?;
-        if let Some(n) = self.tw_by_netns.get_mut(&tuple.netns) {
-            *n -= 1;
-            if *n == 0 {
-                self.tw_by_netns.remove(&tuple.netns);
-            }
-        }
-        if tw.substate == TcpState::FinWait2 {
-            self.tw_fin_wait2 -= 1;
-        }
         self.counts.down(tuple.netns, tw.substate);
         Some(tw)
     }
@@ -157,11 +145,11 @@ impl Engine {
     /// TIME_WAIT one with a new 60 s timer; the kernel reports no event for
     /// that. (A remote peer's FIN is only seen by the next timewait dump.)
     pub(super) fn timewait_peer_closed(&mut self, peer: &Tuple, ts_ns: u64) {
-        if self.tw_fin_wait2 == 0 {
+        if self.timewait.no_fin_wait2() {
             return; // the common case costs no lookup
         }
         let ours = peer.reversed();
-        let Some(tw) = self.timewait.get_mut(&ours) else {
+        let Some(tw) = self.timewait.get(&ours) else {
             return;
         };
         if tw.substate != TcpState::FinWait2 || tw.learned_ns > ts_ns {
@@ -170,11 +158,12 @@ impl Engine {
         let stay = tw
             .entered_exact
             .then(|| ts_ns.saturating_sub(tw.entered_ns));
-        tw.substate = TcpState::TimeWait;
-        tw.entered_ns = ts_ns;
-        tw.entered_exact = true;
-        tw.expires_ns = ts_ns + TIME_WAIT_LEN_NS;
-        self.tw_fin_wait2 -= 1;
+        self.timewait.update(&ours, |tw| {
+            tw.substate = TcpState::TimeWait;
+            tw.entered_ns = ts_ns;
+            tw.entered_exact = true;
+            tw.expires_ns = ts_ns + TIME_WAIT_LEN_NS;
+        });
         self.counts
             .moved(ours.netns, TcpState::FinWait2, TcpState::TimeWait);
         if let Some(stay) = stay {
@@ -198,11 +187,7 @@ impl Engine {
         if let Some(tw) = self.remove_timewait(tuple) {
             self.observe_timewait_end(&tw, ts_ns);
             self.stats.timewait_reused += 1;
-            // Only a dump under way can have seen it: with none, a table
-            // as large as the timewait one would fill for nothing.
-            if self.tw_dump_under_way {
-                self.tw_departed.insert(*tuple, ts_ns);
-            }
+            self.timewait.departed(*tuple, ts_ns);
         }
     }
 
@@ -210,14 +195,13 @@ impl Engine {
     /// [`Engine::reconcile_timewait`], timewait sockets that new
     /// connections end are remembered, so the dump cannot bring them back.
     pub fn timewait_dump_starting(&mut self) {
-        self.tw_dump_under_way = true;
+        self.timewait.dump_starting();
     }
 
     /// Sets each namespace's `net.ipv4.tcp_max_tw_buckets`, as read in the
     /// last dump; namespaces not listed have no known cap.
     pub fn set_timewait_caps(&mut self, caps: impl IntoIterator<Item = (u32, u32)>) {
-        self.tw_caps.clear();
-        self.tw_caps.extend(caps);
+        self.timewait.set_caps(caps);
     }
 
     /// Ends the timewait sockets whose timer fired before `before_ns`,
@@ -254,36 +238,27 @@ impl Engine {
         start_ns: u64,
         end_ns: u64,
     ) -> TimewaitReconcile {
-        self.tw_generation = self.tw_generation.wrapping_add(1);
-        let generation = self.tw_generation;
+        let generation = self.timewait.next_generation();
         let mut result = TimewaitReconcile::default();
         for d in dump {
             if !d.timewait {
                 continue;
             }
             let expires_ns = end_ns + u64::from(d.expires_ms) * 1_000_000;
-            if let Some(tw) = self.timewait.get_mut(&d.tuple) {
+            let seen = self.timewait.update(&d.tuple, |tw| {
                 tw.seen = generation;
                 tw.confirmed = true;
                 tw.expires_ns = expires_ns;
-                if tw.substate != d.state {
-                    let old = tw.substate;
-                    tw.substate = d.state;
-                    if old == TcpState::FinWait2 {
-                        self.tw_fin_wait2 -= 1;
-                    } else if d.state == TcpState::FinWait2 {
-                        self.tw_fin_wait2 += 1;
-                    }
-                    self.counts.moved(d.tuple.netns, old, d.state);
+                tw.substate = d.state;
+            });
+            if let Some((old, new)) = seen {
+                if old != new {
+                    self.counts.moved(d.tuple.netns, old, new);
                     result.changed += 1;
                 }
                 continue;
             }
-            if self
-                .tw_departed
-                .get(&d.tuple)
-                .is_some_and(|&at| at > start_ns)
-            {
+            if self.timewait.departed_since(&d.tuple, start_ns) {
                 continue; // a new connection ended it after the dump saw it
             }
             let tw = self.dumped_timewait(&d, end_ns);
@@ -320,8 +295,7 @@ impl Engine {
             }
         }
         // The next dump starts after this call: none of these can matter to it.
-        self.tw_departed.clear();
-        self.tw_dump_under_way = false;
+        self.timewait.dump_done();
         self.stats.corrections += result.added + result.changed;
         result
     }
@@ -333,7 +307,7 @@ impl Engine {
     /// timewait one, touched on every close.
     pub fn timewait_by_destination(&self, limit: usize) -> Vec<DestinationCount> {
         let mut counts: HashMap<(u32, u8, [u8; 16], u16), u32> = HashMap::default();
-        for (tuple, tw) in &self.timewait {
+        for (tuple, tw) in self.timewait.iter() {
             if tw.substate == TcpState::TimeWait {
                 *counts.entry(dest_key(tuple)).or_insert(0) += 1;
             }
