@@ -86,6 +86,45 @@ fn u16_at(data: &[u8], off: usize) -> Result<u16, BtfError> {
         .ok_or(BtfError::Malformed("truncated"))
 }
 
+/// The members of a struct or union whose `vlen` entries start at `pos`.
+fn members(
+    type_data: &[u8],
+    pos: usize,
+    vlen: usize,
+    kind_flag: bool,
+) -> Result<Vec<Member>, BtfError> {
+    let mut members = Vec::with_capacity(vlen);
+    for i in 0..vlen {
+        let at = pos + i * 12;
+        let offset = u32_at(type_data, at + 8)?;
+        let (bit_offset, bitfield_size) = if kind_flag {
+            (offset & 0x00ff_ffff, offset >> 24)
+        } else {
+            (offset, 0)
+        };
+        members.push(Member {
+            name_off: u32_at(type_data, at)?,
+            type_id: u32_at(type_data, at + 4)?,
+            bit_offset,
+            bitfield_size,
+        });
+    }
+    Ok(members)
+}
+
+/// Bytes that follow the common 12-byte header for a kind whose layout we
+/// skip; None for a kind this parser does not know.
+fn trailing_len(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+        KIND_ARRAY => 12,
+        KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+        KIND_DATASEC | KIND_ENUM64 => vlen * 12,
+        KIND_PTR | KIND_FWD | KIND_FUNC | KIND_FLOAT => 0,
+        _ => return None,
+    })
+}
+
 fn u32_at(data: &[u8], off: usize) -> Result<u32, BtfError> {
     data.get(off..off + 4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -146,22 +185,7 @@ impl Btf {
             let kind_flag = info >> 31 == 1;
             let ty = match kind {
                 KIND_STRUCT | KIND_UNION => {
-                    let mut members = Vec::with_capacity(vlen);
-                    for i in 0..vlen {
-                        let at = pos + i * 12;
-                        let offset = u32_at(type_data, at + 8)?;
-                        let (bit_offset, bitfield_size) = if kind_flag {
-                            (offset & 0x00ff_ffff, offset >> 24)
-                        } else {
-                            (offset, 0)
-                        };
-                        members.push(Member {
-                            name_off: u32_at(type_data, at)?,
-                            type_id: u32_at(type_data, at + 4)?,
-                            bit_offset,
-                            bitfield_size,
-                        });
-                    }
+                    let members = members(type_data, pos, vlen, kind_flag)?;
                     pos += vlen * 12;
                     if kind == KIND_STRUCT && name_off != 0 {
                         let name = btf.string(name_off)?.to_owned();
@@ -174,24 +198,10 @@ impl Btf {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
                     Type::Alias(size_or_type)
                 }
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => {
-                    pos += 4;
+                _ => {
+                    pos += trailing_len(kind, vlen).ok_or(BtfError::UnknownKind { kind, id })?;
                     Type::Other
                 }
-                KIND_ARRAY => {
-                    pos += 12;
-                    Type::Other
-                }
-                KIND_ENUM | KIND_FUNC_PROTO => {
-                    pos += vlen * 8;
-                    Type::Other
-                }
-                KIND_DATASEC | KIND_ENUM64 => {
-                    pos += vlen * 12;
-                    Type::Other
-                }
-                KIND_PTR | KIND_FWD | KIND_FUNC | KIND_FLOAT => Type::Other,
-                _ => return Err(BtfError::UnknownKind { kind, id }),
             };
             btf.types.push(ty);
         }

@@ -251,24 +251,7 @@ fn dump_to(states: u32, skip_sock_diag: &HashSet<u32>, stream: Option<Sender<Chu
                 Err(e @ NetNsError::Panicked { .. }) => (Err(e.to_string()), None),
                 // Without CAP_SYS_ADMIN (the systemd unit drops it), read the
                 // namespace's table through one of its processes instead.
-                Err(enter) => match pid_in(&ns) {
-                    Some(pid) => {
-                        let mut collector = Collector::new(ns.inode, stream.clone());
-                        let read = match procnet::dump(pid, states, |d| collector.push(&d)) {
-                            Ok(_) => Ok((collector.finish(), ReadHere::ProcOfProcess)),
-                            Err(e) => {
-                                Err(collector.failed(format!("{enter}; /proc/{pid}/net/tcp: {e}")))
-                            }
-                        };
-                        (read, None)
-                    }
-                    None => (
-                        Err(format!(
-                            "{enter}; no process in it to read /proc/PID/net/tcp from"
-                        )),
-                        None,
-                    ),
-                },
+                Err(enter) => (read_through_a_process(&ns, states, &stream, enter), None),
             }
         };
         if let Some(cap) = cap {
@@ -282,20 +265,18 @@ fn dump_to(states: u32, skip_sock_diag: &HashSet<u32>, stream: Option<Sender<Chu
                 continue;
             }
         };
-        dump.read_from.push((
-            ns.inode,
-            match how {
-                ReadHere::SockDiag => ReadFrom::SockDiag,
-                ReadHere::ProcAfter(e, took) => {
-                    let explaining = Instant::now();
-                    let why = cause.get_or_insert_with(|| nodiag::cause(&e)).clone();
-                    dump.refused += took + explaining.elapsed();
-                    ReadFrom::ProcNoSockDiag(why)
-                }
-                ReadHere::ProcOnly => ReadFrom::ProcKnownNoSockDiag,
-                ReadHere::ProcOfProcess => ReadFrom::ProcNotEntered,
-            },
-        ));
+        let from = match how {
+            ReadHere::SockDiag => ReadFrom::SockDiag,
+            ReadHere::ProcAfter(e, took) => {
+                let explaining = Instant::now();
+                let why = cause.get_or_insert_with(|| nodiag::cause(&e)).clone();
+                dump.refused += took + explaining.elapsed();
+                ReadFrom::ProcNoSockDiag(why)
+            }
+            ReadHere::ProcOnly => ReadFrom::ProcKnownNoSockDiag,
+            ReadHere::ProcOfProcess => ReadFrom::ProcNotEntered,
+        };
+        dump.read_from.push((ns.inode, from));
         dump.namespaces += 1;
         if dump.sockets.is_empty() {
             dump.sockets = found;
@@ -306,6 +287,27 @@ fn dump_to(states: u32, skip_sock_diag: &HashSet<u32>, stream: Option<Sender<Chu
     dump.end_ns = monotonic_ns();
     dump.diag_ms = (dump.end_ns - start_ns) / 1_000_000;
     dump
+}
+
+/// Without the right to enter namespace `ns` (`enter` says why; the
+/// systemd unit drops CAP_SYS_ADMIN), reads its table through one of its
+/// processes instead.
+fn read_through_a_process(
+    ns: &netns::NetNs,
+    states: u32,
+    stream: &Option<Sender<Chunk>>,
+    enter: NetNsError,
+) -> Result<(Vec<DumpedSocket>, ReadHere), String> {
+    let Some(pid) = pid_in(ns) else {
+        return Err(format!(
+            "{enter}; no process in it to read /proc/PID/net/tcp from"
+        ));
+    };
+    let mut collector = Collector::new(ns.inode, stream.clone());
+    match procnet::dump(pid, states, |d| collector.push(&d)) {
+        Ok(_) => Ok((collector.finish(), ReadHere::ProcOfProcess)),
+        Err(e) => Err(collector.failed(format!("{enter}; /proc/{pid}/net/tcp: {e}"))),
+    }
 }
 
 /// A process in namespace `ns`, if any (from its path, or a scan of /proc).
