@@ -70,7 +70,7 @@ impl Follow<'_> {
                         sockdiag::state_mask(&[TcpState::TimeWait, TcpState::FinWait2])
                     }
                 };
-                shared.engine().timewait_dump_starting();
+                shared.engine().dump_starting();
                 let skip = shared.sources().skip_sock_diag(monotonic_ns());
                 tokio::task::spawn_blocking(move || dump::dump_namespaces(mask, skip))
             });

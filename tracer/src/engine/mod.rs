@@ -36,6 +36,7 @@ use counts::StateCounts;
 pub use histogram::{BUCKETS, Histogram};
 pub use leaks::{Leak, LeakSummary};
 use owners::Owners;
+use reconcile::ClosedDuringDump;
 pub use reconcile::FullReconcile;
 use seeds::Seeds;
 pub use sock::DumpedSocket;
@@ -62,6 +63,7 @@ pub struct Engine {
     /// Sockets from the start-up dump that no event has named yet.
     seeds: Seeds,
     timewait: TimewaitTable,
+    closed_during_dump: ClosedDuringDump,
     /// Sockets in CLOSE_WAIT by (since, id): oldest first.
     close_wait: BTreeSet<(u64, u64)>,
     owners: Owners,
@@ -87,6 +89,7 @@ impl Engine {
             socks: HashMap::default(),
             seeds: Seeds::default(),
             timewait: TimewaitTable::default(),
+            closed_during_dump: ClosedDuringDump::default(),
             close_wait: BTreeSet::new(),
             owners: Owners::default(),
             counts: StateCounts::default(),
@@ -179,7 +182,7 @@ impl Engine {
                 self.stats.corrections += 1;
                 continue;
             }
-            if !self.make_room() {
+            if !self.room_for_dumped() {
                 continue;
             }
             let owner = match d.owner {
@@ -200,7 +203,10 @@ impl Engine {
                 from_dump: true,
                 inode: if owner == 0 { d.inode } else { 0 },
             };
-            self.reseed(sock);
+            let id = self.reseed(sock);
+            if d.state == TcpState::SynSent {
+                self.seeds.insert_connecting(&d.tuple, id);
+            }
         }
     }
 
@@ -299,6 +305,7 @@ impl Engine {
 
         if t.new == TcpState::Close {
             self.owners.release(sock.owner);
+            self.closed_during_dump.closed(sock.tuple, t.ts_ns);
             self.predict_timewait(t, tuple);
             return;
         }
@@ -450,16 +457,23 @@ impl Engine {
         })
     }
 
-    /// Puts a dump record back under a fresh synthetic id.
-    fn reseed(&mut self, sock: Sock) {
+    /// Puts a dump record back under a fresh synthetic id; returns it.
+    fn reseed(&mut self, sock: Sock) -> u64 {
         let id = self.seeds.new_id();
         let tuple = sock.tuple;
         self.insert_sock(id, sock);
         self.seeds.insert(tuple, id, &self.socks);
+        id
     }
 
     /// Finds the start-up seed for this tuple, if one may be this socket.
     fn claim_seed(&mut self, tuple: &Tuple, t: &Transition, known: bool) -> Option<Sock> {
+        // A connect's first event, before the dump ended: the dump may
+        // have listed this socket with the port the event lacks.
+        if tuple.lport == 0 && t.new == TcpState::SynSent && t.ts_ns <= self.seeds.end_ns() {
+            let id = self.seeds.take_connecting(tuple, t.ts_ns, &self.socks)?;
+            return self.take_sock(id);
+        }
         // A child that carries its listener's tuple must not take the
         // listener's seed; its next event claims its own.
         if tuple.lport == 0 || t.is_child_before_its_tuple() {
@@ -503,6 +517,17 @@ impl Engine {
     fn drop_sock(&mut self, sock: Sock) {
         self.counts.down(sock.tuple.netns, sock.state);
         self.owners.release(sock.owner);
+    }
+
+    /// Whether a socket a dump found fits. At the cap it is left out
+    /// rather than evicting an entry: the next dump would bring that one
+    /// back, and evict another, at every dump.
+    fn room_for_dumped(&mut self) -> bool {
+        if self.tracked() < self.cfg.max_sockets {
+            return true;
+        }
+        self.stats.dumped_left_out += 1;
+        false
     }
 
     /// Makes room for one more entry; false if nothing could be evicted.

@@ -19,6 +19,36 @@ pub struct FullReconcile {
     pub changed: u64,
 }
 
+/// Full sockets that events closed while a dump was under way: the dump
+/// may have listed them before they closed.
+#[derive(Debug, Default)]
+pub(super) struct ClosedDuringDump {
+    under_way: bool,
+    closed: HashMap<Tuple, u64>,
+}
+
+impl ClosedDuringDump {
+    pub(super) fn dump_starting(&mut self) {
+        self.under_way = true;
+    }
+
+    /// A socket on `tuple` closed at `ts_ns`.
+    pub(super) fn closed(&mut self, tuple: Tuple, ts_ns: u64) {
+        if self.under_way && tuple.is_connection() {
+            self.closed.insert(tuple, ts_ns);
+        }
+    }
+
+    fn closed_since(&self, tuple: &Tuple, start_ns: u64) -> bool {
+        self.closed.get(tuple).is_some_and(|&at| at > start_ns)
+    }
+
+    pub(super) fn dump_done(&mut self) {
+        self.under_way = false;
+        self.closed = HashMap::default();
+    }
+}
+
 impl Engine {
     /// Brings full sockets in line with a dump of every state taken between
     /// `start_ns` and `end_ns` (apply every event up to `end_ns` first).
@@ -37,13 +67,26 @@ impl Engine {
         let mut kernel = full_sockets_by_tuple(dump);
         let mut moved: HashSet<Tuple> = HashSet::new();
         let mut gone = Vec::new();
+        // Connects whose port no event has shown yet, by their portless
+        // tuple: the dump's SYN_SENT entries tell their ports.
+        let mut connecting: HashMap<Tuple, Vec<u64>> = HashMap::default();
         for (&id, sock) in &self.socks {
             if sock.since_ns > start_ns {
                 moved.insert(sock.tuple);
                 continue;
             }
-            // A connect() whose port we have not seen yet cannot be matched.
-            if sock.tuple.lport == 0 || unread.contains(&sock.tuple.netns) {
+            if unread.contains(&sock.tuple.netns) {
+                continue;
+            }
+            if sock.tuple.lport == 0 {
+                if sock.state == TcpState::SynSent {
+                    connecting.entry(sock.tuple).or_default().push(id);
+                }
+                continue;
+            }
+            // A child whose events so far carried its listener's tuple
+            // (before Linux 6.15): the dump lists it under its own.
+            if sock.state == TcpState::SynRecv && !sock.tuple.is_connection() {
                 continue;
             }
             match kernel.get_mut(&sock.tuple).and_then(|states| {
@@ -76,11 +119,14 @@ impl Engine {
                 }
             }
         }
+        let mut ports_learned = Vec::new();
         let missing: Vec<DumpedSocket> = dump
             .iter()
             .filter(|d| {
                 !d.timewait
+                    && d.state != TcpState::SynRecv
                     && !moved.contains(&d.tuple)
+                    && !self.closed_during_dump.closed_since(&d.tuple, start_ns)
                     && kernel.get_mut(&d.tuple).is_some_and(|states| {
                         match states.iter().position(|s| *s == d.state) {
                             Some(i) => {
@@ -91,11 +137,28 @@ impl Engine {
                         }
                     })
             })
+            .filter(|d| {
+                let portless = d.tuple.before_its_port();
+                let learned = (d.state == TcpState::SynSent)
+                    .then(|| connecting.get_mut(&portless).and_then(Vec::pop))
+                    .flatten();
+                learned
+                    .map(|id| ports_learned.push((id, d.tuple)))
+                    .is_none()
+            })
             .copied()
             .collect();
+        for (id, tuple) in ports_learned {
+            if let Some(mut sock) = self.take_sock(id) {
+                sock.tuple = tuple;
+                self.insert_sock(id, sock);
+            }
+        }
         result.added = missing.len() as u64;
         // Seeding places them like sockets found at start-up.
         let seed_end = self.seeds.end_ns();
+        // Earlier dumps' SYN_SENT seeds are past the time events could claim them.
+        self.seeds.forget_connecting();
         self.seed(missing, end_ns);
         self.seeds.set_end_ns(seed_end.max(end_ns));
         self.stats.corrections += result.added + result.removed + result.changed;
@@ -108,8 +171,10 @@ impl Engine {
 fn full_sockets_by_tuple(dump: &[DumpedSocket]) -> HashMap<Tuple, Vec<TcpState>> {
     let mut kernel: HashMap<Tuple, Vec<TcpState>> = HashMap::default();
     for d in dump {
-        // Request sockets never reach the tracepoint; closed ones are gone.
-        if d.timewait || matches!(d.state, TcpState::SynRecv | TcpState::Close) {
+        // Closed ones are gone. SYN_RECV entries are request sockets,
+        // which never reach the tracepoint, or TCP Fast Open children,
+        // which do: they are kept to match the table, never added.
+        if d.timewait || d.state == TcpState::Close {
             continue;
         }
         let states = kernel.entry(d.tuple).or_default();

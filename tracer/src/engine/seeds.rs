@@ -9,6 +9,7 @@
 use std::{collections::HashSet, hash::BuildHasher as _};
 
 use hashbrown::HashTable;
+use tracer_common::TcpState;
 
 use super::{HashMap, Sock, Tuple};
 
@@ -101,6 +102,10 @@ pub struct Seeds {
     /// hold a record of them too, which their next event must drop. Other
     /// known sockets skip the seed lookup.
     early: HashSet<u64, foldhash::fast::RandomState>,
+    /// SYN_SENT seeds by [`Tuple::before_its_port`]: a connect's first
+    /// event does not carry the port the dump shows. Entries whose seed
+    /// was claimed otherwise are dropped when met.
+    connecting: HashMap<Tuple, Vec<u64>>,
 }
 
 impl Default for Seeds {
@@ -111,6 +116,7 @@ impl Default for Seeds {
             next_id: 1,
             end_ns: 0,
             early: HashSet::default(),
+            connecting: HashMap::default(),
         }
     }
 }
@@ -129,6 +135,12 @@ impl Seeds {
         self.end_ns = end_ns;
     }
 
+    /// Forgets the SYN_SENT index: past the dump's end no event can be
+    /// a seed's creation.
+    pub fn forget_connecting(&mut self) {
+        self.connecting = HashMap::default();
+    }
+
     /// A fresh synthetic id for a record known only from a dump.
     pub fn new_id(&mut self) -> u64 {
         let id = self.next_id;
@@ -141,6 +153,45 @@ impl Seeds {
         if let Some(first) = self.index.insert(&tuple, id, socks) {
             self.dups.entry(tuple).or_default().push(first);
         }
+    }
+
+    /// Notes seed `id` (of `tuple`) as a socket in SYN_SENT.
+    pub fn insert_connecting(&mut self, tuple: &Tuple, id: u64) {
+        self.connecting
+            .entry(tuple.before_its_port())
+            .or_default()
+            .push(id);
+    }
+
+    /// Takes out a SYN_SENT seed that may be the socket whose
+    /// `CLOSE -> SYN_SENT` at `ts_ns` said `portless`: same addresses and
+    /// remote port, read by the dump after that event.
+    pub fn take_connecting(
+        &mut self,
+        portless: &Tuple,
+        ts_ns: u64,
+        socks: &HashMap<u64, Sock>,
+    ) -> Option<u64> {
+        let ids = self.connecting.get_mut(portless)?;
+        let still_a_seed = |id: &u64| {
+            socks.get(id).is_some_and(|s| {
+                s.from_dump
+                    && s.state == TcpState::SynSent
+                    && s.tuple.before_its_port() == *portless
+            })
+        };
+        ids.retain(still_a_seed);
+        let at = ids
+            .iter()
+            .position(|id| socks.get(id).is_some_and(|s| s.since_ns >= ts_ns));
+        let id = at.map(|i| ids.swap_remove(i));
+        if ids.is_empty() {
+            self.connecting.remove(portless);
+        }
+        let id = id?;
+        let tuple = socks.get(&id)?.tuple;
+        self.index.remove_id(&tuple, id);
+        Some(id)
     }
 
     /// Takes a seed for `tuple` out: the id of its record.

@@ -10,6 +10,9 @@ pub struct EngineStats {
     pub corrections: u64,
     /// Entries dropped to stay under `max_sockets`.
     pub evictions: u64,
+    /// Sockets a dump found that the table had no room for (left out
+    /// rather than evicting entries).
+    pub dumped_left_out: u64,
     /// Sockets first seen mid-life (born before tracing, missed by the dump).
     pub unknown_sockets: u64,
     /// Timewait sockets ended by a new connection on their four-tuple.

@@ -387,7 +387,7 @@ fn new_connection_on_a_timewait_tuple_ends_it() {
     e.apply(&ev(12 * MS, CLIENT, FinWait2, Close, CLI, SRV));
     assert_eq!(e.count(TimeWait), 1);
     // A dump starts at 400 ms.
-    e.timewait_dump_starting();
+    e.dump_starting();
     // The client reuses its port (tcp_tw_reuse): same four-tuple.
     let again = 0xffff_0000_0000_5000;
     e.apply(&ev(500 * MS, again, Close, SynSent, "10.0.0.2:0", SRV));
@@ -892,6 +892,7 @@ fn owners_found_after_start_up_are_assigned_to_seeded_sockets() {
     assert_eq!(server_leaks, 2, "{leaks:?}");
 }
 
+mod connecting;
 mod listener_tuple;
 mod orphans;
 mod seeding;

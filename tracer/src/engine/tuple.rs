@@ -83,6 +83,12 @@ impl Tuple {
     pub fn is_connection(&self) -> bool {
         self.lport != 0 && self.rport != 0
     }
+
+    /// The tuple as `CLOSE -> SYN_SENT` reports it: connect() picks the
+    /// local port after that event.
+    pub fn before_its_port(&self) -> Tuple {
+        Tuple { lport: 0, ..*self }
+    }
 }
 
 #[cfg(test)]

@@ -84,3 +84,25 @@ fn a_new_child_ends_the_server_side_timewait_at_its_second_event() {
     assert_eq!(e.stats().timewait_reused, 1);
     assert_eq!(counts(&e), vec![(Established, 2), (Listen, 1)]);
 }
+
+#[test]
+fn a_full_reconciliation_leaves_a_child_known_by_its_listeners_tuple() {
+    let mut e = engine();
+    listener_and_client(&mut e);
+    // Before 6.15 the child's first event names the listener's tuple; a
+    // Fast Open child stays in SYN_RECV until the client's ACK.
+    e.apply(&ev(3 * MS, CHILD, Listen, SynRecv, SRV, ANY));
+    let dump = vec![
+        seed((SRV, ANY), Listen, None),
+        seed((CLI, SRV), Established, None),
+        seed((SRV, CLI), SynRecv, None),
+    ];
+    let r = e.reconcile_full(&dump, &[], SEC, SEC + MS);
+    assert_eq!(r, FullReconcile::default());
+    assert_eq!(
+        counts(&e),
+        vec![(Established, 1), (SynRecv, 1), (Listen, 1)]
+    );
+    e.apply(&ev(2 * SEC, CHILD, SynRecv, Established, SRV, CLI));
+    assert_eq!(counts(&e), vec![(Established, 2), (Listen, 1)]);
+}

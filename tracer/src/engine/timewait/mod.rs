@@ -123,14 +123,19 @@ impl Engine {
         }
     }
 
-    fn insert_timewait(&mut self, tuple: Tuple, tw: TimeWait) {
+    /// Adds an entry; one a dump found (`!tw.entered_exact`) is left out
+    /// at the cap rather than evicting another the next dump brings back.
+    fn insert_timewait(&mut self, tuple: Tuple, tw: TimeWait) -> bool {
         if self.timewait.contains(&tuple) {
             self.remove_timewait(&tuple);
-        } else if !self.make_room() {
-            return;
+        } else if tw.entered_exact && !self.make_room() {
+            return false;
+        } else if !tw.entered_exact && !self.room_for_dumped() {
+            return false;
         }
         self.counts.up(tuple.netns, tw.substate);
         self.timewait.insert(tuple, tw);
+        true
     }
 
     pub(super) fn remove_timewait(&mut self, tuple: &Tuple) -> Option<TimeWait> {
@@ -191,11 +196,12 @@ impl Engine {
         }
     }
 
-    /// Says that a timewait dump is about to start: until its
-    /// [`Engine::reconcile_timewait`], timewait sockets that new
-    /// connections end are remembered, so the dump cannot bring them back.
-    pub fn timewait_dump_starting(&mut self) {
+    /// Says that a dump is about to start: until its reconciliation,
+    /// sockets that events end are remembered, so the dump cannot bring
+    /// them back.
+    pub fn dump_starting(&mut self) {
         self.timewait.dump_starting();
+        self.closed_during_dump.dump_starting();
     }
 
     /// Sets each namespace's `net.ipv4.tcp_max_tw_buckets`, as read in the
@@ -262,8 +268,9 @@ impl Engine {
                 continue; // a new connection ended it after the dump saw it
             }
             let tw = self.dumped_timewait(&d, end_ns);
-            self.insert_timewait(d.tuple, tw);
-            result.added += 1;
+            if self.insert_timewait(d.tuple, tw) {
+                result.added += 1;
+            }
         }
 
         let gone: Vec<Tuple> = self
@@ -296,6 +303,7 @@ impl Engine {
         }
         // The next dump starts after this call: none of these can matter to it.
         self.timewait.dump_done();
+        self.closed_during_dump.dump_done();
         self.stats.corrections += result.added + result.changed;
         result
     }
