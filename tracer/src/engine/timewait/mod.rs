@@ -128,10 +128,15 @@ impl Engine {
     fn insert_timewait(&mut self, tuple: Tuple, tw: TimeWait) -> bool {
         if self.timewait.contains(&tuple) {
             self.remove_timewait(&tuple);
-        } else if tw.entered_exact && !self.make_room() {
-            return false;
-        } else if !tw.entered_exact && !self.room_for_dumped() {
-            return false;
+        } else {
+            let room = if tw.entered_exact {
+                self.make_room()
+            } else {
+                self.room_for_dumped()
+            };
+            if !room {
+                return false;
+            }
         }
         self.counts.up(tuple.netns, tw.substate);
         self.timewait.insert(tuple, tw);
