@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -19,7 +19,7 @@ use crate::{
         ringbuf::EventReader,
     },
     serve::shared::{RateTracker, Shared},
-    sockets::{dump, sockdiag},
+    sockets::{dump, hidden::HiddenNamespaces, sockdiag},
 };
 
 use super::{
@@ -43,6 +43,8 @@ pub struct Follow<'a> {
     pub schedule: DumpSchedule,
     pub rates: RateTracker,
     pub tick: tokio::time::Interval,
+    /// Namespaces no process has as its own, found by earlier dumps.
+    pub hidden: Arc<Mutex<HiddenNamespaces>>,
 }
 
 impl Follow<'_> {
@@ -70,9 +72,19 @@ impl Follow<'_> {
                         sockdiag::state_mask(&[TcpState::TimeWait, TcpState::FinWait2])
                     }
                 };
-                shared.engine().dump_starting();
+                let wanted = {
+                    let mut engine = shared.engine();
+                    engine.dump_starting();
+                    // Namespaces with sockets: one left empty is not looked for.
+                    let counts = engine.counts_by_netns();
+                    let held = counts.iter().filter(|(_, c)| c.iter().any(|&n| n > 0));
+                    held.map(|(&netns, _)| netns).collect()
+                };
                 let skip = shared.sources().skip_sock_diag(monotonic_ns());
-                tokio::task::spawn_blocking(move || dump::dump_namespaces(mask, skip))
+                let hidden = self.hidden.clone();
+                tokio::task::spawn_blocking(move || {
+                    dump::dump_namespaces(mask, skip, wanted, hidden)
+                })
             });
         let now = monotonic_ns();
         if self.schedule.running().is_none() {
@@ -124,6 +136,17 @@ impl Follow<'_> {
             log::debug!("timewait reconciliation: {result:?}");
         }
         self.schedule.finished(Instant::now(), dump.refused, fixed);
+        if dump.hidden_found > 0 {
+            log::info!(
+                "found {} network namespaces held only by a thread or a descriptor",
+                dump.hidden_found
+            );
+        }
+        // Only a full dump adds a found namespace's full sockets, and
+        // removes those of one that is gone.
+        if (dump.hidden_found > 0 || dump.namespaces_gone > 0) && !full {
+            self.schedule.request_full();
+        }
         for failure in &dump.failures {
             log::debug!("timewait dump skipped a namespace: {failure}");
         }

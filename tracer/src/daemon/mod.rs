@@ -172,6 +172,7 @@ async fn follow(
         // The seed was a dump too: the first timewait dump is paced by its cost.
         schedule: DumpSchedule::new(Instant::now(), seed_cost),
         rates: RateTracker::default(),
+        hidden: Default::default(),
     };
     loop {
         tokio::select! {

@@ -49,6 +49,8 @@ pub struct DumpSchedule {
     backoff: u32,
     /// The dump under way, if any.
     running: Option<DumpKind>,
+    /// The next dump is a full one, whatever the pace.
+    full_requested: bool,
 }
 
 impl DumpSchedule {
@@ -62,6 +64,7 @@ impl DumpSchedule {
             last_dump_cost: seed_cost,
             backoff: 1,
             running: None,
+            full_requested: false,
         }
     }
 
@@ -72,9 +75,11 @@ impl DumpSchedule {
             return None;
         }
         let needs_full = lost > self.lost_at_last_full
+            || self.full_requested
             || now.duration_since(self.last_full) >= FULL_RECONCILE_EVERY;
         let paced = now.duration_since(self.last_dump) >= self.timewait_wait();
         let kind = if needs_full {
+            self.full_requested = false;
             self.lost_at_last_full = lost;
             self.last_full = now;
             DumpKind::Full
@@ -86,6 +91,12 @@ impl DumpSchedule {
         self.last_dump = now;
         self.running = Some(kind);
         Some(kind)
+    }
+
+    /// Asks for a full dump at the next tick (one that found sockets the
+    /// table cannot have: a namespace seen for the first time).
+    pub fn request_full(&mut self) {
+        self.full_requested = true;
     }
 
     /// The dump under way, if any.
@@ -179,6 +190,16 @@ mod tests {
         s.finished(t0 + ms(2_005), Duration::ZERO, false);
         let much_later = t0 + ms(600) + FULL_RECONCILE_EVERY;
         assert_eq!(s.due(much_later, 3), Some(DumpKind::Full));
+    }
+
+    #[test]
+    fn a_requested_full_dump_comes_at_the_next_tick() {
+        let t0 = Instant::now();
+        let mut s = DumpSchedule::new(t0, ms(5));
+        s.request_full();
+        assert_eq!(s.due(t0 + ms(1), 0), Some(DumpKind::Full));
+        s.finished(t0 + ms(10), Duration::ZERO, false);
+        assert_eq!(s.due(t0 + ms(11), 0), None, "once");
     }
 
     #[test]

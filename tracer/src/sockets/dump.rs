@@ -6,6 +6,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -24,7 +25,10 @@ use crate::{
     sockets::sockdiag::{self, DiagSocket, SockDiagError},
 };
 
-use super::sources::ReadFrom;
+use super::{
+    hidden::{HiddenNamespaces, Resolved},
+    sources::ReadFrom,
+};
 
 /// sock_diag's timer code for a timewait socket.
 const TIMER_TIME_WAIT: u8 = 3;
@@ -54,6 +58,11 @@ pub struct Dump {
     /// costs, so the pacing of later dumps leaves it out: one slow refusal
     /// would otherwise hold off the next dump for a hundred times as long.
     pub refused: Duration,
+    /// Namespaces held only by a thread or a descriptor that this dump
+    /// found for the first time.
+    pub hidden_found: usize,
+    /// Namespaces the engine held sockets in that no search found.
+    pub namespaces_gone: usize,
 }
 
 /// The current namespace's cap on timewait sockets; None if unreadable.
@@ -95,8 +104,18 @@ const CHUNK_SOCKETS: usize = 16_384;
 /// namespace; those in `skip_sock_diag` (known to lack it) are read from
 /// `/proc/net/tcp` straight away. Owners are not looked up here (see
 /// [`socket_owners`]).
-pub fn dump_namespaces(states: u32, skip_sock_diag: HashSet<u32>) -> Dump {
-    dump_to(states, &skip_sock_diag, None)
+/// `wanted` are the namespaces the engine holds sockets in: one that no
+/// process has as its own is looked for through `hidden`.
+pub fn dump_namespaces(
+    states: u32,
+    skip_sock_diag: HashSet<u32>,
+    wanted: HashSet<u32>,
+    hidden: Arc<Mutex<HiddenNamespaces>>,
+) -> Dump {
+    let mut hidden = hidden.lock().unwrap_or_else(PoisonError::into_inner);
+    let resolved = hidden.resolve(netns::list(), &wanted, Instant::now(), netns::search);
+    drop(hidden);
+    dump_to(states, &skip_sock_diag, resolved, None)
 }
 
 /// As [`dump_namespaces`], but passes the sockets on in chunks as they are
@@ -105,7 +124,11 @@ pub fn dump_namespaces(states: u32, skip_sock_diag: HashSet<u32>) -> Dump {
 /// the table's build off the time to ready, and the whole dump is never
 /// held at once.
 pub fn stream_namespaces(states: u32, chunks: Sender<Chunk>) -> Dump {
-    dump_to(states, &HashSet::new(), Some(chunks))
+    let resolved = Resolved {
+        namespaces: netns::list(),
+        ..Resolved::default()
+    };
+    dump_to(states, &HashSet::new(), resolved, Some(chunks))
 }
 
 /// Converts one namespace's sockets, and keeps them or passes them on.
@@ -222,17 +245,25 @@ fn read_here(
     }
 }
 
-fn dump_to(states: u32, skip_sock_diag: &HashSet<u32>, stream: Option<Sender<Chunk>>) -> Dump {
+fn dump_to(
+    states: u32,
+    skip_sock_diag: &HashSet<u32>,
+    resolved: Resolved,
+    stream: Option<Sender<Chunk>>,
+) -> Dump {
     let start_ns = monotonic_ns();
     let current = netns::current_inode().ok();
     let mut dump = Dump {
         start_ns,
+        unread: resolved.unread,
+        hidden_found: resolved.newly_found,
+        namespaces_gone: resolved.gone,
         ..Dump::default()
     };
     // Why sock_diag is missing: the kernel's modules, the same for every
     // namespace, so read once per dump that needs it.
     let mut cause: Option<String> = None;
-    for ns in netns::list() {
+    for ns in resolved.namespaces {
         if stream.as_ref().is_some_and(Sender::is_closed) {
             break; // the daemon is stopping
         }

@@ -1,11 +1,13 @@
 //! The kernel's socket tables, read directly: [`sockdiag`] dumps (netlink
 //! sock_diag), [`procnet`] (`/proc/net/tcp`, where sock_diag is missing,
 //! and [`nodiag`] says why), [`netns`] finds the network namespaces,
-//! [`procfs`] finds sockets' owners; [`dump`] runs them over every
+//! [`procfs`] finds sockets' owners, [`hidden`] the namespaces no process
+//! has as its own; [`dump`] runs them over every
 //! namespace and [`sources`] remembers which table each namespace was read
 //! from.
 
 pub mod dump;
+pub mod hidden;
 pub mod netns;
 pub mod nodiag;
 pub mod procfs;

@@ -6,7 +6,7 @@
 //! reached through any path that opens it.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs, io,
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
@@ -108,15 +108,8 @@ pub fn list() -> Vec<NetNs> {
             }
         }
     };
-    if let Ok(entries) = fs::read_dir("/proc") {
-        let mut pids: Vec<u32> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .collect();
-        pids.sort_unstable();
-        for pid in pids {
-            add(PathBuf::from(format!("/proc/{pid}/ns/net")), false);
-        }
+    for pid in pids() {
+        add(PathBuf::from(format!("/proc/{pid}/ns/net")), false);
     }
     if let Ok(entries) = fs::read_dir(NAMED_DIR) {
         let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
@@ -126,6 +119,83 @@ pub fn list() -> Vec<NetNs> {
         }
     }
     found
+}
+
+/// Namespaces in `wanted` that no process has as its own and no name
+/// holds: kept alive by one thread (`/proc/PID/task/TID/ns/net`) or by an
+/// open descriptor (`/proc/PID/fd/N`, as container runtimes hold them).
+/// Threads are searched first; descriptors, a readlink each, only for
+/// what is still missing. Found ones come with a path that opens them.
+pub fn search(wanted: &HashSet<u32>) -> Vec<NetNs> {
+    let mut missing = wanted.clone();
+    let mut found = Vec::new();
+    let pids = pids();
+    let mut take = |path: PathBuf, inode: u32, missing: &mut HashSet<u32>| {
+        if missing.remove(&inode) {
+            found.push(NetNs { inode, path });
+        }
+    };
+    for &pid in &pids {
+        if missing.is_empty() {
+            return found;
+        }
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let path = task.path().join("ns/net");
+            if let Ok(inode) = inode_of(&path) {
+                take(path, inode, &mut missing);
+            }
+        }
+    }
+    for &pid in &pids {
+        if missing.is_empty() {
+            break;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let path = fd.path();
+            let Ok(target) = fs::read_link(&path) else {
+                continue;
+            };
+            if let Some(inode) = namespace_link(&target.to_string_lossy()) {
+                take(path, inode, &mut missing);
+            }
+        }
+    }
+    found
+}
+
+/// The inode in a descriptor's link to a network namespace: `net:[N]`.
+fn namespace_link(target: &str) -> Option<u32> {
+    target
+        .strip_prefix("net:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Every pid in /proc, in order.
+fn pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
+}
+
+/// Whether `ns.path` still opens namespace `ns.inode` (a thread or a
+/// descriptor that held it may be gone, and its number reused).
+pub fn still_there(ns: &NetNs) -> bool {
+    inode_of(&ns.path).ok() == Some(ns.inode)
 }
 
 /// Runs `f` on a new thread that has entered `ns` with setns(CLONE_NEWNET);
@@ -194,6 +264,26 @@ mod tests {
         inodes.sort_unstable();
         inodes.dedup();
         assert_eq!(inodes.len(), all.len(), "duplicates in {all:?}");
+    }
+
+    #[test]
+    fn descriptor_links_name_their_namespace() {
+        assert_eq!(namespace_link("net:[4026531840]"), Some(4026531840));
+        assert_eq!(namespace_link("socket:[12345]"), None);
+        assert_eq!(namespace_link("net:[x]"), None);
+    }
+
+    #[test]
+    fn search_finds_a_namespace_held_only_by_a_descriptor() {
+        // Our own namespace, through the descriptor we hold: the search
+        // does not care that a process also has it.
+        let file = fs::File::open("/proc/self/ns/net").unwrap();
+        let own = current_inode().unwrap();
+        let found = search(&HashSet::from([own]));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(still_there(&found[0]));
+        drop(file);
+        assert!(search(&HashSet::from([1])).is_empty());
     }
 
     #[test]
