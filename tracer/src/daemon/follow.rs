@@ -3,7 +3,7 @@
 //! the start-up sockets' owners, reload on SIGHUP, feed the watchdog.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -12,14 +12,14 @@ use tokio::task::JoinHandle;
 use tracer_common::TcpState;
 
 use crate::{
-    engine::{FullReconcile, Leak},
+    engine::{FullReconcile, Leak, OwnerAnswer},
     kernel::{
         clock::monotonic_ns,
         event::{Comm, Transition},
         ringbuf::EventReader,
     },
     serve::shared::{RateTracker, Shared},
-    sockets::{dump, hidden::HiddenNamespaces, sockdiag},
+    sockets::{dump, hidden::HiddenNamespaces, owners, sockdiag},
 };
 
 use super::{
@@ -28,6 +28,14 @@ use super::{
     decode_into, record_sources, reload,
     schedule::{DumpKind, DumpSchedule},
 };
+
+/// A check of owners may read every process's descriptors (as `ss -p`
+/// does) at most this often; between, it reads the named owners and their
+/// children.
+const OWNER_SCAN_EVERY: Duration = Duration::from_secs(10);
+
+/// A leak's log line waits at most this for its owner's check.
+const LEAK_LOG_WAIT_MOST: Duration = Duration::from_secs(15);
 
 /// How late the kernel may reap a timewait socket after its 60 s timer:
 /// the timer wheel rounds a 60 s timeout up by up to 4 s at HZ=1000.
@@ -45,6 +53,13 @@ pub struct Follow<'a> {
     pub tick: tokio::time::Interval,
     /// Namespaces no process has as its own, found by earlier dumps.
     pub hidden: Arc<Mutex<HiddenNamespaces>>,
+    /// The check of leaked sockets' owners under way.
+    pub owner_check: Option<JoinHandle<Vec<OwnerAnswer>>>,
+    /// When the last check that could scan every process started.
+    pub last_owner_scan: Option<Instant>,
+    /// Leaks that crossed the threshold, waiting for their owner's check
+    /// before their log line; when each crossed.
+    pub pending_leaks: Vec<(Leak, Instant)>,
 }
 
 impl Follow<'_> {
@@ -93,11 +108,59 @@ impl Follow<'_> {
             let slack = TIMEWAIT_TIMER_SLACK.as_nanos() as u64;
             shared.engine().expire_timewait(now.saturating_sub(slack));
         }
-        for leak in shared.engine().sweep_leaks(now) {
-            log_leak(&leak);
+        // A leak's line waits for its owner's check (a tick, or up to a
+        // full /proc scan's pace).
+        let fresh = shared.engine().sweep_leaks(now);
+        self.pending_leaks
+            .extend(fresh.into_iter().map(|leak| (leak, Instant::now())));
+        self.log_settled_leaks(&HashSet::new());
+        if self.owner_check.is_none() {
+            self.start_owner_check(now);
         }
         self.rates.update(shared, &transitions);
         started
+    }
+
+    /// Asks /proc who holds the leaked sockets not checked yet.
+    fn start_owner_check(&mut self, now_ns: u64) {
+        let queries = self.shared.engine().owners_to_check(now_ns);
+        if queries.is_empty() {
+            return;
+        }
+        let scan_all = self
+            .last_owner_scan
+            .is_none_or(|at| at.elapsed() >= OWNER_SCAN_EVERY);
+        if scan_all {
+            self.last_owner_scan = Some(Instant::now());
+        }
+        let skip = self.shared.sources().skip_sock_diag(now_ns);
+        let hidden = self.hidden.clone();
+        self.owner_check = Some(tokio::task::spawn_blocking(move || {
+            owners::check(&queries, scan_all, skip, hidden)
+        }));
+    }
+
+    /// A check of owners returned.
+    pub fn on_owner_check(&mut self, answers: &[OwnerAnswer]) {
+        self.owner_check = None;
+        self.shared.engine().check_owners(answers);
+        let answered: HashSet<u64> = answers.iter().map(|a| a.id).collect();
+        self.log_settled_leaks(&answered);
+    }
+
+    /// Logs the pending leaks whose owner is now checked, and those that
+    /// waited long enough, with the owner the table now has.
+    fn log_settled_leaks(&mut self, answered: &HashSet<u64>) {
+        let now = monotonic_ns();
+        let engine = self.shared.engine();
+        self.pending_leaks.retain(|(leak, since)| {
+            let settled = answered.contains(&leak.id) || since.elapsed() >= LEAK_LOG_WAIT_MOST;
+            if settled {
+                let current = engine.leak_of(leak.id, now);
+                log_leak(current.as_ref().unwrap_or(leak));
+            }
+            !settled
+        });
     }
 
     /// A dump returned: reconcile the table with it, after every event up

@@ -173,6 +173,9 @@ async fn follow(
         schedule: DumpSchedule::new(Instant::now(), seed_cost),
         rates: RateTracker::default(),
         hidden: Default::default(),
+        owner_check: None,
+        last_owner_scan: None,
+        pending_leaks: Vec::new(),
     };
     loop {
         tokio::select! {
@@ -201,6 +204,11 @@ async fn follow(
                 if let Some(started) = run.on_tick() {
                     dumping = Some(started);
                 }
+            }
+            answers = async { run.owner_check.as_mut().expect("guarded by the precondition").await },
+                if run.owner_check.is_some() =>
+            {
+                run.on_owner_check(&answers.context("owner check panicked")?);
             }
             dump = async { dumping.as_mut().expect("guarded by the precondition").await },
                 if dumping.is_some() =>

@@ -3,12 +3,17 @@
 
 use std::net::SocketAddr;
 
+use tracer_common::TcpState;
+
 use super::Engine;
+use super::Tuple;
 use crate::kernel::event::Comm;
 
 /// One leaked socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leak {
+    /// The engine's id for the socket (see [`Engine::check_owners`]).
+    pub id: u64,
     /// 0 when the owner is unknown.
     pub pid: u32,
     pub comm: Option<Comm>,
@@ -17,6 +22,29 @@ pub struct Leak {
     pub remote: SocketAddr,
     /// Time in CLOSE_WAIT (a lower bound for sockets older than the daemon).
     pub age_ns: u64,
+}
+
+/// A leaked socket whose owner is to be checked (the daemon asks
+/// `sockets::owners`): the engine's id for it, its tuple, and the pid
+/// the events named (0 if none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerQuery {
+    pub id: u64,
+    pub tuple: Tuple,
+    pub claimed: u32,
+}
+
+/// What the check found for one socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerAnswer {
+    pub id: u64,
+    pub tuple: Tuple,
+    /// The kernel lists it in CLOSE_WAIT; if not, it moved on and the
+    /// engine hears of that from its events.
+    pub listed: bool,
+    /// The holder `ss -p` lists first; None when no process holds it (a
+    /// socket still in the accept queue).
+    pub holder: Option<(u32, Comm)>,
 }
 
 /// Leaked sockets by process name, for the gauge: the `top_n` names with
@@ -38,6 +66,7 @@ impl Engine {
     fn leak(&self, id: u64, now_ns: u64) -> Option<Leak> {
         let s = self.socks.get(&id)?;
         Some(Leak {
+            id,
             pid: s.owner,
             comm: self.owner_comm(s.owner),
             netns: s.tuple.netns,
@@ -106,5 +135,51 @@ impl Engine {
             .take(limit)
             .filter_map(|id| self.leak(id, now_ns))
             .collect()
+    }
+
+    /// The leaked sockets whose owner has not been checked since they
+    /// entered CLOSE_WAIT: what the daemon asks /proc about.
+    pub fn owners_to_check(&self, now_ns: u64) -> Vec<OwnerQuery> {
+        self.leaked_ids(now_ns)
+            .filter_map(|id| {
+                let s = self.socks.get(&id)?;
+                (!s.owner_checked).then_some(OwnerQuery {
+                    id,
+                    tuple: s.tuple,
+                    claimed: s.owner,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the owners a check found: a socket still in CLOSE_WAIT on the
+    /// same tuple is now owned by the holder (or by nobody known).
+    pub fn check_owners(&mut self, answers: &[OwnerAnswer]) {
+        for answer in answers {
+            let Some(s) = self.socks.get_mut(&answer.id) else {
+                continue;
+            };
+            if s.tuple != answer.tuple || s.state != TcpState::CloseWait {
+                continue;
+            }
+            s.owner_checked = true;
+            if !answer.listed {
+                continue;
+            }
+            let old = s.owner;
+            let new = match answer.holder {
+                Some((pid, comm)) => self.owners.retain(pid, comm),
+                None => 0,
+            };
+            if let Some(s) = self.socks.get_mut(&answer.id) {
+                s.owner = new;
+            }
+            self.owners.release(old);
+        }
+    }
+
+    /// The leak of socket `id`, now.
+    pub fn leak_of(&self, id: u64, now_ns: u64) -> Option<Leak> {
+        self.leak(id, now_ns)
     }
 }

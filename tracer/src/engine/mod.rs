@@ -34,7 +34,7 @@ pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 pub use config::EngineConfig;
 use counts::StateCounts;
 pub use histogram::{BUCKETS, Histogram};
-pub use leaks::{Leak, LeakSummary};
+pub use leaks::{Leak, LeakSummary, OwnerAnswer, OwnerQuery};
 use owners::Owners;
 use reconcile::ClosedDuringDump;
 pub use reconcile::FullReconcile;
@@ -200,6 +200,7 @@ impl Engine {
                 state: d.state,
                 since_exact: false,
                 leak_logged: false,
+                owner_checked: false,
                 from_dump: true,
                 inode: if owner == 0 { d.inode } else { 0 },
             };
@@ -409,7 +410,7 @@ impl Engine {
         match (t.old, t.new) {
             (_, TcpState::Listen) if owner != 0 => self.owners.set_listener(*tuple, owner),
             (TcpState::Listen, TcpState::Close) => {
-                self.owners.forget_listener(tuple);
+                self.owners.forget_listener(tuple, owner);
             }
             (TcpState::SynSent, TcpState::Established | TcpState::SynRecv) => {
                 self.timewait_reused(tuple, t.ts_ns)
@@ -452,6 +453,7 @@ impl Engine {
             state,
             since_exact,
             leak_logged: false,
+            owner_checked: false,
             from_dump: false,
             inode: 0,
         })

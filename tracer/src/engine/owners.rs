@@ -16,9 +16,13 @@ struct Owner {
 #[derive(Debug, Default)]
 pub(super) struct Owners {
     by_pid: HashMap<u32, Owner>,
-    /// Owner of each listening port, by (namespace, port).
-    listeners: HashMap<(u32, u16), u32>,
+    /// Owners of the listeners on each port, by (namespace, port): with
+    /// SO_REUSEPORT several, each with its local address.
+    listeners: HashMap<(u32, u16), Vec<ListenerOwner>>,
 }
+
+/// A listener's local address and its owner's pid.
+type ListenerOwner = ([u8; 16], u32);
 
 impl Owners {
     /// A reference to `pid`, named `comm` (the newest name wins).
@@ -60,21 +64,52 @@ impl Owners {
     /// `owner` listens on the listener `tuple`'s port.
     pub(super) fn set_listener(&mut self, tuple: Tuple, owner: u32) {
         let pid = self.retain_pid(owner);
-        if let Some(old) = self.listeners.insert((tuple.netns, tuple.lport), pid) {
-            self.release(old);
+        if pid == 0 {
+            return;
+        }
+        let entries = self
+            .listeners
+            .entry((tuple.netns, tuple.lport))
+            .or_default();
+        entries.push((tuple.laddr, pid));
+    }
+
+    /// The listener `tuple`, owned by `owner`, closed: its entry goes, the
+    /// other members of a SO_REUSEPORT group stay.
+    pub(super) fn forget_listener(&mut self, tuple: &Tuple, owner: u32) {
+        let key = (tuple.netns, tuple.lport);
+        let Some(entries) = self.listeners.get_mut(&key) else {
+            return;
+        };
+        let mine = |&(laddr, pid): &ListenerOwner| laddr == tuple.laddr && pid == owner;
+        let at = entries
+            .iter()
+            .position(mine)
+            .or_else(|| entries.iter().position(|&(laddr, _)| laddr == tuple.laddr));
+        if let Some(at) = at {
+            let (_, pid) = entries.swap_remove(at);
+            if entries.is_empty() {
+                self.listeners.remove(&key);
+            }
+            self.release(pid);
         }
     }
 
-    /// The listener on `tuple`'s port closed.
-    pub(super) fn forget_listener(&mut self, tuple: &Tuple) {
-        self.listeners.remove(&(tuple.netns, tuple.lport));
-    }
-
-    /// A reference to the owner of the port an accepted socket (local end
-    /// `tuple`) was accepted on; 0 when unknown.
+    /// A reference to the owner of the listener an accepted socket (local
+    /// end `tuple`) came from: the one bound to its address, else a
+    /// wildcard one; the newest when several qualify (the check against
+    /// /proc corrects it when it matters). 0 when unknown.
     pub(super) fn retain_listener_owner(&mut self, tuple: &Tuple) -> u32 {
-        match self.listeners.get(&(tuple.netns, tuple.lport)).copied() {
-            Some(pid) => self.retain_pid(pid),
+        let Some(entries) = self.listeners.get(&(tuple.netns, tuple.lport)) else {
+            return 0;
+        };
+        let exact = entries
+            .iter()
+            .rev()
+            .find(|(laddr, _)| *laddr == tuple.laddr);
+        let any = entries.iter().rev().find(|(laddr, _)| *laddr == [0; 16]);
+        match exact.or(any).or(entries.last()) {
+            Some(&(_, pid)) => self.retain_pid(pid),
             None => 0,
         }
     }

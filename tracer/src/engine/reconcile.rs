@@ -109,6 +109,7 @@ impl Engine {
                     sock.since_ns = end_ns;
                     sock.since_exact = false;
                     sock.leak_logged = false;
+                    sock.owner_checked = false;
                     self.insert_sock(id, sock);
                     result.changed += 1;
                 }

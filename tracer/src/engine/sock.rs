@@ -34,6 +34,9 @@ pub(super) struct Sock {
     pub(super) state: TcpState,
     pub(super) since_exact: bool,
     pub(super) leak_logged: bool,
+    /// Its owner was checked against /proc (as `ss -p` finds it) since
+    /// it entered CLOSE_WAIT.
+    pub(super) owner_checked: bool,
     /// The state is what the start-up dump saw; no event has moved it yet.
     pub(super) from_dump: bool,
     /// Inode from the dump, 0 otherwise: kept until an owner is assigned
@@ -52,6 +55,7 @@ impl Sock {
         self.since_ns = ts_ns;
         self.since_exact = true;
         self.leak_logged = false;
+        self.owner_checked = false;
         self.from_dump = false;
         stay
     }

@@ -895,4 +895,5 @@ fn owners_found_after_start_up_are_assigned_to_seeded_sockets() {
 mod connecting;
 mod listener_tuple;
 mod orphans;
+mod owners;
 mod seeding;

@@ -1,8 +1,8 @@
 //! The kernel's socket tables, read directly: [`sockdiag`] dumps (netlink
 //! sock_diag), [`procnet`] (`/proc/net/tcp`, where sock_diag is missing,
 //! and [`nodiag`] says why), [`netns`] finds the network namespaces,
-//! [`procfs`] finds sockets' owners, [`hidden`] the namespaces no process
-//! has as its own; [`dump`] runs them over every
+//! [`procfs`] finds sockets' owners and [`owners`] checks them as `ss -p`
+//! does, [`hidden`] finds the namespaces no process has as its own; [`dump`] runs them over every
 //! namespace and [`sources`] remembers which table each namespace was read
 //! from.
 
@@ -10,6 +10,7 @@ pub mod dump;
 pub mod hidden;
 pub mod netns;
 pub mod nodiag;
+pub mod owners;
 pub mod procfs;
 pub mod procnet;
 pub mod sockdiag;

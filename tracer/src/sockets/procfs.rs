@@ -5,15 +5,94 @@
 //! The /proc root is a parameter of the inner functions so tests can run
 //! them on a fake tree.
 
-use std::{collections::HashMap, fs, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    path::Path,
+};
 
 const PROC: &str = "/proc";
 
 /// Socket inode -> owning pid, from the `socket:[INODE]` links under
-/// /proc/PID/fd/*. When several processes share a socket, keep the lowest
-/// pid. Unreadable processes are skipped.
+/// /proc/PID/fd/*. When several processes share a socket, keep the one
+/// `ss -p` lists first: the highest pid (it lists the last one its scan
+/// of /proc found first). Unreadable processes are skipped.
 pub fn socket_owners() -> HashMap<u32, u32> {
     socket_owners_in(Path::new(PROC))
+}
+
+/// Which processes hold the sockets `inodes`, as `ss -p` names them.
+/// First the `candidates` and their children (a prefork server's parent
+/// listens and its children accept); then, for what is still unfound and
+/// when `scan_all`, every process. Of several holders the one `ss -p`
+/// lists first wins: the highest pid.
+pub fn holders(inodes: &HashSet<u32>, candidates: &[u32], scan_all: bool) -> HashMap<u32, u32> {
+    holders_in(Path::new(PROC), inodes, candidates, scan_all)
+}
+
+fn holders_in(
+    root: &Path,
+    inodes: &HashSet<u32>,
+    candidates: &[u32],
+    scan_all: bool,
+) -> HashMap<u32, u32> {
+    let mut near: Vec<u32> = candidates.iter().copied().filter(|&p| p != 0).collect();
+    for &pid in candidates {
+        near.extend(children_in(root, pid));
+    }
+    near.sort_unstable();
+    near.dedup();
+    let mut found: HashMap<u32, u32> = HashMap::new();
+    for &pid in &near {
+        holdings_in(root, pid, inodes, &mut found);
+    }
+    if scan_all && found.len() < inodes.len() {
+        let unfound: HashSet<u32> = inodes
+            .difference(&found.keys().copied().collect())
+            .copied()
+            .collect();
+        for (inode, pid) in socket_owners_in(root) {
+            if unfound.contains(&inode) {
+                found.insert(inode, pid);
+            }
+        }
+    }
+    found
+}
+
+/// Records in `found` which of `inodes` process `pid` holds (the highest
+/// holding pid wins).
+fn holdings_in(root: &Path, pid: u32, inodes: &HashSet<u32>, found: &mut HashMap<u32, u32>) {
+    let Ok(fds) = fs::read_dir(root.join(pid.to_string()).join("fd")) else {
+        return;
+    };
+    for fd in fds.flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        if let Some(inode) = target.to_str().and_then(socket_inode)
+            && inodes.contains(&inode)
+        {
+            let holder = found.entry(inode).or_insert(pid);
+            *holder = (*holder).max(pid);
+        }
+    }
+}
+
+/// The children of every thread of `pid` (`/proc/PID/task/TID/children`).
+fn children_in(root: &Path, pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(root.join(pid.to_string()).join("task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// /proc/PID/comm without the newline, or None.
@@ -48,7 +127,7 @@ fn socket_owners_in(root: &Path) -> HashMap<u32, u32> {
             };
             owners
                 .entry(inode)
-                .and_modify(|owner| *owner = (*owner).min(pid))
+                .and_modify(|owner| *owner = (*owner).max(pid))
                 .or_insert(pid);
         }
     }
@@ -129,10 +208,33 @@ mod tests {
         fs::write(root.join("45").join("comm"), "nginx\n").unwrap();
 
         let owners = socket_owners_in(root);
-        assert_eq!(owners, HashMap::from([(555, 45), (777, 300)]));
+        assert_eq!(owners, HashMap::from([(555, 1000), (777, 300)]));
         assert_eq!(comm_in(root, 45).as_deref(), Some("nginx"));
         assert_eq!(comm_in(root, 300), None);
         assert!(socket_owners_in(&root.join("missing")).is_empty());
+    }
+
+    #[test]
+    fn holders_come_from_the_candidates_their_children_then_everyone() {
+        let tmp = TempDir::new("holders");
+        let root = &tmp.0;
+        // A prefork server: 100 listens, its children 101 and 102 accept.
+        fake_fd(root, "100", 3, "socket:[10]");
+        fs::create_dir_all(root.join("100/task/100")).unwrap();
+        fs::write(root.join("100/task/100/children"), "101 102 ").unwrap();
+        fake_fd(root, "101", 4, "socket:[11]");
+        fake_fd(root, "102", 4, "socket:[12]");
+        // Both hold 13 (a fork without close): ss -p lists 102 first.
+        fake_fd(root, "101", 5, "socket:[13]");
+        fake_fd(root, "102", 5, "socket:[13]");
+        // An unrelated process holds 14.
+        fake_fd(root, "200", 3, "socket:[14]");
+        let inodes = HashSet::from([11, 12, 13, 14]);
+        let near = holders_in(root, &inodes, &[100], false);
+        assert_eq!(near, HashMap::from([(11, 101), (12, 102), (13, 102)]));
+        let all = holders_in(root, &inodes, &[100], true);
+        assert_eq!(all.get(&14), Some(&200));
+        assert_eq!(all.len(), 4);
     }
 
     #[test]
