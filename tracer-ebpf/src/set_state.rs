@@ -27,10 +27,10 @@ use aya_ebpf::{
 use tracer_common::{
     AF_INET, AF_INET6, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS,
     FLAG_SOCK_FLAGS, FLAG_STATE_TIME, IPPROTO_TCP, MAX_RECORD_SIZE, ProbeConfig, RecordLayout,
-    SOCK_DONE_BIT, Stat, TcpState, state::may_leave_timewait, transition_slot,
+    SOCK_DONE_BIT, Stat, TcpState, state::may_leave_timewait,
 };
 
-use crate::maps::{EVENTS, STATE_SINCE, TRANSITIONS, bump, config, count};
+use crate::maps::{EVENTS, STATE_SINCE, config, count, count_transition};
 
 const RECORD_WORDS: usize = MAX_RECORD_SIZE as usize / 8;
 /// An event as it sits in the ring buffer: 8 bytes of header, then the event.
@@ -150,7 +150,7 @@ fn on_transition(
     let oldstate = record.field::<i32>(layout.oldstate)? as u32;
     let newstate = record.field::<i32>(layout.newstate)? as u32;
     // Counted before anything can fail, so the counters stay exact.
-    bump(&TRANSITIONS, transition_slot(oldstate, newstate));
+    count_transition(oldstate, newstate);
 
     let skaddr = record.field::<u64>(layout.skaddr)?;
     // SAFETY: a helper without arguments.

@@ -16,7 +16,7 @@ use aya::{
 };
 use tracer_common::{
     FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_SOCK_FLAGS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig,
-    RecordLayout, STATE_SLOTS, Stat, TRANSITION_SLOTS,
+    RecordLayout, Stat, TransitionMatrix,
 };
 
 use crate::{
@@ -158,16 +158,12 @@ impl KernelStats {
     }
 }
 
-/// Transition counts from the kernel, `[old][new]` by state number (slot 0
-/// holds numbers this build does not know).
-pub type TransitionCounts = [[u64; STATE_SLOTS as usize]; STATE_SLOTS as usize];
-
 /// The loaded and attached kernel side.
 pub struct Probe {
     ebpf: Ebpf,
     /// The attachment; None once [`Probe::detach`] ran.
     link: Option<TracePointLinkId>,
-    transitions: PerCpuArray<MapData, u64>,
+    transitions: PerCpuArray<MapData, TransitionMatrix>,
     stats: PerCpuArray<MapData, u64>,
     /// Offset of `recursion_misses` in `struct bpf_prog_info`, when BTF has it.
     recursion_misses_offset: Option<u32>,
@@ -245,7 +241,7 @@ impl Probe {
 
     /// Sum of all transition counters.
     pub fn transitions_total(&self) -> Result<u64, ProbeError> {
-        Ok(self.transition_counts()?.iter().flatten().sum())
+        Ok(self.transition_counts()?.total())
     }
 
     /// Which of the two programs is loaded.
@@ -268,13 +264,19 @@ impl Probe {
     }
 
     /// Transition counts since the program was loaded, summed over CPUs.
-    pub fn transition_counts(&self) -> Result<TransitionCounts, ProbeError> {
-        let mut counts = [[0u64; STATE_SLOTS as usize]; STATE_SLOTS as usize];
-        for slot in 0..TRANSITION_SLOTS {
-            let total = sum_slot(&self.transitions, "TRANSITIONS", slot)?;
-            counts[(slot / STATE_SLOTS) as usize][(slot % STATE_SLOTS) as usize] = total;
+    pub fn transition_counts(&self) -> Result<TransitionMatrix, ProbeError> {
+        let per_cpu = self
+            .transitions
+            .get(&0, 0)
+            .map_err(|error| ProbeError::MapRead {
+                name: "TRANSITIONS",
+                error,
+            })?;
+        let mut sum = TransitionMatrix::ZERO;
+        for matrix in per_cpu.iter() {
+            sum.add(matrix);
         }
-        Ok(counts)
+        Ok(sum)
     }
 
     /// The program's own counters.
@@ -374,10 +376,10 @@ fn check_kernel_version() -> Result<(), ProbeError> {
     }
 }
 
-fn take_per_cpu(
+fn take_per_cpu<V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
-) -> Result<PerCpuArray<MapData, u64>, ProbeError> {
+) -> Result<PerCpuArray<MapData, V>, ProbeError> {
     let map = ebpf.take_map(name).ok_or(ProbeError::Map(name))?;
     PerCpuArray::try_from(map).map_err(|_| ProbeError::Map(name))
 }

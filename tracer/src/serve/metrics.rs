@@ -10,7 +10,7 @@ use prometheus::{
     core::{Collector, Desc},
     proto::{self, LabelPair, MetricFamily, MetricType},
 };
-use tracer_common::TcpState;
+use tracer_common::{STATE_SLOTS, TcpState, TransitionMatrix};
 
 use crate::{
     engine::{EngineStats, Histogram},
@@ -228,14 +228,14 @@ fn histogram(h: &Histogram, pairs: &[(&str, &str)]) -> proto::Metric {
 /// What one scrape reads, taken under the locks and released before the
 /// families are built.
 struct Reading {
-    counts: [u64; 13],
+    counts: [u64; STATE_SLOTS],
     /// Per namespace, when the netns label is on.
-    by_netns: Vec<(u32, [u64; 13])>,
+    by_netns: Vec<(u32, [u64; STATE_SLOTS])>,
     durations: Vec<Histogram>,
     leaks: Vec<(String, u64)>,
     stats: EngineStats,
     tracked: usize,
-    transitions: Vec<(TcpState, TcpState, u64)>,
+    transitions: TransitionMatrix,
     kernel: KernelStats,
     /// Each namespace's source, by inode.
     sources: Vec<(u32, Source)>,
@@ -246,7 +246,7 @@ impl StateCollector {
         let (counts, by_netns, durations, leaks, stats, tracked) = {
             let engine = self.shared.engine();
             let by_netns = if self.shared.netns_label() {
-                let mut v: Vec<(u32, [u64; 13])> = engine
+                let mut v: Vec<(u32, [u64; STATE_SLOTS])> = engine
                     .counts_by_netns()
                     .iter()
                     .map(|(k, v)| (*k, *v))
@@ -338,8 +338,8 @@ impl Collector for StateCollector {
                     .collect()
             },
             r.transitions
-                .iter()
-                .map(|(from, to, n)| counter(*n, &[("from", from.name()), ("to", to.name())]))
+                .nonzero()
+                .map(|(from, to, n)| counter(n, &[("from", from.name()), ("to", to.name())]))
                 .collect(),
             GAUGED_STATES
                 .iter()
