@@ -129,6 +129,12 @@ const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 72);
 /// The tracepoint record is copied into a stack buffer of this size.
 pub const MAX_RECORD_SIZE: u32 = 128;
 
+/// The kernel program treats a structure offset in [`ProbeConfig`]
+/// (`off_sock_net`, `off_net_inum`, `off_sock_flags`) past this as a bad
+/// config (counted and logged) and does not read there: no structure it
+/// reads comes near 64 KiB, so such an offset could only come from a bug.
+pub const MAX_STRUCT_OFFSET: u32 = 1 << 16;
+
 /// [`ProbeConfig::flags`]: resolve the network namespace of each socket.
 /// Off when BTF could not say where it lives (the events then carry netns 0).
 pub const FLAG_NETNS: u32 = 1;

@@ -21,6 +21,7 @@ use tracer_common::{
 
 use crate::{
     kernel::btf::{Btf, BtfError, VMLINUX_BTF},
+    kernel::logs,
     kernel::privileges::{self, MissingCapabilities},
     kernel::tracefs::{self, Format, TracefsError},
 };
@@ -185,8 +186,10 @@ impl Probe {
         let program_name = choose_program(&config.record)?;
         privileges::raise_memlock_limit();
 
+        let log_level = logs::program_level();
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .override_global(aya_log::LEVEL, &log_level, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .map_max_entries("STATE_SINCE", options.state_time_entries.max(1))
             .load(EBPF_OBJECT)
@@ -261,6 +264,15 @@ impl Probe {
             .take_map("EVENTS")
             .ok_or(ProbeError::Map("EVENTS"))?;
         RingBuf::try_from(map).map_err(|_| ProbeError::Map("EVENTS"))
+    }
+
+    /// The program's log ring buffer, read through `logger` (see
+    /// [`crate::kernel::logs`]). Can be taken once.
+    pub fn take_logger<T: log::Log>(
+        &mut self,
+        logger: T,
+    ) -> Result<aya_log::EbpfLogger<T>, aya_log::Error> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger)
     }
 
     /// Transition counts since the program was loaded, summed over CPUs.
