@@ -39,6 +39,10 @@ const PROGRAM_COPY: &str = "inet_sock_set_state_copy";
 /// `TRACER_PROBE_PROGRAM=copy` loads the copying program whatever the
 /// layout: the tests use it to run that program on a current kernel.
 pub const PROGRAM_ENV: &str = "TRACER_PROBE_PROGRAM";
+/// `TRACER_TEST_SOCK_FLAGS_OFFSET=N` loads the program with `sk_flags` at
+/// offset N instead of where BTF says: the tests give a bad one on purpose
+/// to see the kernel program's error path counted and logged. Not for users.
+pub const SOCK_FLAGS_OFFSET_ENV: &str = "TRACER_TEST_SOCK_FLAGS_OFFSET";
 
 /// Default ring buffer size: 4 MiB holds ~43,000 events, a few hundred
 /// milliseconds of the heaviest loopback churn a 2-core machine produces.
@@ -78,6 +82,8 @@ pub enum ProbeError {
     Layout(String),
     #[error("{PROGRAM_ENV}={0:?} is not a choice: use `auto` (the default) or `copy`")]
     ProgramChoice(String),
+    #[error("{SOCK_FLAGS_OFFSET_ENV}={0:?} is not an offset")]
+    TestOffset(String),
     #[error("loading the eBPF object failed: {0}")]
     Load(aya::EbpfError),
     #[error("the kernel rejected the tracepoint program: {0}")]
@@ -182,7 +188,10 @@ impl Probe {
         let btf = Btf::from_file(&options.btf_path).map_err(ProbeError::Btf)?;
         let root = tracefs::ensure_mounted()?;
         let format = Format::read(&root, TP_CATEGORY, TP_NAME)?;
-        let config = probe_config(&format, &btf, options)?;
+        let mut config = probe_config(&format, &btf, options)?;
+        if let Some(offset) = test_sock_flags_offset()? {
+            config.off_sock_flags = offset;
+        }
         let program_name = choose_program(&config.record)?;
         privileges::raise_memlock_limit();
 
@@ -367,6 +376,17 @@ fn choose_program(layout: &RecordLayout) -> Result<&'static str, ProbeError> {
     } else {
         PROGRAM_COPY
     })
+}
+
+/// The `sk_flags` offset [`SOCK_FLAGS_OFFSET_ENV`] asks for, if any.
+fn test_sock_flags_offset() -> Result<Option<u32>, ProbeError> {
+    match std::env::var(SOCK_FLAGS_OFFSET_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(v) => v.parse().map(Some).map_err(|_| ProbeError::TestOffset(v)),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(ProbeError::TestOffset(v.to_string_lossy().into_owned()))
+        }
+    }
 }
 
 /// `major.minor` of a kernel release string such as `6.18.44-fc-v782`.
