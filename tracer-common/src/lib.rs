@@ -1,13 +1,16 @@
 //! Types that cross the kernel/user boundary: the ring-buffer [`Event`], the
-//! load-time [`ProbeConfig`], map layouts and the TCP state numbers.
+//! load-time [`ProbeConfig`], map layouts ([`TransitionMatrix`], [`Stat`])
+//! and the TCP state numbers.
 //!
 //! Everything here is `#[repr(C)]`, holds only integers, and has its size
 //! asserted at compile time, so the kernel and user-space views cannot drift.
 #![no_std]
 
 pub mod state;
+pub mod transitions;
 
 pub use state::TcpState;
+pub use transitions::{STATE_SLOTS, TransitionMatrix};
 
 /// Length of `task_struct::comm`, as `bpf_get_current_comm` fills it.
 pub const TASK_COMM_LEN: usize = 16;
@@ -126,6 +129,12 @@ const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 72);
 /// The tracepoint record is copied into a stack buffer of this size.
 pub const MAX_RECORD_SIZE: u32 = 128;
 
+/// The kernel program treats a structure offset in [`ProbeConfig`]
+/// (`off_sock_net`, `off_net_inum`, `off_sock_flags`) past this as a bad
+/// config (counted and logged) and does not read there: no structure it
+/// reads comes near 64 KiB, so such an offset could only come from a bug.
+pub const MAX_STRUCT_OFFSET: u32 = 1 << 16;
+
 /// [`ProbeConfig::flags`]: resolve the network namespace of each socket.
 /// Off when BTF could not say where it lives (the events then carry netns 0).
 pub const FLAG_NETNS: u32 = 1;
@@ -155,21 +164,6 @@ pub const SOCK_DONE_BIT: u32 = 1;
 pub const DETAIL_FIN_KNOWN: u32 = 1;
 /// [`Event::detail`]: the peer's FIN had arrived (`SOCK_DONE` was set).
 pub const DETAIL_FIN_RECEIVED: u32 = 1 << 1;
-
-/// Number of slots per side in the transition counter map: states are 1..=12,
-/// slot 0 collects out-of-range numbers.
-pub const STATE_SLOTS: u32 = 13;
-/// Entries of the per-CPU transition counter map, indexed `old * STATE_SLOTS + new`.
-pub const TRANSITION_SLOTS: u32 = STATE_SLOTS * STATE_SLOTS;
-
-/// Index into the per-CPU transition counters for `old -> new`, with
-/// out-of-range numbers folded into slot 0.
-#[inline(always)]
-pub const fn transition_slot(old: u32, new: u32) -> u32 {
-    let old = if old < STATE_SLOTS { old } else { 0 };
-    let new = if new < STATE_SLOTS { new } else { 0 };
-    old * STATE_SLOTS + new
-}
 
 /// The kernel program's own statistics, one slot each in its per-CPU
 /// statistics map: every path that loses or degrades an event is counted in

@@ -2,9 +2,12 @@
 //!
 //! * `set_state`: the program on `sock:inet_sock_set_state`.
 //! * `maps`: the ring buffer, the per-CPU counters and the load-time config.
+//! * `failure`: every error path's count and debug log line (aya-log).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod failure;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{ProbeConfig, RecordLayout, Stat, TRANSITION_SLOTS};
+use tracer_common::{ProbeConfig, RecordLayout, Stat, TransitionMatrix};
 
 /// Written by user space at load time (`EbpfLoader::override_global`). It
 /// lives in `.rodata`, which the kernel freezes, so the verifier treats its
@@ -51,10 +51,11 @@ pub fn config() -> &'static ProbeConfig {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// Transition counts by `old * STATE_SLOTS + new`, per CPU: exact even when
-/// the ring buffer overflows.
+/// Transition counts, one matrix per CPU in its single entry: exact even
+/// when the ring buffer overflows. One entry rather than one per pair, so
+/// user space reads every count with one lookup.
 #[map]
-pub static TRANSITIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(TRANSITION_SLOTS, 0);
+pub static TRANSITIONS: PerCpuArray<TransitionMatrix> = PerCpuArray::with_max_entries(1, 0);
 
 /// Error and loss counters, per CPU, indexed by `tracer_common::stat`.
 #[map]
@@ -68,10 +69,20 @@ pub static STATE_SINCE: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1 <<
 /// Adds one to a per-CPU counter. Programs on one CPU do not nest (the kernel
 /// skips a tracepoint program re-entered on the same CPU), so a plain add is safe.
 #[inline(always)]
-pub fn bump(map: &PerCpuArray<u64>, index: u32) {
+fn bump(map: &PerCpuArray<u64>, index: u32) {
     if let Some(slot) = map.get_ptr_mut(index) {
         // SAFETY: the pointer comes from a successful lookup in a per-CPU array.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Counts one `old -> new` transition (kernel state numbers).
+#[inline(always)]
+pub fn count_transition(old: u32, new: u32) {
+    if let Some(matrix) = TRANSITIONS.get_ptr_mut(0) {
+        // SAFETY: the pointer comes from a successful lookup in a per-CPU
+        // array, and nothing else on this CPU uses it meanwhile (see `bump`).
+        unsafe { (*matrix).record(old, new) };
     }
 }
 

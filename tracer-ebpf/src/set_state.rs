@@ -26,11 +26,14 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AF_INET, AF_INET6, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS,
-    FLAG_SOCK_FLAGS, FLAG_STATE_TIME, IPPROTO_TCP, MAX_RECORD_SIZE, ProbeConfig, RecordLayout,
-    SOCK_DONE_BIT, Stat, TcpState, state::may_leave_timewait, transition_slot,
+    FLAG_SOCK_FLAGS, FLAG_STATE_TIME, IPPROTO_TCP, MAX_RECORD_SIZE, MAX_STRUCT_OFFSET, ProbeConfig,
+    RecordLayout, SOCK_DONE_BIT, TcpState, state::may_leave_timewait,
 };
 
-use crate::maps::{EVENTS, STATE_SINCE, TRANSITIONS, bump, config, count};
+use crate::{
+    failure::Failure,
+    maps::{EVENTS, STATE_SINCE, config, count_transition},
+};
 
 const RECORD_WORDS: usize = MAX_RECORD_SIZE as usize / 8;
 /// An event as it sits in the ring buffer: 8 bytes of header, then the event.
@@ -39,7 +42,10 @@ const RECORD_BYTES: u64 = 8 + core::mem::size_of::<Event>() as u64;
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let record = InPlace(ctx.as_ptr().cast_const().cast());
-    finish(on_transition(config(), &record, &RecordLayout::LINUX_5_6))
+    finish(
+        &ctx,
+        on_transition(&ctx, config(), &record, &RecordLayout::LINUX_5_6),
+    )
 }
 
 #[tracepoint(category = "sock", name = "inet_sock_set_state")]
@@ -49,16 +55,17 @@ pub fn inet_sock_set_state_copy(ctx: TracePointContext) -> u32 {
         words: MaybeUninit::uninit(),
     };
     let result = match record.read(&ctx, cfg) {
-        Ok(()) => on_transition(cfg, &record, &cfg.record),
-        Err(stat) => Err(stat),
+        Ok(()) => on_transition(&ctx, cfg, &record, &cfg.record),
+        Err(failure) => Err(failure),
     };
-    finish(result)
+    finish(&ctx, result)
 }
 
+/// Counts (and logs) why an event was lost, if it was.
 #[inline(always)]
-fn finish(result: Result<(), Stat>) -> u32 {
-    if let Err(stat) = result {
-        count(stat);
+fn finish(ctx: &TracePointContext, result: Result<(), Failure>) -> u32 {
+    if let Err(failure) = result {
+        failure.report(ctx);
     }
     0
 }
@@ -70,17 +77,16 @@ trait Record {
 
     /// A field of type `T` at `offset`; out-of-bounds offsets are a config error.
     #[inline(always)]
-    fn field<T: Copy>(&self, offset: u32) -> Result<T, Stat> {
-        let offset = offset as usize;
-        if offset + core::mem::size_of::<T>() > MAX_RECORD_SIZE as usize {
-            return Err(Stat::BadConfig);
+    fn field<T: Copy>(&self, offset: u32) -> Result<T, Failure> {
+        if offset as usize + core::mem::size_of::<T>() > MAX_RECORD_SIZE as usize {
+            return Err(Failure::FieldOffset(offset));
         }
         // SAFETY: within MAX_RECORD_SIZE (checked above) of a record user
         // space checked the alignment of. In place, the verifier checks
         // every context load against the tracepoint's bounds; copied, the
         // bytes up to record_size were written by the copy, and the
         // verifier rejects the program if a read could go past them.
-        Ok(unsafe { core::ptr::read(self.base().add(offset) as *const T) })
+        Ok(unsafe { core::ptr::read(self.base().add(offset as usize) as *const T) })
     }
 }
 
@@ -105,10 +111,10 @@ struct Copied {
 impl Copied {
     /// Copies the record into `self` (returning it by value cost a 128-byte copy).
     #[inline(always)]
-    fn read(&mut self, ctx: &TracePointContext, cfg: &ProbeConfig) -> Result<(), Stat> {
+    fn read(&mut self, ctx: &TracePointContext, cfg: &ProbeConfig) -> Result<(), Failure> {
         let size = cfg.record_size;
         if size == 0 || size > MAX_RECORD_SIZE {
-            return Err(Stat::BadConfig);
+            return Err(Failure::RecordSize(size));
         }
         // SAFETY: the destination holds MAX_RECORD_SIZE bytes and size is at most that.
         let ret = unsafe {
@@ -119,7 +125,7 @@ impl Copied {
             )
         };
         if ret < 0 {
-            return Err(Stat::RecordReadFailed);
+            return Err(Failure::RecordRead(ret as i32));
         }
         Ok(())
     }
@@ -134,10 +140,11 @@ impl Record for Copied {
 
 #[inline(always)]
 fn on_transition(
+    ctx: &TracePointContext,
     cfg: &ProbeConfig,
     record: &impl Record,
     layout: &RecordLayout,
-) -> Result<(), Stat> {
+) -> Result<(), Failure> {
     let protocol = if layout.protocol_size == 1 {
         u16::from(record.field::<u8>(layout.protocol)?)
     } else {
@@ -150,23 +157,23 @@ fn on_transition(
     let oldstate = record.field::<i32>(layout.oldstate)? as u32;
     let newstate = record.field::<i32>(layout.newstate)? as u32;
     // Counted before anything can fail, so the counters stay exact.
-    bump(&TRANSITIONS, transition_slot(oldstate, newstate));
+    count_transition(oldstate, newstate);
 
     let skaddr = record.field::<u64>(layout.skaddr)?;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let old_state_ns = if cfg.flags & FLAG_STATE_TIME != 0 {
-        state_time(skaddr, newstate, now)
+        state_time(ctx, skaddr, newstate, now)
     } else {
         0
     };
     let netns = if cfg.flags & FLAG_NETNS != 0 {
-        read_netns(skaddr, cfg)
+        read_netns(ctx, skaddr, cfg)
     } else {
         0
     };
     let detail = if may_leave_timewait(oldstate, newstate) && cfg.flags & FLAG_SOCK_FLAGS != 0 {
-        fin_detail(skaddr, cfg)
+        fin_detail(ctx, skaddr, cfg)
     } else {
         0
     };
@@ -193,7 +200,7 @@ fn on_transition(
     let pid_tgid = bpf_get_current_pid_tgid();
 
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        return Err(Stat::RingbufFull);
+        return Err(Failure::RingbufFull);
     };
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points at the reserved, exclusively ours, 8-aligned
@@ -250,7 +257,7 @@ fn wakeup_flag(wakeup_bytes: u32) -> u64 {
 /// Time spent in the old state, and the socket's new timestamp. The entry is
 /// removed when the socket reaches CLOSE (as libbpf-tools' tcpstates does).
 #[inline(always)]
-fn state_time(skaddr: u64, newstate: u32, now: u64) -> u64 {
+fn state_time(ctx: &TracePointContext, skaddr: u64, newstate: u32, now: u64) -> u64 {
     let since = STATE_SINCE
         .get_ptr(skaddr)
         // SAFETY: a pointer returned by a map lookup is valid for reading.
@@ -259,8 +266,8 @@ fn state_time(skaddr: u64, newstate: u32, now: u64) -> u64 {
     if newstate == TcpState::Close as u32 {
         // A missing entry (socket older than the program) is not an error.
         let _ = STATE_SINCE.remove(skaddr);
-    } else if STATE_SINCE.insert(skaddr, now, 0).is_err() {
-        count(Stat::StateTimeUpdateFailed);
+    } else if let Err(ret) = STATE_SINCE.insert(skaddr, now, 0) {
+        Failure::StateTimeUpdate(ret).report(ctx);
     }
     now.saturating_sub(since)
 }
@@ -269,14 +276,19 @@ fn state_time(skaddr: u64, newstate: u32, now: u64) -> u64 {
 /// timewait socket the kernel makes of it (substate TIME_WAIT after the
 /// FIN, FIN_WAIT2 before). 0 when unreadable (counted).
 #[inline(always)]
-fn fin_detail(skaddr: u64, cfg: &ProbeConfig) -> u32 {
-    let flags_ptr = (skaddr + u64::from(cfg.off_sock_flags)) as *const u64;
+fn fin_detail(ctx: &TracePointContext, skaddr: u64, cfg: &ProbeConfig) -> u32 {
+    let offset = cfg.off_sock_flags;
+    if offset > MAX_STRUCT_OFFSET {
+        Failure::SockFlagsOffset(offset).report(ctx);
+        return 0;
+    }
+    let flags_ptr = (skaddr + u64::from(offset)) as *const u64;
     // SAFETY: bpf_probe_read_kernel checks the address; failures are counted.
     match unsafe { bpf_probe_read_kernel(flags_ptr) } {
         Ok(flags) if flags & (1 << SOCK_DONE_BIT) != 0 => DETAIL_FIN_KNOWN | DETAIL_FIN_RECEIVED,
         Ok(_) => DETAIL_FIN_KNOWN,
-        Err(_) => {
-            count(Stat::SockFlagsReadFailed);
+        Err(ret) => {
+            Failure::SockFlagsRead { offset, ret }.report(ctx);
             0
         }
     }
@@ -284,22 +296,39 @@ fn fin_detail(skaddr: u64, cfg: &ProbeConfig) -> u32 {
 
 /// The inode number of the socket's network namespace, or 0 (counted).
 #[inline(always)]
-fn read_netns(skaddr: u64, cfg: &ProbeConfig) -> u32 {
-    let net_ptr = (skaddr + u64::from(cfg.off_sock_net)) as *const u64;
+fn read_netns(ctx: &TracePointContext, skaddr: u64, cfg: &ProbeConfig) -> u32 {
+    let (off_net, off_inum) = (cfg.off_sock_net, cfg.off_net_inum);
+    if off_net > MAX_STRUCT_OFFSET || off_inum > MAX_STRUCT_OFFSET {
+        Failure::NetnsOffset(off_net.max(off_inum)).report(ctx);
+        return 0;
+    }
+    let net_ptr = (skaddr + u64::from(off_net)) as *const u64;
     // SAFETY: bpf_probe_read_kernel checks the address; failures are counted.
     let net = match unsafe { bpf_probe_read_kernel(net_ptr) } {
-        Ok(net) if net != 0 => net,
-        _ => {
-            count(Stat::NetnsReadFailed);
+        Ok(0) => {
+            Failure::NetnsNull(off_net).report(ctx);
+            return 0;
+        }
+        Ok(net) => net,
+        Err(ret) => {
+            Failure::NetnsRead {
+                offset: off_net,
+                ret,
+            }
+            .report(ctx);
             return 0;
         }
     };
-    let inum_ptr = (net + u64::from(cfg.off_net_inum)) as *const u32;
+    let inum_ptr = (net + u64::from(off_inum)) as *const u32;
     // SAFETY: as above.
     match unsafe { bpf_probe_read_kernel(inum_ptr) } {
         Ok(inum) => inum,
-        Err(_) => {
-            count(Stat::NetnsReadFailed);
+        Err(ret) => {
+            Failure::NetnsRead {
+                offset: off_inum,
+                ret,
+            }
+            .report(ctx);
             0
         }
     }

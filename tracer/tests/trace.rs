@@ -3,6 +3,9 @@
 //! Needs root; in CI (CI=true) these tests must run.
 
 mod common;
+/// The kernel program's debug lines (a module: this file is long enough).
+#[path = "trace/kernel_log.rs"]
+mod kernel_log;
 
 use std::{
     io::Write as _,

@@ -148,6 +148,7 @@ async fn follow(
     reload: Option<reload::Reload>,
 ) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let _kernel_log = crate::kernel::logs::forward(&mut probe);
     let mut reader = EventReader::new(probe.take_events()?).context("watching the ring buffer")?;
     shared.set_probe(probe);
     let mut batch: Vec<Transition> = Vec::with_capacity(4096);

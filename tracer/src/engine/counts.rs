@@ -1,8 +1,8 @@
 //! Sockets per state, in all and per network namespace: the gauges.
 
-use tracer_common::TcpState;
+use tracer_common::{STATE_SLOTS, TcpState};
 
-use super::{HashMap, STATE_SLOTS, slot};
+use super::{HashMap, slot};
 
 /// Counts by kernel state number (slot 0 unused), kept in step for the
 /// whole host and for each namespace that holds a socket.

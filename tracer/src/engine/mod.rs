@@ -44,13 +44,10 @@ use sock::Sock;
 pub use stats::EngineStats;
 use timewait::TimewaitTable;
 pub use timewait::{DestinationCount, TimewaitReconcile};
-use tracer_common::TcpState;
+use tracer_common::{STATE_SLOTS, TcpState};
 pub use tuple::Tuple;
 
 use crate::kernel::event::{Comm, Transition};
-
-/// Kernel state numbers index these arrays (slot 0 unused).
-pub const STATE_SLOTS: usize = 13;
 
 /// How long a timewait socket lives (TCP_TIMEWAIT_LEN, fixed in the kernel).
 pub const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;

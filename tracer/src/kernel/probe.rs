@@ -16,11 +16,12 @@ use aya::{
 };
 use tracer_common::{
     FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_SOCK_FLAGS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig,
-    RecordLayout, STATE_SLOTS, Stat, TRANSITION_SLOTS,
+    RecordLayout, Stat, TransitionMatrix,
 };
 
 use crate::{
     kernel::btf::{Btf, BtfError, VMLINUX_BTF},
+    kernel::logs,
     kernel::privileges::{self, MissingCapabilities},
     kernel::tracefs::{self, Format, TracefsError},
 };
@@ -38,6 +39,10 @@ const PROGRAM_COPY: &str = "inet_sock_set_state_copy";
 /// `TRACER_PROBE_PROGRAM=copy` loads the copying program whatever the
 /// layout: the tests use it to run that program on a current kernel.
 pub const PROGRAM_ENV: &str = "TRACER_PROBE_PROGRAM";
+/// `TRACER_TEST_SOCK_FLAGS_OFFSET=N` loads the program with `sk_flags` at
+/// offset N instead of where BTF says: the tests give a bad one on purpose
+/// to see the kernel program's error path counted and logged. Not for users.
+pub const SOCK_FLAGS_OFFSET_ENV: &str = "TRACER_TEST_SOCK_FLAGS_OFFSET";
 
 /// Default ring buffer size: 4 MiB holds ~43,000 events, a few hundred
 /// milliseconds of the heaviest loopback churn a 2-core machine produces.
@@ -77,6 +82,8 @@ pub enum ProbeError {
     Layout(String),
     #[error("{PROGRAM_ENV}={0:?} is not a choice: use `auto` (the default) or `copy`")]
     ProgramChoice(String),
+    #[error("{SOCK_FLAGS_OFFSET_ENV}={0:?} is not an offset")]
+    TestOffset(String),
     #[error("loading the eBPF object failed: {0}")]
     Load(aya::EbpfError),
     #[error("the kernel rejected the tracepoint program: {0}")]
@@ -158,16 +165,12 @@ impl KernelStats {
     }
 }
 
-/// Transition counts from the kernel, `[old][new]` by state number (slot 0
-/// holds numbers this build does not know).
-pub type TransitionCounts = [[u64; STATE_SLOTS as usize]; STATE_SLOTS as usize];
-
 /// The loaded and attached kernel side.
 pub struct Probe {
     ebpf: Ebpf,
     /// The attachment; None once [`Probe::detach`] ran.
     link: Option<TracePointLinkId>,
-    transitions: PerCpuArray<MapData, u64>,
+    transitions: PerCpuArray<MapData, TransitionMatrix>,
     stats: PerCpuArray<MapData, u64>,
     /// Offset of `recursion_misses` in `struct bpf_prog_info`, when BTF has it.
     recursion_misses_offset: Option<u32>,
@@ -185,12 +188,17 @@ impl Probe {
         let btf = Btf::from_file(&options.btf_path).map_err(ProbeError::Btf)?;
         let root = tracefs::ensure_mounted()?;
         let format = Format::read(&root, TP_CATEGORY, TP_NAME)?;
-        let config = probe_config(&format, &btf, options)?;
+        let mut config = probe_config(&format, &btf, options)?;
+        if let Some(offset) = test_sock_flags_offset()? {
+            config.off_sock_flags = offset;
+        }
         let program_name = choose_program(&config.record)?;
         privileges::raise_memlock_limit();
 
+        let log_level = logs::program_level();
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .override_global(aya_log::LEVEL, &log_level, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .map_max_entries("STATE_SINCE", options.state_time_entries.max(1))
             .load(EBPF_OBJECT)
@@ -245,7 +253,7 @@ impl Probe {
 
     /// Sum of all transition counters.
     pub fn transitions_total(&self) -> Result<u64, ProbeError> {
-        Ok(self.transition_counts()?.iter().flatten().sum())
+        Ok(self.transition_counts()?.total())
     }
 
     /// Which of the two programs is loaded.
@@ -267,14 +275,29 @@ impl Probe {
         RingBuf::try_from(map).map_err(|_| ProbeError::Map("EVENTS"))
     }
 
+    /// The program's log ring buffer, read through `logger` (see
+    /// [`crate::kernel::logs`]). Can be taken once.
+    pub fn take_logger<T: log::Log>(
+        &mut self,
+        logger: T,
+    ) -> Result<aya_log::EbpfLogger<T>, aya_log::Error> {
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, logger)
+    }
+
     /// Transition counts since the program was loaded, summed over CPUs.
-    pub fn transition_counts(&self) -> Result<TransitionCounts, ProbeError> {
-        let mut counts = [[0u64; STATE_SLOTS as usize]; STATE_SLOTS as usize];
-        for slot in 0..TRANSITION_SLOTS {
-            let total = sum_slot(&self.transitions, "TRANSITIONS", slot)?;
-            counts[(slot / STATE_SLOTS) as usize][(slot % STATE_SLOTS) as usize] = total;
+    pub fn transition_counts(&self) -> Result<TransitionMatrix, ProbeError> {
+        let per_cpu = self
+            .transitions
+            .get(&0, 0)
+            .map_err(|error| ProbeError::MapRead {
+                name: "TRANSITIONS",
+                error,
+            })?;
+        let mut sum = TransitionMatrix::ZERO;
+        for matrix in per_cpu.iter() {
+            sum.add(matrix);
         }
-        Ok(counts)
+        Ok(sum)
     }
 
     /// The program's own counters.
@@ -355,6 +378,17 @@ fn choose_program(layout: &RecordLayout) -> Result<&'static str, ProbeError> {
     })
 }
 
+/// The `sk_flags` offset [`SOCK_FLAGS_OFFSET_ENV`] asks for, if any.
+fn test_sock_flags_offset() -> Result<Option<u32>, ProbeError> {
+    match std::env::var(SOCK_FLAGS_OFFSET_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(v) => v.parse().map(Some).map_err(|_| ProbeError::TestOffset(v)),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(ProbeError::TestOffset(v.to_string_lossy().into_owned()))
+        }
+    }
+}
+
 /// `major.minor` of a kernel release string such as `6.18.44-fc-v782`.
 fn parse_release(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -374,10 +408,10 @@ fn check_kernel_version() -> Result<(), ProbeError> {
     }
 }
 
-fn take_per_cpu(
+fn take_per_cpu<V: aya::Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
-) -> Result<PerCpuArray<MapData, u64>, ProbeError> {
+) -> Result<PerCpuArray<MapData, V>, ProbeError> {
     let map = ebpf.take_map(name).ok_or(ProbeError::Map(name))?;
     PerCpuArray::try_from(map).map_err(|_| ProbeError::Map(name))
 }

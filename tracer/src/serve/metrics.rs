@@ -2,6 +2,11 @@
 //! its values at scrape time, from the engine and from the kernel's
 //! per-CPU counters. Nothing is copied on the event path; a scrape costs
 //! the same with ten sockets or a million.
+//!
+//! Each family is declared once, in [`FAMILIES`]: its name, help, type and
+//! label names beside the function that makes its samples, which give label
+//! values in the order of those names (node_exporter's `typedDesc`). No
+//! second list has to stay in step, so a reordering cannot mislabel a series.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -10,7 +15,7 @@ use prometheus::{
     core::{Collector, Desc},
     proto::{self, LabelPair, MetricFamily, MetricType},
 };
-use tracer_common::TcpState;
+use tracer_common::{STATE_SLOTS, TcpState, TransitionMatrix};
 
 use crate::{
     engine::{EngineStats, Histogram},
@@ -34,100 +39,298 @@ pub const GAUGED_STATES: [TcpState; 10] = [
     TcpState::Closing,
 ];
 
-/// Families that carry a `netns` label with `--netns-label true`.
-const PER_NETNS: [&str; 2] = ["tcpstate_sockets", "tcpstate_socket_table_source"];
+/// One metric family, whole.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    /// Label names; each sample gives its values in this order.
+    labels: &'static [&'static str],
+    /// With `--netns-label true`, a `netns` label follows `labels`.
+    per_netns: bool,
+    /// The family's samples, from one scrape's reading. A family left
+    /// without samples is not exported.
+    samples: fn(&Reading, &mut Samples),
+}
 
-/// name, help, type, label names.
-const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
-    (
-        "tcpstate_sockets",
-        "TCP sockets per state, all network namespaces (SYN_RECV: accepted sockets not yet established; half-open request sockets are not included).",
-        MetricType::GAUGE,
-        &["state"],
-    ),
-    (
-        "tcpstate_transitions_total",
-        "TCP state transitions since the daemon started, counted in the kernel (exact even when events are lost).",
-        MetricType::COUNTER,
-        &["from", "to"],
-    ),
-    (
-        "tcpstate_state_duration_seconds",
-        "Time sockets spent in a state, observed when they leave it (TIME_WAIT: until the timewait socket is destroyed).",
-        MetricType::HISTOGRAM,
-        &["state"],
-    ),
-    (
-        "tcpstate_close_wait_leaked_sockets",
-        "Sockets in CLOSE_WAIT for longer than the threshold, by owning process name (top N; the rest under [other]).",
-        MetricType::GAUGE,
-        &["comm"],
-    ),
-    (
-        "tcpstate_events_total",
-        "Transition events received from the kernel ring buffer.",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "tcpstate_events_lost_total",
-        "Transition events the kernel could not deliver, by reason: ring_buffer_full (still counted in transitions), not_run (the program was busy on that CPU), read_failed.",
-        MetricType::COUNTER,
-        &["reason"],
-    ),
-    (
-        "tcpstate_events_invalid_total",
-        "Events received that could not be decoded.",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "tcpstate_reconcile_corrections_total",
-        "Socket table entries fixed because an event or a sock_diag dump disagreed with it.",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "tcpstate_table_evictions_total",
-        "Socket table entries evicted to stay under --max-sockets.",
-        MetricType::COUNTER,
-        &[],
-    ),
-    (
-        "tcpstate_tracked_sockets",
-        "Entries in the daemon's socket table (full and timewait sockets).",
-        MetricType::GAUGE,
-        &[],
-    ),
-    (
-        "tcpstate_timewait_ended_total",
-        "Timewait sockets that ended, by how: expired (timer), reused (a new connection took the four-tuple), early (vanished before the timer).",
-        MetricType::COUNTER,
-        &["reason"],
-    ),
-    (
-        "tcpstate_http_rejected_connections_total",
-        "HTTP connections closed because --http-max-connections were open, by reason: evicted (the one that had waited longest for a complete request, closed to let a newcomer in), busy (the newcomer, when every connection was being answered).",
-        MetricType::COUNTER,
-        &["reason"],
-    ),
-    (
-        "tcpstate_socket_table_source",
-        "Where the socket table of each network namespace was last read from (start-up and reconciliations): sock_diag (netlink, as ss), or proc (/proc/net/tcp: the kernel has no sock_diag for TCP, or the namespace cannot be entered). 1 per namespace; without the netns label, the number of namespaces.",
-        MetricType::GAUGE,
-        &["source"],
-    ),
-    (
-        "tcpstate_build_info",
-        "Build information; the value is always 1.",
-        MetricType::GAUGE,
-        &["version"],
-    ),
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "tcpstate_sockets",
+        help: "TCP sockets per state, all network namespaces (SYN_RECV: accepted sockets not yet established; half-open request sockets are not included).",
+        kind: MetricType::GAUGE,
+        labels: &["state"],
+        per_netns: true,
+        samples: |r, out| {
+            if r.netns_label {
+                for (ns, counts) in &r.by_netns {
+                    let ns = ns.to_string();
+                    for s in GAUGED_STATES {
+                        out.add(counts[usize::from(s.number())] as f64, &[s.name(), &ns]);
+                    }
+                }
+            } else {
+                for s in GAUGED_STATES {
+                    out.add(r.counts[usize::from(s.number())] as f64, &[s.name()]);
+                }
+            }
+        },
+    },
+    Family {
+        name: "tcpstate_transitions_total",
+        help: "TCP state transitions since the daemon started, counted in the kernel (exact even when events are lost).",
+        kind: MetricType::COUNTER,
+        labels: &["from", "to"],
+        per_netns: false,
+        samples: |r, out| {
+            for (from, to, n) in r.transitions.nonzero() {
+                out.add(n as f64, &[from.name(), to.name()]);
+            }
+        },
+    },
+    Family {
+        name: "tcpstate_state_duration_seconds",
+        help: "Time sockets spent in a state, observed when they leave it (TIME_WAIT: until the timewait socket is destroyed).",
+        kind: MetricType::HISTOGRAM,
+        labels: &["state"],
+        per_netns: false,
+        samples: |r, out| {
+            for s in GAUGED_STATES {
+                if let Some(h) = r.durations.get(usize::from(s.number())) {
+                    out.histogram(h, &[s.name()]);
+                }
+            }
+        },
+    },
+    Family {
+        name: "tcpstate_close_wait_leaked_sockets",
+        help: "Sockets in CLOSE_WAIT for longer than the threshold, by owning process name (top N; the rest under [other]).",
+        kind: MetricType::GAUGE,
+        labels: &["comm"],
+        per_netns: false,
+        samples: |r, out| {
+            for (comm, n) in &r.leaks {
+                out.add(*n as f64, &[comm]);
+            }
+        },
+    },
+    Family {
+        name: "tcpstate_events_total",
+        help: "Transition events received from the kernel ring buffer.",
+        kind: MetricType::COUNTER,
+        labels: &[],
+        per_netns: false,
+        samples: |r, out| out.add(r.events_received as f64, &[]),
+    },
+    Family {
+        name: "tcpstate_events_lost_total",
+        help: "Transition events the kernel could not deliver, by reason: ring_buffer_full (still counted in transitions), not_run (the program was busy on that CPU), read_failed.",
+        kind: MetricType::COUNTER,
+        labels: &["reason"],
+        per_netns: false,
+        samples: |r, out| {
+            let k = &r.kernel;
+            out.add(k.ringbuf_full as f64, &["ring_buffer_full"]);
+            out.add(k.recursion_misses as f64, &["not_run"]);
+            out.add(
+                (k.record_read_failed + k.bad_config) as f64,
+                &["read_failed"],
+            );
+        },
+    },
+    Family {
+        name: "tcpstate_events_invalid_total",
+        help: "Events received that could not be decoded.",
+        kind: MetricType::COUNTER,
+        labels: &[],
+        per_netns: false,
+        samples: |r, out| out.add(r.events_invalid as f64, &[]),
+    },
+    Family {
+        name: "tcpstate_reconcile_corrections_total",
+        help: "Socket table entries fixed because an event or a sock_diag dump disagreed with it.",
+        kind: MetricType::COUNTER,
+        labels: &[],
+        per_netns: false,
+        samples: |r, out| out.add(r.stats.corrections as f64, &[]),
+    },
+    Family {
+        name: "tcpstate_table_evictions_total",
+        help: "Socket table entries evicted to stay under --max-sockets.",
+        kind: MetricType::COUNTER,
+        labels: &[],
+        per_netns: false,
+        samples: |r, out| out.add(r.stats.evictions as f64, &[]),
+    },
+    Family {
+        name: "tcpstate_tracked_sockets",
+        help: "Entries in the daemon's socket table (full and timewait sockets).",
+        kind: MetricType::GAUGE,
+        labels: &[],
+        per_netns: false,
+        samples: |r, out| out.add(r.tracked as f64, &[]),
+    },
+    Family {
+        name: "tcpstate_timewait_ended_total",
+        help: "Timewait sockets that ended, by how: expired (timer), reused (a new connection took the four-tuple), early (vanished before the timer).",
+        kind: MetricType::COUNTER,
+        labels: &["reason"],
+        per_netns: false,
+        samples: |r, out| {
+            out.add(r.stats.timewait_expired as f64, &["expired"]);
+            out.add(r.stats.timewait_reused as f64, &["reused"]);
+            out.add(r.stats.timewait_ended_early as f64, &["early"]);
+        },
+    },
+    Family {
+        name: "tcpstate_http_rejected_connections_total",
+        help: "HTTP connections closed because --http-max-connections were open, by reason: evicted (the one that had waited longest for a complete request, closed to let a newcomer in), busy (the newcomer, when every connection was being answered).",
+        kind: MetricType::COUNTER,
+        labels: &["reason"],
+        per_netns: false,
+        samples: |r, out| {
+            out.add(r.http_evicted as f64, &["evicted"]);
+            out.add(r.http_busy as f64, &["busy"]);
+        },
+    },
+    Family {
+        name: "tcpstate_socket_table_source",
+        help: "Where the socket table of each network namespace was last read from (start-up and reconciliations): sock_diag (netlink, as ss), or proc (/proc/net/tcp: the kernel has no sock_diag for TCP, or the namespace cannot be entered). 1 per namespace; without the netns label, the number of namespaces.",
+        kind: MetricType::GAUGE,
+        labels: &["source"],
+        per_netns: true,
+        samples: source_samples,
+    },
+    Family {
+        name: "tcpstate_build_info",
+        help: "Build information; the value is always 1.",
+        kind: MetricType::GAUGE,
+        labels: &["version"],
+        per_netns: false,
+        samples: |_, out| out.add(1.0, &[env!("CARGO_PKG_VERSION")]),
+    },
 ];
+
+/// `tcpstate_socket_table_source`: 1 per namespace with the netns label;
+/// without it one series per source in use, counting its namespaces, so
+/// the series stay as few as the socket gauges' are.
+fn source_samples(r: &Reading, out: &mut Samples) {
+    if r.netns_label {
+        for (ns, source) in &r.sources {
+            out.add(1.0, &[source.name(), &ns.to_string()]);
+        }
+        return;
+    }
+    for source in [Source::SockDiag, Source::Proc] {
+        let n = r.sources.iter().filter(|(_, s)| *s == source).count();
+        if n > 0 {
+            out.add(n as f64, &[source.name()]);
+        }
+    }
+}
 
 /// Every metric family's name (histograms add `_bucket`, `_sum`, `_count`).
 pub fn family_names() -> impl Iterator<Item = &'static str> {
-    FAMILIES.iter().map(|(name, ..)| *name)
+    FAMILIES.iter().map(|f| f.name)
+}
+
+impl Family {
+    /// Label names in the order samples give their values.
+    fn label_names(&self, netns_label: bool) -> Vec<&'static str> {
+        let mut names = self.labels.to_vec();
+        if self.per_netns && netns_label {
+            names.push("netns");
+        }
+        names
+    }
+
+    fn desc(&self, netns_label: bool) -> Result<Desc, prometheus::Error> {
+        let labels = self.label_names(netns_label);
+        Desc::new(
+            self.name.to_owned(),
+            self.help.to_owned(),
+            labels.into_iter().map(str::to_owned).collect(),
+            HashMap::new(),
+        )
+    }
+
+    /// The family with its samples from `reading`; None when it has none.
+    fn collect(&self, reading: &Reading) -> Option<MetricFamily> {
+        let mut samples = Samples {
+            kind: self.kind,
+            names: self.label_names(reading.netns_label),
+            metrics: Vec::new(),
+        };
+        (self.samples)(reading, &mut samples);
+        if samples.metrics.is_empty() {
+            return None;
+        }
+        let mut f = MetricFamily::default();
+        f.set_name(self.name.to_owned());
+        f.set_help(self.help.to_owned());
+        f.set_field_type(self.kind);
+        f.set_metric(samples.metrics);
+        Some(f)
+    }
+}
+
+/// One family's samples as its function makes them: each is typed and
+/// labelled by the family it belongs to.
+struct Samples {
+    kind: MetricType,
+    names: Vec<&'static str>,
+    metrics: Vec<proto::Metric>,
+}
+
+impl Samples {
+    /// A counter or gauge sample, as the family's type says, with label
+    /// values in the order of its label names.
+    fn add(&mut self, value: f64, values: &[&str]) {
+        let mut m = proto::Metric::default();
+        if self.kind == MetricType::COUNTER {
+            let mut c = proto::Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = proto::Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+        m.set_label(self.labels(values));
+        self.metrics.push(m);
+    }
+
+    fn histogram(&mut self, h: &Histogram, values: &[&str]) {
+        let mut p = proto::Histogram::default();
+        p.set_sample_count(h.count());
+        p.set_sample_sum(h.sum_seconds());
+        p.set_bucket(
+            h.cumulative()
+                .map(|(le, n)| {
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(le);
+                    b.set_cumulative_count(n);
+                    b
+                })
+                .collect(),
+        );
+        let mut m = proto::Metric::default();
+        m.set_histogram(p);
+        m.set_label(self.labels(values));
+        self.metrics.push(m);
+    }
+
+    fn labels(&self, values: &[&str]) -> Vec<LabelPair> {
+        self.names
+            .iter()
+            .zip(values)
+            .map(|(name, value)| {
+                let mut l = LabelPair::default();
+                l.set_name((*name).to_owned());
+                l.set_value((*value).to_owned());
+                l
+            })
+            .collect()
+    }
 }
 
 /// The registry served at /metrics.
@@ -159,94 +362,42 @@ impl StateCollector {
     fn new(shared: Arc<Shared>) -> Result<StateCollector, prometheus::Error> {
         let descs = FAMILIES
             .iter()
-            .map(|(name, help, _, labels)| {
-                let mut labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
-                if PER_NETNS.contains(name) && shared.netns_label() {
-                    labels.push("netns".to_owned());
-                }
-                Desc::new(
-                    (*name).to_owned(),
-                    (*help).to_owned(),
-                    labels,
-                    HashMap::new(),
-                )
-            })
+            .map(|f| f.desc(shared.netns_label()))
             .collect::<Result<_, _>>()?;
         Ok(StateCollector { shared, descs })
     }
 }
 
-fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            let mut l = LabelPair::default();
-            l.set_name((*k).to_owned());
-            l.set_value((*v).to_owned());
-            l
-        })
-        .collect()
-}
-
-fn gauge(value: f64, pairs: &[(&str, &str)]) -> proto::Metric {
-    let mut g = proto::Gauge::default();
-    g.set_value(value);
-    let mut m = proto::Metric::from_gauge(g);
-    m.set_label(labels(pairs));
-    m
-}
-
-fn counter(value: u64, pairs: &[(&str, &str)]) -> proto::Metric {
-    let mut c = proto::Counter::default();
-    c.set_value(value as f64);
-    let mut m = proto::Metric::default();
-    m.set_counter(c);
-    m.set_label(labels(pairs));
-    m
-}
-
-fn histogram(h: &Histogram, pairs: &[(&str, &str)]) -> proto::Metric {
-    let mut p = proto::Histogram::default();
-    p.set_sample_count(h.count());
-    p.set_sample_sum(h.sum_seconds());
-    p.set_bucket(
-        h.cumulative()
-            .map(|(le, n)| {
-                let mut b = proto::Bucket::default();
-                b.set_upper_bound(le);
-                b.set_cumulative_count(n);
-                b
-            })
-            .collect(),
-    );
-    let mut m = proto::Metric::default();
-    m.set_histogram(p);
-    m.set_label(labels(pairs));
-    m
-}
-
 /// What one scrape reads, taken under the locks and released before the
 /// families are built.
 struct Reading {
-    counts: [u64; 13],
+    netns_label: bool,
+    counts: [u64; STATE_SLOTS],
     /// Per namespace, when the netns label is on.
-    by_netns: Vec<(u32, [u64; 13])>,
+    by_netns: Vec<(u32, [u64; STATE_SLOTS])>,
     durations: Vec<Histogram>,
     leaks: Vec<(String, u64)>,
     stats: EngineStats,
     tracked: usize,
-    transitions: Vec<(TcpState, TcpState, u64)>,
+    transitions: TransitionMatrix,
     kernel: KernelStats,
     /// Each namespace's source, by inode.
     sources: Vec<(u32, Source)>,
+    events_received: u64,
+    events_invalid: u64,
+    /// Connections closed at the HTTP cap: newcomers turned away, and older
+    /// connections evicted to let newcomers in.
+    http_busy: u64,
+    http_evicted: u64,
 }
 
 impl StateCollector {
     fn read(&self) -> Reading {
+        let netns_label = self.shared.netns_label();
         let (counts, by_netns, durations, leaks, stats, tracked) = {
             let engine = self.shared.engine();
-            let by_netns = if self.shared.netns_label() {
-                let mut v: Vec<(u32, [u64; 13])> = engine
+            let by_netns = if netns_label {
+                let mut v: Vec<(u32, [u64; STATE_SLOTS])> = engine
                     .counts_by_netns()
                     .iter()
                     .map(|(k, v)| (*k, *v))
@@ -267,7 +418,9 @@ impl StateCollector {
         };
         let (transitions, kernel) = self.shared.kernel_counters();
         let sources = self.shared.sources().series();
+        let (http_busy, http_evicted) = self.shared.http_rejected();
         Reading {
+            netns_label,
             counts,
             by_netns,
             durations,
@@ -277,32 +430,12 @@ impl StateCollector {
             transitions,
             kernel,
             sources,
+            events_received: self.shared.events_received(),
+            events_invalid: self.shared.events_invalid(),
+            http_busy,
+            http_evicted,
         }
     }
-}
-
-/// `tcpstate_socket_table_source`: 1 per namespace with the netns label;
-/// without it one series per source in use, counting its namespaces, so
-/// the series stay as few as the socket gauges' are.
-fn source_series(sources: &[(u32, Source)], netns_label: bool) -> Vec<proto::Metric> {
-    if netns_label {
-        return sources
-            .iter()
-            .map(|(ns, source)| {
-                gauge(
-                    1.0,
-                    &[("source", source.name()), ("netns", &ns.to_string())],
-                )
-            })
-            .collect();
-    }
-    [Source::SockDiag, Source::Proc]
-        .into_iter()
-        .filter_map(|source| {
-            let n = sources.iter().filter(|(_, s)| *s == source).count();
-            (n > 0).then(|| gauge(n as f64, &[("source", source.name())]))
-        })
-        .collect()
 }
 
 impl Collector for StateCollector {
@@ -311,145 +444,13 @@ impl Collector for StateCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let r = self.read();
-        let mut values: Vec<Vec<proto::Metric>> = vec![
-            if self.shared.netns_label() {
-                r.by_netns
-                    .iter()
-                    .flat_map(|(ns, counts)| {
-                        let ns = ns.to_string();
-                        GAUGED_STATES.iter().map(move |s| {
-                            gauge(
-                                counts[usize::from(s.number())] as f64,
-                                &[("state", s.name()), ("netns", &ns)],
-                            )
-                        })
-                    })
-                    .collect()
-            } else {
-                GAUGED_STATES
-                    .iter()
-                    .map(|s| {
-                        gauge(
-                            r.counts[usize::from(s.number())] as f64,
-                            &[("state", s.name())],
-                        )
-                    })
-                    .collect()
-            },
-            r.transitions
-                .iter()
-                .map(|(from, to, n)| counter(*n, &[("from", from.name()), ("to", to.name())]))
-                .collect(),
-            GAUGED_STATES
-                .iter()
-                .map(|s| {
-                    histogram(
-                        &r.durations[usize::from(s.number())],
-                        &[("state", s.name())],
-                    )
-                })
-                .collect(),
-            r.leaks
-                .iter()
-                .map(|(comm, n)| gauge(*n as f64, &[("comm", comm)]))
-                .collect(),
-            vec![counter(self.shared.events_received(), &[])],
-            vec![
-                counter(r.kernel.ringbuf_full, &[("reason", "ring_buffer_full")]),
-                counter(r.kernel.recursion_misses, &[("reason", "not_run")]),
-                counter(
-                    r.kernel.record_read_failed + r.kernel.bad_config,
-                    &[("reason", "read_failed")],
-                ),
-            ],
-            vec![counter(self.shared.events_invalid(), &[])],
-            vec![counter(r.stats.corrections, &[])],
-            vec![counter(r.stats.evictions, &[])],
-            vec![gauge(r.tracked as f64, &[])],
-            vec![
-                counter(r.stats.timewait_expired, &[("reason", "expired")]),
-                counter(r.stats.timewait_reused, &[("reason", "reused")]),
-                counter(r.stats.timewait_ended_early, &[("reason", "early")]),
-            ],
-            {
-                let (busy, evicted) = self.shared.http_rejected();
-                vec![
-                    counter(evicted, &[("reason", "evicted")]),
-                    counter(busy, &[("reason", "busy")]),
-                ]
-            },
-            source_series(&r.sources, self.shared.netns_label()),
-            vec![gauge(1.0, &[("version", env!("CARGO_PKG_VERSION"))])],
-        ];
-        debug_assert_eq!(values.len(), FAMILIES.len(), "one value list per family");
+        let reading = self.read();
         FAMILIES
             .iter()
-            .zip(values.iter_mut())
-            .filter(|(_, metrics)| !metrics.is_empty())
-            .map(|((name, help, kind, _), metrics)| {
-                let mut f = MetricFamily::default();
-                f.set_name((*name).to_owned());
-                f.set_help((*help).to_owned());
-                f.set_field_type(*kind);
-                f.set_metric(std::mem::take(metrics));
-                f
-            })
+            .filter_map(|f| f.collect(&reading))
             .collect()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rendered(metrics: &[proto::Metric]) -> Vec<(Vec<(String, String)>, f64)> {
-        metrics
-            .iter()
-            .map(|m| {
-                let labels = m
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name().to_owned(), l.value().to_owned()))
-                    .collect();
-                (labels, m.get_gauge().get_value())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn socket_table_source_is_one_per_namespace_or_a_count_per_source() {
-        let sources = [
-            (4026531840, Source::Proc),
-            (4026532300, Source::Proc),
-            (4026532400, Source::SockDiag),
-        ];
-        let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect()
-        };
-        assert_eq!(
-            rendered(&source_series(&sources, true)),
-            [
-                (l(&[("source", "proc"), ("netns", "4026531840")]), 1.0),
-                (l(&[("source", "proc"), ("netns", "4026532300")]), 1.0),
-                (l(&[("source", "sock_diag"), ("netns", "4026532400")]), 1.0),
-            ]
-        );
-        assert_eq!(
-            rendered(&source_series(&sources, false)),
-            [
-                (l(&[("source", "sock_diag")]), 1.0),
-                (l(&[("source", "proc")]), 2.0),
-            ]
-        );
-        // A source no namespace uses has no series.
-        assert_eq!(
-            rendered(&source_series(&sources[..2], false)),
-            [(l(&[("source", "proc")]), 2.0)]
-        );
-        assert!(source_series(&[], false).is_empty());
-    }
-}
+mod tests;

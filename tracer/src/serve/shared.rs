@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracer_common::{STATE_SLOTS, TcpState};
+use tracer_common::TransitionMatrix;
 
 use crate::sockets::sources::Sources;
 use crate::{
@@ -163,30 +163,16 @@ impl Shared {
         }
     }
 
-    /// Non-zero kernel transition counters and the program's own counters.
-    pub fn kernel_counters(&self) -> (Vec<(TcpState, TcpState, u64)>, KernelStats) {
+    /// The kernel's transition counters and the program's own counters.
+    pub fn kernel_counters(&self) -> (TransitionMatrix, KernelStats) {
         let probe = lock(&self.probe);
         let Some(probe) = probe.as_ref() else {
-            return (Vec::new(), KernelStats::default());
+            return (TransitionMatrix::ZERO, KernelStats::default());
         };
-        let mut transitions = Vec::new();
-        match probe.transition_counts() {
-            Ok(counts) => {
-                for (old, row) in counts.iter().enumerate() {
-                    for (new, &n) in row.iter().enumerate() {
-                        let (Ok(from), Ok(to)) =
-                            (TcpState::try_from(old as u8), TcpState::try_from(new as u8))
-                        else {
-                            continue;
-                        };
-                        if n > 0 {
-                            transitions.push((from, to, n));
-                        }
-                    }
-                }
-            }
-            Err(e) => log::warn!("reading kernel transition counters: {e}"),
-        }
+        let transitions = probe.transition_counts().unwrap_or_else(|e| {
+            log::warn!("reading kernel transition counters: {e}");
+            TransitionMatrix::ZERO
+        });
         let stats = probe.stats().unwrap_or_else(|e| {
             log::warn!("reading kernel statistics: {e}");
             KernelStats::default()
@@ -266,31 +252,23 @@ impl Shared {
 /// Turns counter samples into per-second rates, once per interval.
 #[derive(Debug, Default)]
 pub struct RateTracker {
-    last: Option<(Instant, u64, Vec<u64>)>,
+    last: Option<(Instant, u64, TransitionMatrix)>,
 }
 
 impl RateTracker {
     /// `transitions` as [`Shared::kernel_counters`] gives them.
-    pub fn update(&mut self, shared: &Shared, transitions: &[(TcpState, TcpState, u64)]) {
-        let slots = STATE_SLOTS as usize;
-        let mut totals = vec![0u64; slots * slots];
-        for (from, to, n) in transitions {
-            totals[usize::from(from.number()) * slots + usize::from(to.number())] = *n;
-        }
+    pub fn update(&mut self, shared: &Shared, transitions: &TransitionMatrix) {
         let now = Instant::now();
         let events = shared.events_received();
         if let Some((then, then_events, then_totals)) = &self.last {
             let secs = now.duration_since(*then).as_secs_f64().max(1e-3);
             let mut list: Vec<TransitionRate> = transitions
-                .iter()
-                .map(|(from, to, n)| {
-                    let i = usize::from(from.number()) * slots + usize::from(to.number());
-                    TransitionRate {
-                        from: from.name().to_owned(),
-                        to: to.name().to_owned(),
-                        total: *n,
-                        per_second: n.saturating_sub(then_totals[i]) as f64 / secs,
-                    }
+                .nonzero()
+                .map(|(from, to, n)| TransitionRate {
+                    from: from.name().to_owned(),
+                    to: to.name().to_owned(),
+                    total: n,
+                    per_second: n.saturating_sub(then_totals.get(from, to)) as f64 / secs,
                 })
                 .collect();
             list.sort_by(|a, b| {
@@ -303,6 +281,6 @@ impl RateTracker {
                 events_per_second: events.saturating_sub(*then_events) as f64 / secs,
             };
         }
-        self.last = Some((now, events, totals));
+        self.last = Some((now, events, *transitions));
     }
 }

@@ -15,6 +15,7 @@ use accepted::AcceptedTuples;
 use crate::{
     kernel::clock::{WallClock, monotonic_ns},
     kernel::event::Transition,
+    kernel::logs,
     kernel::probe::{KernelStats, Probe, ProbeOptions},
     kernel::ringbuf::EventReader,
     shutdown::Shutdown,
@@ -90,6 +91,7 @@ impl<W: Write> Printer<W> {
 /// Streams transitions to stdout until SIGINT/SIGTERM or a closed stdout.
 pub async fn run(options: TraceOptions, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let mut probe = Probe::load(&options.probe)?;
+    let kernel_log = logs::forward(&mut probe);
     let mut reader = EventReader::new(probe.take_events()?).context("watching the ring buffer")?;
     let mut printer = Printer {
         out: BufWriter::with_capacity(64 * 1024, io::stdout().lock()),
@@ -136,6 +138,8 @@ pub async fn run(options: TraceOptions, mut shutdown: Shutdown) -> anyhow::Resul
     let stats = probe.stats()?;
     let counted = probe.transitions_total()?;
     drop(probe);
+    // The program's last debug lines before the closing ones.
+    drop(kernel_log);
     report(stopped_by, &printer, &stats, counted);
     match printer.error {
         Some(e) if e.kind() != io::ErrorKind::BrokenPipe => {

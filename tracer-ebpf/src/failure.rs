@@ -1,0 +1,112 @@
+//! Every error path of the program ends here: a count in `STATS`, the
+//! signal user space exports, and an aya-log line with the value that
+//! failed (the offset, the helper's return code), for `--log-level debug`.
+//!
+//! The lines are at debug level. User space loads the program with
+//! aya-log's level (`AYA_LOG_LEVEL`, in `.rodata` like `CONFIG`) set from
+//! its own: below debug the verifier sees every line's branch as never
+//! taken and drops it, so the program does not even format them. They only
+//! ever run after something failed, never on the path of a good event.
+
+use aya_ebpf::programs::TracePointContext;
+use aya_log_ebpf::debug;
+use tracer_common::Stat;
+
+use crate::maps::count;
+
+/// What failed, with the value that says why. Negative return codes are
+/// the helpers' `-errno`.
+#[derive(Clone, Copy)]
+pub enum Failure {
+    /// Event lost: a record field's offset in the load-time config lies
+    /// past the record.
+    FieldOffset(u32),
+    /// Event lost: the load-time config's record size is 0 or too large.
+    RecordSize(u32),
+    /// Event lost: copying the tracepoint record failed.
+    RecordRead(i32),
+    /// Event lost: no room in the ring buffer.
+    RingbufFull,
+    /// No namespace: a BTF offset in the load-time config (`skc_net` in
+    /// `struct sock`, or `ns.inum` in `struct net`) is past any structure.
+    NetnsOffset(u32),
+    /// No namespace: reading at this offset failed.
+    NetnsRead { offset: u32, ret: i32 },
+    /// No namespace: the socket's `struct net *` (at this offset) is NULL.
+    NetnsNull(u32),
+    /// FIN unknown: the BTF offset of `sk_flags` is past any `struct sock`.
+    SockFlagsOffset(u32),
+    /// FIN unknown: reading `sk_flags` at this offset failed.
+    SockFlagsRead { offset: u32, ret: i32 },
+    /// No time in state next time: the timestamp map refused an insert.
+    StateTimeUpdate(i32),
+}
+
+impl Failure {
+    /// The statistic this failure counts in.
+    #[inline(always)]
+    fn stat(self) -> Stat {
+        match self {
+            Failure::FieldOffset(_) | Failure::RecordSize(_) => Stat::BadConfig,
+            Failure::RecordRead(_) => Stat::RecordReadFailed,
+            Failure::RingbufFull => Stat::RingbufFull,
+            Failure::NetnsOffset(_) | Failure::NetnsRead { .. } | Failure::NetnsNull(_) => {
+                Stat::NetnsReadFailed
+            }
+            Failure::SockFlagsOffset(_) | Failure::SockFlagsRead { .. } => {
+                Stat::SockFlagsReadFailed
+            }
+            Failure::StateTimeUpdate(_) => Stat::StateTimeUpdateFailed,
+        }
+    }
+
+    /// Counts the failure and logs it. Inlined where it happens, so each
+    /// site keeps only its own line.
+    #[inline(always)]
+    pub fn report(self, ctx: &TracePointContext) {
+        count(self.stat());
+        match self {
+            Failure::FieldOffset(offset) => debug!(
+                ctx,
+                "event lost: record field offset {} is out of bounds (load-time config)", offset
+            ),
+            Failure::RecordSize(size) => debug!(
+                ctx,
+                "event lost: record size {} is out of bounds (load-time config)", size
+            ),
+            Failure::RecordRead(ret) => {
+                debug!(
+                    ctx,
+                    "event lost: copying the tracepoint record failed: {}", ret
+                )
+            }
+            Failure::RingbufFull => debug!(ctx, "event lost: the ring buffer is full"),
+            Failure::NetnsOffset(offset) => debug!(
+                ctx,
+                "netns not read: offset {} is out of bounds (load-time config)", offset
+            ),
+            Failure::NetnsRead { offset, ret } => debug!(
+                ctx,
+                "netns not read: reading at offset {} failed: {}", offset, ret
+            ),
+            Failure::NetnsNull(offset) => {
+                debug!(
+                    ctx,
+                    "netns not read: the pointer at offset {} is NULL", offset
+                )
+            }
+            Failure::SockFlagsOffset(offset) => debug!(
+                ctx,
+                "sk_flags not read: offset {} is out of bounds (load-time config)", offset
+            ),
+            Failure::SockFlagsRead { offset, ret } => debug!(
+                ctx,
+                "sk_flags not read: reading at offset {} failed: {}", offset, ret
+            ),
+            Failure::StateTimeUpdate(ret) => debug!(
+                ctx,
+                "time in state lost: the timestamp map refused an insert: {}", ret
+            ),
+        }
+    }
+}

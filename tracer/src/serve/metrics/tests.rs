@@ -1,0 +1,206 @@
+//! The families built from made-up readings: every sample carries its own
+//! family's labels and values.
+
+use super::*;
+use TcpState::*;
+
+const NS_A: u32 = 4026531840;
+const NS_B: u32 = 4026532300;
+
+/// A scrape's reading with made-up numbers, each one distinct, so a
+/// value in the wrong series shows.
+fn reading(netns_label: bool) -> Reading {
+    let mut counts = [0; STATE_SLOTS];
+    counts[Established as usize] = 5;
+    counts[CloseWait as usize] = 2;
+    let mut other_ns = [0; STATE_SLOTS];
+    other_ns[Listen as usize] = 1;
+    let mut transitions = TransitionMatrix::ZERO;
+    for _ in 0..3 {
+        transitions.record(Close as u32, SynSent as u32);
+    }
+    transitions.record(SynSent as u32, Established as u32);
+    let mut durations = vec![Histogram::default(); STATE_SLOTS];
+    durations[SynSent as usize].observe_ns(2_000_000);
+    Reading {
+        netns_label,
+        counts,
+        by_netns: vec![(NS_A, counts), (NS_B, other_ns)],
+        durations,
+        leaks: vec![("nginx".to_owned(), 3)],
+        stats: EngineStats {
+            corrections: 4,
+            evictions: 6,
+            timewait_expired: 7,
+            timewait_reused: 8,
+            timewait_ended_early: 9,
+            ..EngineStats::default()
+        },
+        tracked: 10,
+        transitions,
+        kernel: KernelStats {
+            ringbuf_full: 11,
+            recursion_misses: 12,
+            record_read_failed: 13,
+            bad_config: 1,
+            ..KernelStats::default()
+        },
+        sources: vec![(NS_A, Source::Proc), (NS_B, Source::Proc)],
+        events_received: 20,
+        events_invalid: 21,
+        http_busy: 22,
+        http_evicted: 23,
+    }
+}
+
+fn family(name: &str) -> &'static Family {
+    FAMILIES
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no family {name}"))
+}
+
+/// A family's samples as (label pairs, value); histograms give their count.
+fn samples(name: &str, r: &Reading) -> Vec<(Vec<(String, String)>, f64)> {
+    let Some(f) = family(name).collect(r) else {
+        return Vec::new();
+    };
+    f.get_metric()
+        .iter()
+        .map(|m| {
+            let labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                .collect();
+            let value = match f.get_field_type() {
+                MetricType::COUNTER => m.get_counter().get_value(),
+                MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
+                _ => m.get_gauge().get_value(),
+            };
+            (labels, value)
+        })
+        .collect()
+}
+
+fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn every_sample_carries_its_familys_label_names() {
+    for netns_label in [false, true] {
+        let r = reading(netns_label);
+        for f in FAMILIES {
+            let want = f.label_names(netns_label);
+            let got = samples(f.name, &r);
+            assert!(!got.is_empty(), "{} has no samples", f.name);
+            for (labels, _) in got {
+                let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+                assert_eq!(names, want, "{} (netns label {netns_label})", f.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn values_land_in_their_own_series() {
+    let r = reading(false);
+    let one = |name: &str| samples(name, &r);
+    assert_eq!(
+        one("tcpstate_transitions_total"),
+        [
+            (l(&[("from", "SYN_SENT"), ("to", "ESTABLISHED")]), 1.0),
+            (l(&[("from", "CLOSE"), ("to", "SYN_SENT")]), 3.0),
+        ]
+    );
+    assert_eq!(
+        one("tcpstate_events_lost_total"),
+        [
+            (l(&[("reason", "ring_buffer_full")]), 11.0),
+            (l(&[("reason", "not_run")]), 12.0),
+            (l(&[("reason", "read_failed")]), 14.0),
+        ]
+    );
+    assert_eq!(
+        one("tcpstate_http_rejected_connections_total"),
+        [
+            (l(&[("reason", "evicted")]), 23.0),
+            (l(&[("reason", "busy")]), 22.0),
+        ]
+    );
+    assert_eq!(
+        one("tcpstate_timewait_ended_total"),
+        [
+            (l(&[("reason", "expired")]), 7.0),
+            (l(&[("reason", "reused")]), 8.0),
+            (l(&[("reason", "early")]), 9.0),
+        ]
+    );
+    for (name, value) in [
+        ("tcpstate_events_total", 20.0),
+        ("tcpstate_events_invalid_total", 21.0),
+        ("tcpstate_reconcile_corrections_total", 4.0),
+        ("tcpstate_table_evictions_total", 6.0),
+        ("tcpstate_tracked_sockets", 10.0),
+    ] {
+        assert_eq!(one(name), [(Vec::new(), value)], "{name}");
+    }
+    assert_eq!(
+        one("tcpstate_close_wait_leaked_sockets"),
+        [(l(&[("comm", "nginx")]), 3.0)]
+    );
+    let sockets = one("tcpstate_sockets");
+    assert_eq!(sockets.len(), GAUGED_STATES.len());
+    assert!(sockets.contains(&(l(&[("state", "ESTABLISHED")]), 5.0)));
+    assert!(sockets.contains(&(l(&[("state", "CLOSE_WAIT")]), 2.0)));
+    assert!(sockets.contains(&(l(&[("state", "LISTEN")]), 0.0)));
+    let durations = one("tcpstate_state_duration_seconds");
+    assert!(durations.contains(&(l(&[("state", "SYN_SENT")]), 1.0)));
+    assert!(durations.contains(&(l(&[("state", "ESTABLISHED")]), 0.0)));
+}
+
+#[test]
+fn socket_gauges_split_by_namespace_with_the_label() {
+    let sockets = samples("tcpstate_sockets", &reading(true));
+    assert_eq!(sockets.len(), 2 * GAUGED_STATES.len());
+    let b = NS_B.to_string();
+    assert!(sockets.contains(&(l(&[("state", "LISTEN"), ("netns", &b)]), 1.0)));
+    assert!(sockets.contains(&(l(&[("state", "ESTABLISHED"), ("netns", &b)]), 0.0)));
+}
+
+#[test]
+fn socket_table_source_is_one_per_namespace_or_a_count_per_source() {
+    let name = "tcpstate_socket_table_source";
+    let mut r = reading(true);
+    r.sources = vec![
+        (4026531840, Source::Proc),
+        (4026532300, Source::Proc),
+        (4026532400, Source::SockDiag),
+    ];
+    assert_eq!(
+        samples(name, &r),
+        [
+            (l(&[("source", "proc"), ("netns", "4026531840")]), 1.0),
+            (l(&[("source", "proc"), ("netns", "4026532300")]), 1.0),
+            (l(&[("source", "sock_diag"), ("netns", "4026532400")]), 1.0),
+        ]
+    );
+    r.netns_label = false;
+    assert_eq!(
+        samples(name, &r),
+        [
+            (l(&[("source", "sock_diag")]), 1.0),
+            (l(&[("source", "proc")]), 2.0),
+        ]
+    );
+    // A source no namespace uses has no series.
+    r.sources.truncate(2);
+    assert_eq!(samples(name, &r), [(l(&[("source", "proc")]), 2.0)]);
+    // Without any, the family is left out.
+    r.sources.clear();
+    assert!(family(name).collect(&r).is_none());
+}
