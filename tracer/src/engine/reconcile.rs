@@ -63,16 +63,33 @@ impl Engine {
         start_ns: u64,
         end_ns: u64,
     ) -> FullReconcile {
-        let mut result = FullReconcile::default();
         let mut kernel = full_sockets_by_tuple(dump);
-        let mut moved: HashSet<Tuple> = HashSet::new();
-        let mut gone = Vec::new();
-        // Connects whose port no event has shown yet, by their portless
-        // tuple: the dump's SYN_SENT entries tell their ports.
-        let mut connecting: HashMap<Tuple, Vec<u64>> = HashMap::default();
+        let mut table = self.compare_table(&mut kernel, unread, start_ns);
+        let mut result = self.fix_table(&table.differing, end_ns);
+        let missing = self.missing_from_table(dump, &mut kernel, &mut table, start_ns);
+        result.added = missing.len() as u64;
+        // Seeding places them like sockets found at start-up.
+        let seed_end = self.seeds.end_ns();
+        // Earlier dumps' SYN_SENT seeds are past the time events could claim them.
+        self.seeds.forget_connecting();
+        self.seed(missing, end_ns);
+        self.seeds.set_end_ns(seed_end.max(end_ns));
+        self.stats.corrections += result.added + result.removed + result.changed;
+        result
+    }
+
+    /// Matches the table against the kernel's sockets, taking each match
+    /// out of `kernel`.
+    fn compare_table(
+        &self,
+        kernel: &mut HashMap<Tuple, Vec<TcpState>>,
+        unread: &[u32],
+        start_ns: u64,
+    ) -> TableVsDump {
+        let mut table = TableVsDump::default();
         for (&id, sock) in &self.socks {
             if sock.since_ns > start_ns {
-                moved.insert(sock.tuple);
+                table.moved.insert(sock.tuple);
                 continue;
             }
             if unread.contains(&sock.tuple.netns) {
@@ -80,7 +97,7 @@ impl Engine {
             }
             if sock.tuple.lport == 0 {
                 if sock.state == TcpState::SynSent {
-                    connecting.entry(sock.tuple).or_default().push(id);
+                    table.connecting.entry(sock.tuple).or_default().push(id);
                 }
                 continue;
             }
@@ -94,11 +111,18 @@ impl Engine {
                 (!states.is_empty()).then(|| states.swap_remove(i))
             }) {
                 Some(state) if state == sock.state => {}
-                Some(state) => gone.push((id, Some(state))),
-                None => gone.push((id, None)),
+                Some(state) => table.differing.push((id, Some(state))),
+                None => table.differing.push((id, None)),
             }
         }
-        for (id, state) in gone {
+        table
+    }
+
+    /// Moves records to the state the kernel has them in, or removes those
+    /// it does not have.
+    fn fix_table(&mut self, differing: &[(u64, Option<TcpState>)], end_ns: u64) -> FullReconcile {
+        let mut result = FullReconcile::default();
+        for &(id, state) in differing {
             let Some(mut sock) = self.take_sock(id) else {
                 continue;
             };
@@ -120,28 +144,33 @@ impl Engine {
                 }
             }
         }
+        result
+    }
+
+    /// The kernel's sockets the table lacks (what `kernel` still holds),
+    /// but for those events moved or closed during the dump, and for
+    /// connects whose port the dump shows: those records learn it.
+    fn missing_from_table(
+        &mut self,
+        dump: &[DumpedSocket],
+        kernel: &mut HashMap<Tuple, Vec<TcpState>>,
+        table: &mut TableVsDump,
+        start_ns: u64,
+    ) -> Vec<DumpedSocket> {
         let mut ports_learned = Vec::new();
         let missing: Vec<DumpedSocket> = dump
             .iter()
             .filter(|d| {
                 !d.timewait
                     && d.state != TcpState::SynRecv
-                    && !moved.contains(&d.tuple)
+                    && !table.moved.contains(&d.tuple)
                     && !self.closed_during_dump.closed_since(&d.tuple, start_ns)
-                    && kernel.get_mut(&d.tuple).is_some_and(|states| {
-                        match states.iter().position(|s| *s == d.state) {
-                            Some(i) => {
-                                states.swap_remove(i);
-                                true
-                            }
-                            None => false,
-                        }
-                    })
+                    && take_state(kernel, &d.tuple, d.state)
             })
             .filter(|d| {
                 let portless = d.tuple.before_its_port();
                 let learned = (d.state == TcpState::SynSent)
-                    .then(|| connecting.get_mut(&portless).and_then(Vec::pop))
+                    .then(|| table.connecting.get_mut(&portless).and_then(Vec::pop))
                     .flatten();
                 learned
                     .map(|id| ports_learned.push((id, d.tuple)))
@@ -155,15 +184,33 @@ impl Engine {
                 self.insert_sock(id, sock);
             }
         }
-        result.added = missing.len() as u64;
-        // Seeding places them like sockets found at start-up.
-        let seed_end = self.seeds.end_ns();
-        // Earlier dumps' SYN_SENT seeds are past the time events could claim them.
-        self.seeds.forget_connecting();
-        self.seed(missing, end_ns);
-        self.seeds.set_end_ns(seed_end.max(end_ns));
-        self.stats.corrections += result.added + result.removed + result.changed;
-        result
+        missing
+    }
+}
+
+/// The table as a full dump found it.
+#[derive(Debug, Default)]
+struct TableVsDump {
+    /// Tuples of records that events moved during the dump.
+    moved: HashSet<Tuple>,
+    /// Records the kernel has in another state (`Some`) or not at all.
+    differing: Vec<(u64, Option<TcpState>)>,
+    /// Connects whose port no event has shown yet, by their portless
+    /// tuple: the dump's SYN_SENT entries tell their ports.
+    connecting: HashMap<Tuple, Vec<u64>>,
+}
+
+/// Takes one `state` for `tuple` out of `kernel`, if it has one.
+fn take_state(kernel: &mut HashMap<Tuple, Vec<TcpState>>, tuple: &Tuple, state: TcpState) -> bool {
+    let Some(states) = kernel.get_mut(tuple) else {
+        return false;
+    };
+    match states.iter().position(|s| *s == state) {
+        Some(i) => {
+            states.swap_remove(i);
+            true
+        }
+        None => false,
     }
 }
 
