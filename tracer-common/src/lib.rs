@@ -116,6 +116,13 @@ pub struct ProbeConfig {
     pub off_net_inum: u32,
     /// Offset of `sk_flags` inside `struct sock`.
     pub off_sock_flags: u32,
+    /// Offset of `sk_err` inside `struct sock`.
+    pub off_sock_err: u32,
+    /// Explicit padding (zero).
+    pub _pad: u32,
+    /// Where the kernel's `tcp_time_wait()` lies, `[start, end)`, from
+    /// `/proc/kallsyms` (see [`FLAG_TIME_WAIT_STACK`]).
+    pub tcp_time_wait: [u64; 2],
     /// Bit set of `FLAG_*`.
     pub flags: u32,
     /// The program wakes the reader only when this many bytes wait in the
@@ -124,7 +131,7 @@ pub struct ProbeConfig {
     pub wakeup_bytes: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 96);
 
 /// The tracepoint record is copied into a stack buffer of this size.
 pub const MAX_RECORD_SIZE: u32 = 128;
@@ -149,6 +156,14 @@ pub const FLAG_COMM_ALWAYS: u32 = 1 << 2;
 /// timewait socket behind (see [`DETAIL_FIN_KNOWN`]). Off when BTF could not
 /// say where `sk_flags` lives.
 pub const FLAG_SOCK_FLAGS: u32 = 1 << 3;
+/// [`ProbeConfig::flags`]: look in the kernel stack of a close from
+/// FIN_WAIT1, FIN_WAIT2 or CLOSING for `tcp_time_wait()` (see
+/// [`DETAIL_BY_TIME_WAIT`]). Off when `/proc/kallsyms` did not say where
+/// it lies.
+pub const FLAG_TIME_WAIT_STACK: u32 = 1 << 4;
+/// [`ProbeConfig::flags`]: read `sk_err` of every socket reaching CLOSE
+/// (see [`DETAIL_ERR_KNOWN`]). Off when BTF could not say where it lives.
+pub const FLAG_SOCK_ERR: u32 = 1 << 5;
 
 /// `SOCK_DONE` in the kernel's `enum sock_flags` (after `SOCK_DEAD`; the
 /// same number since Linux 2.6). `tcp_fin()` sets it when the peer's FIN
@@ -164,6 +179,27 @@ pub const SOCK_DONE_BIT: u32 = 1;
 pub const DETAIL_FIN_KNOWN: u32 = 1;
 /// [`Event::detail`]: the peer's FIN had arrived (`SOCK_DONE` was set).
 pub const DETAIL_FIN_RECEIVED: u32 = 1 << 1;
+/// [`Event::detail`]: the event is a `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE`
+/// and the program looked for `tcp_time_wait()` in the kernel stack
+/// ([`DETAIL_BY_TIME_WAIT`]).
+pub const DETAIL_CLOSER_KNOWN: u32 = 1 << 2;
+/// [`Event::detail`]: the close came from `tcp_time_wait()`, which puts a
+/// timewait socket in the full socket's place first (unless the
+/// namespace's timewait table is full). Every other close from these
+/// states (a reset, `SO_LINGER` 0, a close with unread data, a timeout)
+/// leaves none.
+pub const DETAIL_BY_TIME_WAIT: u32 = 1 << 3;
+/// Kernel stack frames the program looks through for `tcp_time_wait()`:
+/// the tracepoint fires in `inet_sk_state_store()`, called by
+/// `tcp_set_state()`, called by `tcp_done()`, called by `tcp_time_wait()`.
+pub const TIME_WAIT_STACK_DEPTH: usize = 8;
+/// [`Event::detail`]: the event is a `-> CLOSE` and the program read the
+/// socket's `sk_err` (0 for none), stored from bit [`DETAIL_ERR_SHIFT`]:
+/// the kernel sets it before closing a socket on a reset (ECONNREFUSED,
+/// ECONNRESET, EPIPE), a timeout (ETIMEDOUT) or an ICMP error.
+pub const DETAIL_ERR_KNOWN: u32 = 1 << 4;
+/// [`Event::detail`]: where `sk_err` (clamped to 0..=255) starts.
+pub const DETAIL_ERR_SHIFT: u32 = 8;
 
 /// The kernel program's own statistics, one slot each in its per-CPU
 /// statistics map: every path that loses or degrades an event is counted in
@@ -183,9 +219,10 @@ pub enum Stat {
     StateTimeUpdateFailed = 3,
     /// A field offset in the load-time configuration was out of bounds.
     BadConfig = 4,
-    /// Reading `sk_flags` of a closing socket failed (the event says the
-    /// FIN is not known).
-    SockFlagsReadFailed = 5,
+    /// Reading a field of a closing socket (`sk_flags`, `sk_err`) or the
+    /// kernel stack of its close failed: the event says that detail is not
+    /// known.
+    SockFieldReadFailed = 5,
 }
 
 impl Stat {
@@ -196,7 +233,7 @@ impl Stat {
         Stat::NetnsReadFailed,
         Stat::StateTimeUpdateFailed,
         Stat::BadConfig,
-        Stat::SockFlagsReadFailed,
+        Stat::SockFieldReadFailed,
     ];
     /// Slots in the statistics map.
     pub const COUNT: u32 = Stat::ALL.len() as u32;

@@ -34,12 +34,41 @@ pub enum Failure {
     NetnsRead { offset: u32, ret: i32 },
     /// No namespace: the socket's `struct net *` (at this offset) is NULL.
     NetnsNull(u32),
-    /// FIN unknown: the BTF offset of `sk_flags` is past any `struct sock`.
-    SockFlagsOffset(u32),
-    /// FIN unknown: reading `sk_flags` at this offset failed.
-    SockFlagsRead { offset: u32, ret: i32 },
+    /// A closing socket's field unknown: its BTF offset is past any
+    /// `struct sock`.
+    SockFieldOffset { field: SockField, offset: u32 },
+    /// A closing socket's field unknown: reading it at this offset failed.
+    SockFieldRead {
+        field: SockField,
+        offset: u32,
+        ret: i32,
+    },
     /// No time in state next time: the timestamp map refused an insert.
     StateTimeUpdate(i32),
+    /// Whether a timewait socket was made unknown: reading the kernel
+    /// stack failed.
+    StackRead(i32),
+}
+
+/// The fields the program reads from a socket reaching CLOSE.
+#[derive(Clone, Copy)]
+pub enum SockField {
+    /// `sk_flags` (whether the peer's FIN had arrived).
+    Flags,
+
+    /// `sk_err` (why it closed).
+    Err,
+}
+
+impl SockField {
+    /// The field's name in the kernel, for the log.
+    #[inline(always)]
+    fn name(self) -> &'static str {
+        match self {
+            SockField::Flags => "sk_flags",
+            SockField::Err => "sk_err",
+        }
+    }
 }
 
 impl Failure {
@@ -53,10 +82,11 @@ impl Failure {
             Failure::NetnsOffset(_) | Failure::NetnsRead { .. } | Failure::NetnsNull(_) => {
                 Stat::NetnsReadFailed
             }
-            Failure::SockFlagsOffset(_) | Failure::SockFlagsRead { .. } => {
-                Stat::SockFlagsReadFailed
+            Failure::SockFieldOffset { .. } | Failure::SockFieldRead { .. } => {
+                Stat::SockFieldReadFailed
             }
             Failure::StateTimeUpdate(_) => Stat::StateTimeUpdateFailed,
+            Failure::StackRead(_) => Stat::SockFieldReadFailed,
         }
     }
 
@@ -95,13 +125,22 @@ impl Failure {
                     "netns not read: the pointer at offset {} is NULL", offset
                 )
             }
-            Failure::SockFlagsOffset(offset) => debug!(
+            Failure::SockFieldOffset { field, offset } => debug!(
                 ctx,
-                "sk_flags not read: offset {} is out of bounds (load-time config)", offset
+                "{} not read: offset {} is out of bounds (load-time config)",
+                field.name(),
+                offset
             ),
-            Failure::SockFlagsRead { offset, ret } => debug!(
+            Failure::SockFieldRead { field, offset, ret } => debug!(
                 ctx,
-                "sk_flags not read: reading at offset {} failed: {}", offset, ret
+                "{} not read: reading at offset {} failed: {}",
+                field.name(),
+                offset,
+                ret
+            ),
+            Failure::StackRead(ret) => debug!(
+                ctx,
+                "timewait socket unknown: reading the kernel stack failed: {}", ret
             ),
             Failure::StateTimeUpdate(ret) => debug!(
                 ctx,

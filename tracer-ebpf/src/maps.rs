@@ -6,7 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{ProbeConfig, RecordLayout, Stat, TransitionMatrix};
+use tracer_common::{ProbeConfig, RecordLayout, Stat, TIME_WAIT_STACK_DEPTH, TransitionMatrix};
 
 /// Written by user space at load time (`EbpfLoader::override_global`). It
 /// lives in `.rodata`, which the kernel freezes, so the verifier treats its
@@ -31,6 +31,9 @@ static CONFIG: ProbeConfig = ProbeConfig {
     off_sock_net: 0,
     off_net_inum: 0,
     off_sock_flags: 0,
+    off_sock_err: 0,
+    _pad: 0,
+    tcp_time_wait: [0, 0],
     flags: 0,
     wakeup_bytes: 0,
 };
@@ -56,6 +59,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// user space reads every count with one lookup.
 #[map]
 pub static TRANSITIONS: PerCpuArray<TransitionMatrix> = PerCpuArray::with_max_entries(1, 0);
+
+/// Room for a kernel stack, per CPU: too large for the program's own
+/// stack next to the record it copies.
+#[map]
+pub static STACK: PerCpuArray<[u64; TIME_WAIT_STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Error and loss counters, per CPU, indexed by `tracer_common::stat`.
 #[map]

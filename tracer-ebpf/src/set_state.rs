@@ -4,9 +4,12 @@
 //! fields skaddr, oldstate, newstate, sport, dport, family, protocol (u8
 //! before 5.6, u16 since), saddr, daddr, saddr_v6, daddr_v6. Offsets come
 //! from the tracefs format file, read by user space at load time.
-//! Also reads `struct sock` -> `struct net` -> `ns.inum`, and `sk_flags`
-//! (bit `SOCK_DONE`) of a socket closing from FIN_WAIT1, FIN_WAIT2 or
-//! CLOSING, at offsets taken from the running kernel's BTF.
+//! Also reads `struct sock` -> `struct net` -> `ns.inum`; `sk_err` of a
+//! socket reaching CLOSE; and `sk_flags` (bit `SOCK_DONE`) of one closing
+//! from FIN_WAIT1, FIN_WAIT2 or CLOSING, all at offsets from the running
+//! kernel's BTF; and for the latter the kernel stack (`bpf_get_stack`,
+//! Linux 4.18+), to see whether `tcp_time_wait()` (address from
+//! `/proc/kallsyms`) closed it.
 //!
 //! Two programs share one body. `inet_sock_set_state` is for the layout of
 //! Linux 5.6+ and reads the record in place at offsets compiled in (the
@@ -25,14 +28,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    AF_INET, AF_INET6, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS,
-    FLAG_SOCK_FLAGS, FLAG_STATE_TIME, IPPROTO_TCP, MAX_RECORD_SIZE, MAX_STRUCT_OFFSET, ProbeConfig,
-    RecordLayout, SOCK_DONE_BIT, TcpState, state::may_leave_timewait,
+    AF_INET, AF_INET6, DETAIL_BY_TIME_WAIT, DETAIL_CLOSER_KNOWN, DETAIL_ERR_KNOWN,
+    DETAIL_ERR_SHIFT, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS,
+    FLAG_SOCK_ERR, FLAG_SOCK_FLAGS, FLAG_STATE_TIME, FLAG_TIME_WAIT_STACK, IPPROTO_TCP,
+    MAX_RECORD_SIZE, MAX_STRUCT_OFFSET, ProbeConfig, RecordLayout, SOCK_DONE_BIT,
+    TIME_WAIT_STACK_DEPTH, TcpState, state::may_leave_timewait,
 };
 
 use crate::{
-    failure::Failure,
-    maps::{EVENTS, STATE_SINCE, config, count_transition},
+    failure::{Failure, SockField},
+    maps::{EVENTS, STACK, STATE_SINCE, config, count_transition},
 };
 
 const RECORD_WORDS: usize = MAX_RECORD_SIZE as usize / 8;
@@ -172,8 +177,8 @@ fn on_transition(
     } else {
         0
     };
-    let detail = if may_leave_timewait(oldstate, newstate) && cfg.flags & FLAG_SOCK_FLAGS != 0 {
-        fin_detail(ctx, skaddr, cfg)
+    let detail = if newstate == TcpState::Close as u32 {
+        close_detail(ctx, skaddr, cfg, oldstate)
     } else {
         0
     };
@@ -272,24 +277,105 @@ fn state_time(ctx: &TracePointContext, skaddr: u64, newstate: u32, now: u64) -> 
     now.saturating_sub(since)
 }
 
-/// Whether the peer's FIN had arrived at a closing socket: it tells the
-/// timewait socket the kernel makes of it (substate TIME_WAIT after the
-/// FIN, FIN_WAIT2 before). 0 when unreadable (counted).
+/// What a socket reaching CLOSE says about how it ended: its `sk_err`
+/// (a reset, a timeout, an ICMP error), and, closing from FIN_WAIT1,
+/// FIN_WAIT2 or CLOSING, whether the peer's FIN had arrived (the substate
+/// of the timewait socket the kernel makes: TIME_WAIT after the FIN,
+/// FIN_WAIT2 before) and whether it made one at all (`tcp_time_wait()`
+/// closed it: the socket itself looks the same either way, and the
+/// tracepoint fires after it left every hash).
+/// Unreadable fields are left out of the bit set (counted).
 #[inline(always)]
-fn fin_detail(ctx: &TracePointContext, skaddr: u64, cfg: &ProbeConfig) -> u32 {
-    let offset = cfg.off_sock_flags;
-    if offset > MAX_STRUCT_OFFSET {
-        Failure::SockFlagsOffset(offset).report(ctx);
-        return 0;
-    }
-    let flags_ptr = (skaddr + u64::from(offset)) as *const u64;
-    // SAFETY: bpf_probe_read_kernel checks the address; failures are counted.
-    match unsafe { bpf_probe_read_kernel(flags_ptr) } {
-        Ok(flags) if flags & (1 << SOCK_DONE_BIT) != 0 => DETAIL_FIN_KNOWN | DETAIL_FIN_RECEIVED,
-        Ok(_) => DETAIL_FIN_KNOWN,
-        Err(ret) => {
-            Failure::SockFlagsRead { offset, ret }.report(ctx);
+fn close_detail(ctx: &TracePointContext, skaddr: u64, cfg: &ProbeConfig, oldstate: u32) -> u32 {
+    let mut detail = 0;
+    if cfg.flags & FLAG_SOCK_ERR != 0
+        && let Some(err) = sock_field::<i32>(ctx, skaddr, cfg.off_sock_err, SockField::Err)
+    {
+        let err = if err < 0 {
             0
+        } else if err > 255 {
+            255
+        } else {
+            err as u32
+        };
+        detail |= DETAIL_ERR_KNOWN | (err << DETAIL_ERR_SHIFT);
+    }
+    if !may_leave_timewait(oldstate, TcpState::Close as u32) {
+        return detail;
+    }
+    if cfg.flags & FLAG_SOCK_FLAGS != 0
+        && let Some(flags) = sock_field::<u64>(ctx, skaddr, cfg.off_sock_flags, SockField::Flags)
+    {
+        detail |= DETAIL_FIN_KNOWN;
+        if flags & (1 << SOCK_DONE_BIT) != 0 {
+            detail |= DETAIL_FIN_RECEIVED;
+        }
+    }
+    if cfg.flags & FLAG_TIME_WAIT_STACK != 0
+        && let Some(by_time_wait) = closed_by_time_wait(ctx, cfg)
+    {
+        detail |= DETAIL_CLOSER_KNOWN;
+        if by_time_wait {
+            detail |= DETAIL_BY_TIME_WAIT;
+        }
+    }
+    detail
+}
+
+/// Whether `tcp_time_wait()` closed the socket: it puts a timewait socket
+/// in its place first. Its frame is usually gone from the stack (it ends
+/// by tail-jumping to `tcp_done()`), so each return address is checked
+/// both ways: inside the function, or right after a `call` to it (x86's
+/// `call rel32`: 0xe8 and the target's offset from the return address).
+/// None when the stack could not be read (counted and logged).
+#[inline(always)]
+fn closed_by_time_wait(ctx: &TracePointContext, cfg: &ProbeConfig) -> Option<bool> {
+    let frames = STACK.get_ptr_mut(0)?;
+    let size = (TIME_WAIT_STACK_DEPTH * 8) as u32;
+    // SAFETY: `frames` is this CPU's map value of `size` bytes.
+    let ret = unsafe { generated::bpf_get_stack(ctx.as_ptr(), frames.cast(), size, 0) };
+    if ret < 0 {
+        Failure::StackRead(ret as i32).report(ctx);
+        return None;
+    }
+    let [start, end] = cfg.tcp_time_wait;
+    let depth = ret as usize / 8;
+    for i in 0..TIME_WAIT_STACK_DEPTH {
+        if i >= depth {
+            break;
+        }
+        // SAFETY: within the map value, and written by the helper.
+        let ip = unsafe { (*frames)[i] };
+        if ip >= start && ip < end {
+            return Some(true);
+        }
+        // The 8 bytes before the return address end with the call.
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        let Ok(before) = (unsafe { bpf_probe_read_kernel((ip - 8) as *const u64) }) else {
+            continue;
+        };
+        let target = ip.wrapping_add((before >> 32) as i32 as i64 as u64);
+        if (before >> 24) & 0xff == 0xe8 && target >= start && target < end {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+/// A field of `struct sock` at a BTF offset, or None (counted and logged).
+#[inline(always)]
+fn sock_field<T>(ctx: &TracePointContext, skaddr: u64, offset: u32, field: SockField) -> Option<T> {
+    if offset > MAX_STRUCT_OFFSET {
+        Failure::SockFieldOffset { field, offset }.report(ctx);
+        return None;
+    }
+    let ptr = (skaddr + u64::from(offset)) as *const T;
+    // SAFETY: bpf_probe_read_kernel checks the address; failures are counted.
+    match unsafe { bpf_probe_read_kernel(ptr) } {
+        Ok(value) => Some(value),
+        Err(ret) => {
+            Failure::SockFieldRead { field, offset, ret }.report(ctx);
+            None
         }
     }
 }

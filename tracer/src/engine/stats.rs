@@ -25,4 +25,8 @@ pub struct EngineStats {
     /// Timewait sockets not predicted because their namespace held as many
     /// as `net.ipv4.tcp_max_tw_buckets` allows: the kernel makes none then.
     pub timewait_over_cap: u64,
+    /// Closes from FIN_WAIT1, FIN_WAIT2 or CLOSING that the kernel program
+    /// saw end without a timewait socket (a reset, `SO_LINGER` 0, unread
+    /// data, a full timewait table).
+    pub timewait_not_made: u64,
 }

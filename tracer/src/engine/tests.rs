@@ -44,6 +44,8 @@ fn ev(ts_ns: u64, sk: u64, old: TcpState, new: TcpState, local: &str, remote: &s
         netns: NS,
         old_state: None,
         fin_received: None,
+        timewait_made: None,
+        sk_err: None,
     }
 }
 
@@ -99,12 +101,14 @@ fn established(e: &mut Engine) {
     e.apply(&ev(3 * MS, CHILD, SynRecv, Established, SRV, CLI));
 }
 
-/// The connection of [`established`], closed by the client at 12 ms
-/// straight from FIN_WAIT1: the client's side lives on as a timewait socket.
+/// The connection of [`established`], closed by the client at 12 ms: its
+/// FIN acknowledged (FIN_WAIT2), then the server's FIN; the client's side
+/// lives on as a timewait socket.
 fn client_closed_into_timewait(e: &mut Engine) {
     established(e);
     e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
-    e.apply(&ev(12 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    e.apply(&ev(11 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
+    e.apply(&ev(12 * MS, CLIENT, FinWait2, Close, CLI, SRV));
 }
 
 #[test]
@@ -218,8 +222,10 @@ fn server_closes_first_and_fin_ack_together() {
     e.apply(&ev(10 * MS, CHILD, Established, FinWait1, SRV, CLI));
     e.apply(&ev(10 * MS, CLIENT, Established, CloseWait, CLI, SRV));
     e.apply(&ev(11 * MS, CLIENT, CloseWait, LastAck, CLI, SRV));
-    // FIN and ACK together: FIN_WAIT1 straight to CLOSE, leaving a timewait.
-    e.apply(&ev(11 * MS, CHILD, FinWait1, Close, SRV, CLI));
+    // FIN and ACK in one segment: the kernel takes the ACK first
+    // (FIN_WAIT2), then the FIN, and leaves a timewait socket.
+    e.apply(&ev(11 * MS, CHILD, FinWait1, FinWait2, SRV, CLI));
+    e.apply(&ev(11 * MS, CHILD, FinWait2, Close, SRV, CLI));
     e.apply(&ev(12 * MS, CLIENT, LastAck, Close, CLI, SRV));
     assert_eq!(counts(&e), vec![(TimeWait, 1), (Listen, 1)]);
     assert_eq!(e.timewait_by_destination(10)[0].remote, addr(CLI));
@@ -278,11 +284,52 @@ fn reset_leaves_no_timewait() {
         "10.0.0.2:40001",
         SRV,
     ));
+    // FIN_WAIT1 -> CLOSE is a reset or an abort: tcp_time_wait() only
+    // runs after FIN_WAIT2 or CLOSING.
+    assert_eq!(e.count(TimeWait), 0);
+    let r = e.reconcile_timewait([], &[], SEC, SEC + MS);
+    assert_eq!(r.drift(), 0);
+}
+
+/// A close from FIN_WAIT2 with what the kernel program saw of it.
+fn fin_wait2_close(e: &mut Engine, timewait_made: Option<bool>) {
+    established(e);
+    e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
+    e.apply(&ev(11 * MS, CLIENT, FinWait1, FinWait2, CLI, SRV));
+    let mut close = ev(12 * MS, CLIENT, FinWait2, Close, CLI, SRV);
+    close.timewait_made = timewait_made;
+    e.apply(&close);
+}
+
+#[test]
+fn a_close_not_by_tcp_time_wait_leaves_no_timewait() {
+    // SO_LINGER 0, a reset, unread data: the program saw another closer.
+    let mut e = engine();
+    fin_wait2_close(&mut e, Some(false));
+    assert_eq!(e.count(TimeWait), 0);
+    assert_eq!(e.stats().timewait_not_made, 1);
+    // Without the program's word, the kernel's usual path is predicted and
+    // the next dump finds it wrong.
+    let mut e = engine();
+    fin_wait2_close(&mut e, None);
     assert_eq!(e.count(TimeWait), 1);
     let r = e.reconcile_timewait([], &[], SEC, SEC + MS);
     assert_eq!((r.removed, r.removed_early, r.drift()), (1, 1, 1));
     assert_eq!(e.count(TimeWait), 0);
     assert_eq!(e.durations()[TimeWait as usize].count(), 0);
+}
+
+#[test]
+fn a_close_by_tcp_time_wait_at_the_cap_leaves_none() {
+    // tcp_time_wait() closes the socket even when the table is full.
+    let mut e = engine();
+    e.set_timewait_caps([(NS, 0)]);
+    fin_wait2_close(&mut e, Some(true));
+    assert_eq!(e.count(TimeWait), 0);
+    assert_eq!(e.stats().timewait_over_cap, 1);
+    let mut e = engine();
+    fin_wait2_close(&mut e, Some(true));
+    assert_eq!(e.count(TimeWait), 1);
 }
 
 #[test]
@@ -322,7 +369,8 @@ fn no_timewait_is_predicted_beyond_the_namespace_cap() {
         e.apply(&ev(at, sk, Close, SynSent, "10.0.0.2:0", SRV));
         e.apply(&ev(at + 1, sk, SynSent, Established, &cli, SRV));
         e.apply(&ev(at + 2, sk, Established, FinWait1, &cli, SRV));
-        e.apply(&ev(at + 3, sk, FinWait1, Close, &cli, SRV));
+        e.apply(&ev(at + 2, sk, FinWait1, FinWait2, &cli, SRV));
+        e.apply(&ev(at + 3, sk, FinWait2, Close, &cli, SRV));
     };
     for i in 0..5 {
         close(&mut e, i, i * MS);
@@ -338,7 +386,7 @@ fn no_timewait_is_predicted_beyond_the_namespace_cap() {
     close(&mut e, 12, 64 * SEC);
     assert_eq!(e.count(TimeWait), 2);
     // Another namespace has no known cap.
-    let mut other = ev(65 * SEC, 0xffff_0000_0020_0000, FinWait1, Close, CLI, SRV);
+    let mut other = ev(65 * SEC, 0xffff_0000_0020_0000, FinWait2, Close, CLI, SRV);
     other.netns = NS + 1;
     e.apply(&other);
     assert_eq!(e.count(TimeWait), 3);
@@ -414,7 +462,7 @@ fn dump_corrects_timewait_substate_and_adds_missed_ones() {
     let mut e = engine();
     established(&mut e);
     e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
-    e.apply(&ev(11 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    e.apply(&ev(11 * MS, CLIENT, FinWait2, Close, CLI, SRV));
     // Orphaned FIN_WAIT2: the timewait's substate is FIN_WAIT2 (ss says so).
     let mine = timewait_dump((CLI, SRV), FinWait2, 50_000);
     let missed = timewait_dump(("10.0.0.2:40002", SRV), TimeWait, 30_000);
@@ -442,7 +490,7 @@ fn timewait_learned_during_a_dump_is_kept() {
     e.apply(&ev(10 * MS, CLIENT, Established, FinWait1, CLI, SRV));
     // Closed while the dump ran (it started at 1 s): the dump may have
     // missed it, so its absence proves nothing yet.
-    e.apply(&ev(SEC + 5 * MS, CLIENT, FinWait1, Close, CLI, SRV));
+    e.apply(&ev(SEC + 5 * MS, CLIENT, FinWait2, Close, CLI, SRV));
     let r = e.reconcile_timewait([], &[], SEC, SEC + 10 * MS);
     assert_eq!(r.removed, 0);
     assert_eq!(e.count(TimeWait), 1);
@@ -670,7 +718,7 @@ fn eviction_keeps_the_table_bounded() {
         e.apply(&ev(i * MS, sk, SynSent, Established, &local, SRV));
         if i % 2 == 0 {
             e.apply(&ev(i * MS, sk, Established, FinWait1, &local, SRV));
-            e.apply(&ev(i * MS, sk, FinWait1, Close, &local, SRV));
+            e.apply(&ev(i * MS, sk, FinWait2, Close, &local, SRV));
         }
         assert!(e.tracked() <= 10);
         let total: u64 = e.counts().iter().sum();

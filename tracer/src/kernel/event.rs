@@ -8,7 +8,8 @@ use std::{
 };
 
 use tracer_common::{
-    AF_INET, AF_INET6, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, TASK_COMM_LEN, TcpState,
+    AF_INET, AF_INET6, DETAIL_BY_TIME_WAIT, DETAIL_CLOSER_KNOWN, DETAIL_ERR_KNOWN,
+    DETAIL_ERR_SHIFT, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, TASK_COMM_LEN, TcpState,
     state::UnknownState,
 };
 
@@ -104,6 +105,13 @@ pub struct Transition {
     /// had arrived (see [`tracer_common::DETAIL_FIN_KNOWN`]); `None` for
     /// other transitions or when the kernel program could not read it.
     pub fin_received: Option<bool>,
+    /// For such a close, whether `tcp_time_wait()` closed it, which makes a
+    /// timewait socket unless the table is full (see
+    /// [`tracer_common::DETAIL_BY_TIME_WAIT`]); `None` when not read.
+    pub timewait_made: Option<bool>,
+    /// For a `-> CLOSE`, the socket's `sk_err` (0: none; ECONNREFUSED,
+    /// ECONNRESET, ETIMEDOUT, ... say why it closed); `None` when not read.
+    pub sk_err: Option<u8>,
 }
 
 impl Transition {
@@ -160,6 +168,10 @@ impl TryFrom<&Event> for Transition {
             old_state: (e.old_state_ns != 0).then(|| Duration::from_nanos(e.old_state_ns)),
             fin_received: (e.detail & DETAIL_FIN_KNOWN != 0)
                 .then_some(e.detail & DETAIL_FIN_RECEIVED != 0),
+            timewait_made: (e.detail & DETAIL_CLOSER_KNOWN != 0)
+                .then_some(e.detail & DETAIL_BY_TIME_WAIT != 0),
+            sk_err: (e.detail & DETAIL_ERR_KNOWN != 0)
+                .then_some((e.detail >> DETAIL_ERR_SHIFT) as u8),
         })
     }
 }

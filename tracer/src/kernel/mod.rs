@@ -8,6 +8,7 @@
 pub mod btf;
 pub mod clock;
 pub mod event;
+pub mod kallsyms;
 pub mod logs;
 pub mod privileges;
 pub mod probe;

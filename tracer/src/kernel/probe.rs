@@ -15,12 +15,13 @@ use aya::{
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
 use tracer_common::{
-    FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_SOCK_FLAGS, FLAG_STATE_TIME, MAX_RECORD_SIZE, ProbeConfig,
-    RecordLayout, Stat, TransitionMatrix,
+    FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_SOCK_ERR, FLAG_SOCK_FLAGS, FLAG_STATE_TIME,
+    FLAG_TIME_WAIT_STACK, MAX_RECORD_SIZE, ProbeConfig, RecordLayout, Stat, TransitionMatrix,
 };
 
 use crate::{
     kernel::btf::{Btf, BtfError, VMLINUX_BTF},
+    kernel::kallsyms,
     kernel::logs,
     kernel::privileges::{self, MissingCapabilities},
     kernel::tracefs::{self, Format, TracefsError},
@@ -155,7 +156,7 @@ pub struct KernelStats {
     pub bad_config: u64,
     /// Closing sockets whose FIN could not be read (their predicted
     /// timewait socket may have the wrong substate until a dump).
-    pub sock_flags_read_failed: u64,
+    pub sock_field_read_failed: u64,
 }
 
 impl KernelStats {
@@ -315,7 +316,7 @@ impl Probe {
                 Stat::NetnsReadFailed => &mut stats.netns_read_failed,
                 Stat::StateTimeUpdateFailed => &mut stats.state_time_update_failed,
                 Stat::BadConfig => &mut stats.bad_config,
-                Stat::SockFlagsReadFailed => &mut stats.sock_flags_read_failed,
+                Stat::SockFieldReadFailed => &mut stats.sock_field_read_failed,
             };
             *field = value;
         }
@@ -467,37 +468,8 @@ pub fn probe_config(
     if options.comm_always {
         flags |= FLAG_COMM_ALWAYS;
     }
-    // The namespace is nice to have: without CONFIG_NET_NS the kernel has no
-    // `skc_net.net`, and events carry netns 0.
-    let off_sock_net = btf.member_offset("sock", &["__sk_common", "skc_net", "net"]);
-    let off_net_inum = btf.member_offset("net", &["ns", "inum"]);
-    let (off_sock_net, off_net_inum) = match (off_sock_net, off_net_inum) {
-        (Ok(a), Ok(b)) => {
-            flags |= FLAG_NETNS;
-            (a, b)
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            log::warn!("network namespaces will read as 0: {e}");
-            (0, 0)
-        }
-    };
-    // Without it, a timewait socket is predicted in substate TIME_WAIT
-    // whatever the socket's FIN, until the next timewait dump.
-    // `sk_flags` is `__sk_common.skc_flags` in the kernels we test; older
-    // ones had it in `struct sock` itself.
-    let sock_flags = btf
-        .member_offset("sock", &["__sk_common", "skc_flags"])
-        .or_else(|_| btf.member_offset("sock", &["sk_flags"]));
-    let off_sock_flags = match sock_flags {
-        Ok(off) => {
-            flags |= FLAG_SOCK_FLAGS;
-            off
-        }
-        Err(e) => {
-            log::warn!("orphaned FIN_WAIT2 sockets will show as TIME_WAIT until a dump: {e}");
-            0
-        }
-    };
+    let sock = sock_offsets(btf);
+    flags |= sock.flags;
     Ok(ProbeConfig {
         record_size,
         record: RecordLayout {
@@ -514,12 +486,65 @@ pub fn probe_config(
             saddr_v6: field("saddr_v6", &[16])?.0,
             daddr_v6: field("daddr_v6", &[16])?.0,
         },
-        off_sock_net,
-        off_net_inum,
-        off_sock_flags,
+        off_sock_net: sock.net,
+        off_net_inum: sock.net_inum,
+        off_sock_flags: sock.flags_field,
+        off_sock_err: sock.err,
+        _pad: 0,
+        tcp_time_wait: sock.tcp_time_wait,
         flags,
         wakeup_bytes: wakeup_bytes(options.ring_buffer_bytes),
     })
+}
+
+/// Where the kernel program finds what it reads in `struct sock`, from
+/// BTF, and the `FLAG_*` of those found. Each is nice to have: without one
+/// the events lack that detail, and the log says what it costs.
+#[derive(Debug, Default)]
+struct SockOffsets {
+    flags: u32,
+    net: u32,
+    net_inum: u32,
+    flags_field: u32,
+    err: u32,
+    tcp_time_wait: [u64; 2],
+}
+
+fn sock_offsets(btf: &Btf) -> SockOffsets {
+    let mut found = SockOffsets::default();
+    // Without CONFIG_NET_NS the kernel has no `skc_net.net`.
+    let net = btf.member_offset("sock", &["__sk_common", "skc_net", "net"]);
+    let net_inum = btf.member_offset("net", &["ns", "inum"]);
+    match (net, net_inum) {
+        (Ok(a), Ok(b)) => (found.flags, found.net, found.net_inum) = (FLAG_NETNS, a, b),
+        (Err(e), _) | (_, Err(e)) => log::warn!("network namespaces will read as 0: {e}"),
+    }
+    // `sk_flags` is `__sk_common.skc_flags` in the kernels we test; older
+    // ones had it in `struct sock` itself.
+    let flags_field = btf
+        .member_offset("sock", &["__sk_common", "skc_flags"])
+        .or_else(|_| btf.member_offset("sock", &["sk_flags"]));
+    match flags_field {
+        Ok(off) => (found.flags, found.flags_field) = (found.flags | FLAG_SOCK_FLAGS, off),
+        Err(e) => {
+            log::warn!("orphaned FIN_WAIT2 sockets will show as TIME_WAIT until a dump: {e}")
+        }
+    }
+    // The kernel program tells closes that leave a timewait socket from
+    // those that do not by looking for tcp_time_wait() in the stack.
+    match kallsyms::function_range("tcp_time_wait") {
+        Ok(range) => {
+            (found.flags, found.tcp_time_wait) = (found.flags | FLAG_TIME_WAIT_STACK, range)
+        }
+        Err(e) => log::warn!(
+            "closes without a timewait socket (resets, SO_LINGER 0) will count one until a dump: {e}"
+        ),
+    }
+    match btf.member_offset("sock", &["sk_err"]) {
+        Ok(off) => (found.flags, found.err) = (found.flags | FLAG_SOCK_ERR, off),
+        Err(e) => log::warn!("closes will not say their error: {e}"),
+    }
+    found
 }
 
 /// When the program wakes the reader: each time another quarter of the

@@ -137,6 +137,8 @@ mod tests {
             netns: 1,
             old_state: None,
             fin_received: None,
+            timewait_made: None,
+            sk_err: None,
         }
     }
 

@@ -87,6 +87,15 @@ pub struct JsonTransition {
     /// on as a timewait socket that `ss` shows as FIN-WAIT-2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fin_received: Option<bool>,
+    /// On the same closes: whether the kernel made a timewait socket of
+    /// the connection (false after a reset, `SO_LINGER` 0, a close with
+    /// unread data, or with the timewait table full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timewait: Option<bool>,
+    /// On `-> CLOSE`, when the socket carried an error: its name
+    /// (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT`, `EHOSTUNREACH`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl JsonTransition {
@@ -108,8 +117,31 @@ impl JsonTransition {
             newstate: t.new.name().to_owned(),
             old_state_ms: t.old_state.map(|d| d.as_nanos() as f64 / 1e6),
             fin_received: t.fin_received,
+            timewait: t.timewait_made,
+            error: t.sk_err.filter(|&e| e != 0).map(errno_name),
         }
     }
+}
+
+/// The name of an errno a socket closes with, or `errno N`.
+pub fn errno_name(errno: u8) -> String {
+    let name = match i32::from(errno) {
+        libc::EPIPE => "EPIPE",
+        libc::EPROTO => "EPROTO",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EMSGSIZE => "EMSGSIZE",
+        libc::ENONET => "ENONET",
+        n => return format!("errno {n}"),
+    };
+    name.to_owned()
 }
 
 /// Writes one JSON line.

@@ -171,10 +171,10 @@ fn report<W: Write>(stopped_by: &str, printer: &Printer<W>, stats: &KernelStats,
     if printer.undecodable > 0 {
         log::warn!("{} events could not be decoded", printer.undecodable);
     }
-    if stats.sock_flags_read_failed > 0 {
+    if stats.sock_field_read_failed > 0 {
         log::warn!(
-            "{} closing sockets' flags could not be read",
-            stats.sock_flags_read_failed
+            "{} fields of closing sockets (flags, hash node, error) could not be read",
+            stats.sock_field_read_failed
         );
     }
     if stats.netns_read_failed > 0 {

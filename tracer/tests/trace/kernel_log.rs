@@ -17,7 +17,7 @@ const BAD_OFFSET_ENV: (&str, &str) = ("TRACER_TEST_SOCK_FLAGS_OFFSET", BAD_OFFSE
 const KERNEL_LINE: &str =
     "tracer: debug: kernel: sk_flags not read: offset 4294967295 is out of bounds";
 /// What `tracer trace` says at the end from the counter, at any level.
-const COUNTED: &str = "closing sockets' flags could not be read";
+const COUNTED: &str = "fields of closing sockets (flags, hash node, error) could not be read";
 
 /// A client that closes first (FIN_WAIT1 -> FIN_WAIT2 -> CLOSE, where the
 /// program reads `sk_flags`), traced at `level`; the tracer's stderr.

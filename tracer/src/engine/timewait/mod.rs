@@ -73,11 +73,12 @@ impl Engine {
         if !t.old.may_leave_timewait(t.new) || !tuple.is_connection() {
             return;
         }
-        // At the cap the kernel closes the connection without a timewait
-        // socket. A busy server sits there, and predicting one per close
-        // would overstate TIME_WAIT until the next dump.
-        if self.timewait.at_cap(tuple.netns) && !self.timewait.contains(&tuple) {
-            self.stats.timewait_over_cap += 1;
+        // The kernel program saw whether tcp_time_wait() closed it.
+        if t.timewait_made == Some(false) {
+            self.stats.timewait_not_made += 1;
+            return;
+        }
+        if !self.timewait_likely(t, &tuple) {
             return;
         }
         // Closed from FIN_WAIT2 before the peer's FIN (an orphaned
@@ -101,6 +102,24 @@ impl Engine {
             seen: 0,
         };
         self.insert_timewait(tuple, tw);
+    }
+
+    /// Whether the kernel is likely to have made a timewait socket of this
+    /// close, which the program did not see refused.
+    fn timewait_likely(&mut self, t: &Transition, tuple: &Tuple) -> bool {
+        // `tcp_time_wait()` always runs after FIN_WAIT1 became FIN_WAIT2
+        // or CLOSING; FIN_WAIT1 -> CLOSE is a reset or an abort.
+        if t.old == TcpState::FinWait1 && t.timewait_made.is_none() {
+            return false;
+        }
+        // At the cap the kernel closes the connection without a timewait
+        // socket. A busy server sits there, and predicting one per close
+        // would overstate TIME_WAIT until the next dump.
+        if self.timewait.at_cap(tuple.netns) && !self.timewait.contains(tuple) {
+            self.stats.timewait_over_cap += 1;
+            return false;
+        }
+        true
     }
 
     pub(super) fn seed_timewait(&mut self, d: &DumpedSocket, read_ns: u64) {
