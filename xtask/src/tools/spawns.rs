@@ -10,7 +10,7 @@ use super::TOOLS;
 use crate::cmd::workspace_root;
 
 /// The source trees scanned (relative to the workspace root).
-const SCANNED: [&str; 3] = ["tracer/tests", "tracer/src", "xtask/src"];
+const SCANNED: [&str; 4] = ["tracer/tests", "tracer/src", "testkit/src", "xtask/src"];
 
 /// Split so that this file does not contain the call it looks for.
 const NEEDLE: &str = concat!("Command", "::new(");
@@ -47,6 +47,7 @@ const THROUGH: &[(&str, &str, Via)] = &[
         "&exe",
         Via::Programs(&["python3"]),
     ),
+    ("testkit/src/leaky.rs", "&exe", Via::Programs(&["python3"])),
     (
         "xtask/src/cmd.rs",
         "std::env::var_os(\"CARGO\").unwrap_or_else(|| \"cargo\".into())",
@@ -88,6 +89,7 @@ const INDIRECT: &[(&str, &str, &str)] = &[
     ("tracer/tests/systemd.rs", "\"python3\", \"-c\"", "python3"),
     ("tracer/tests/systemd.rs", "\"ss\", \"-Htln\"", "ss"),
     ("tracer/tests/common/mod.rs", "\"ip\", \"link\"", "ip"),
+    ("testkit/src/netns.rs", "\"ip\", \"link\"", "ip"),
     (
         "tracer/tests/trace.rs",
         "\"/usr/sbin/tcpstates\"",
