@@ -29,24 +29,9 @@ enum Via {
 /// (file, expr, what it starts). A new one fails the test until it is
 /// added here; an entry the code no longer has fails it too.
 const THROUGH: &[(&str, &str, Via)] = &[
-    ("tracer/tests/cli.rs", "tracer_bin()", Via::Ours),
-    ("tracer/tests/systemd.rs", "tracer_bin()", Via::Ours),
-    ("tracer/tests/web.rs", "tracer_bin()", Via::Ours),
-    ("tracer/tests/top.rs", "tracer_bin()", Via::Ours),
-    ("tracer/tests/common/mod.rs", "tracer_bin()", Via::Ours),
-    ("tracer/tests/common/daemon.rs", "tracer_bin()", Via::Ours),
-    // count_ss(&["nsenter", ...]) and count_ss(&["ss", ...]).
-    (
-        "tracer/tests/common/daemon.rs",
-        "args[0]",
-        Via::Programs(&["nsenter", "ss"]),
-    ),
+    // `tracer()`, the binary under test, for every test area.
+    ("tracer/tests/it/main.rs", "tracer_bin()", Via::Ours),
     // A symlink to /usr/bin/python3 named like the leaking process.
-    (
-        "tracer/tests/common/leaky.rs",
-        "&exe",
-        Via::Programs(&["python3"]),
-    ),
     ("testkit/src/leaky.rs", "&exe", Via::Programs(&["python3"])),
     (
         "xtask/src/cmd.rs",
@@ -72,26 +57,29 @@ const THROUGH: &[(&str, &str, Via)] = &[
 /// a snippet of it that shows the start, program); a snippet the file no
 /// longer has fails the test, so a changed script gets looked at again.
 const INDIRECT: &[(&str, &str, &str)] = &[
-    ("tracer/tests/cli.rs", "\"sh\",", "sh"),
+    ("tracer/tests/it/cli.rs", "\"sh\",", "sh"),
     (
-        "tracer/tests/cli.rs",
+        "tracer/tests/it/cli.rs",
         "umount /sys/kernel/tracing",
         "umount",
     ),
-    ("tracer/tests/cli.rs", "mount -t tmpfs", "mount"),
+    ("tracer/tests/it/cli.rs", "mount -t tmpfs", "mount"),
     (
-        "tracer/tests/cli.rs",
+        "tracer/tests/it/cli.rs",
         "mkdir /sys/kernel/tracing/events",
         "mkdir",
     ),
-    ("tracer/tests/cli.rs", "sleep 2", "sleep"),
-    ("tracer/tests/cli.rs", "exec setpriv", "setpriv"),
-    ("tracer/tests/systemd.rs", "\"python3\", \"-c\"", "python3"),
-    ("tracer/tests/systemd.rs", "\"ss\", \"-Htln\"", "ss"),
-    ("tracer/tests/common/mod.rs", "\"ip\", \"link\"", "ip"),
+    ("tracer/tests/it/cli.rs", "sleep 2", "sleep"),
+    ("tracer/tests/it/cli.rs", "exec setpriv", "setpriv"),
+    (
+        "tracer/tests/it/systemd.rs",
+        "\"python3\", \"-c\"",
+        "python3",
+    ),
+    ("tracer/tests/it/systemd.rs", "\"ss\", \"-Htln\"", "ss"),
     ("testkit/src/netns.rs", "\"ip\", \"link\"", "ip"),
     (
-        "tracer/tests/trace.rs",
+        "tracer/tests/it/trace/mod.rs",
         "\"/usr/sbin/tcpstates\"",
         "tcpstates",
     ),

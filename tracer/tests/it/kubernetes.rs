@@ -2,11 +2,9 @@
 //! `kubernetes-validate`, offline), and consistent with the systemd unit:
 //! the same capabilities, the host's network, the mounts the daemon reads.
 
-mod common;
-
 use std::process::Command;
 
-use common::tool_output;
+use testkit::process::tool_output;
 
 const MANIFEST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

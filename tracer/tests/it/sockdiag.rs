@@ -2,8 +2,6 @@
 //! real sockets on loopback, `ss` as ground truth, `ip netns` namespaces.
 //! Needs root; in CI (CI=true) these tests must run.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, TcpListener, TcpStream},
@@ -14,26 +12,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use testkit::{
+    net::{bound_listener, read_to_eof},
+    netns::{NetNs, ns_inode},
+    require_root,
+};
 use tracer::sockets::{
     netns, procfs,
     sockdiag::{self, ALL_STATES, DiagSocket},
 };
 use tracer_common::TcpState;
-
-/// True when the test can run (root). In CI a missing privilege is a
-/// failure, not a skip.
-fn is_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true but {test} needs root");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED {test}: not root (run `sudo -E cargo xtask test`) !!!!!!!!\n");
-    false
-}
 
 /// A socket's inode, as sock_diag and /proc/PID/fd report it.
 fn inode_of(fd: &impl std::os::fd::AsFd) -> u32 {
@@ -195,17 +183,13 @@ fn set_defer_accept(socket: &socket2::Socket) {
 
 #[test]
 fn dump_sees_each_state_ipv4() {
-    if !is_root("dump_sees_each_state_ipv4") {
-        return;
-    }
+    require_root!();
     states_on("127.0.0.1");
 }
 
 #[test]
 fn dump_sees_each_state_ipv6() {
-    if !is_root("dump_sees_each_state_ipv6") {
-        return;
-    }
+    require_root!();
     states_on("::1");
 }
 
@@ -213,9 +197,7 @@ fn dump_sees_each_state_ipv6() {
 /// sockets: the dump reports it as V6 with IPv4-mapped addresses, once.
 #[test]
 fn ipv4_mapped_connections_dump_as_v6() {
-    if !is_root("ipv4_mapped_connections_dump_as_v6") {
-        return;
-    }
+    require_root!();
     let listener = TcpListener::bind("[::]:0").expect("bind dual-stack");
     let port = listener.local_addr().expect("addr").port();
     let client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -273,9 +255,7 @@ fn dump_counts() -> BTreeMap<u8, usize> {
 
 #[test]
 fn counts_match_ss() {
-    if !is_root("counts_match_ss") {
-        return;
-    }
+    require_root!();
     // Other tests in this binary open and close sockets in parallel; a
     // quiet moment comes soon.
     let mut last = (BTreeMap::new(), BTreeMap::new());
@@ -296,9 +276,7 @@ fn counts_match_ss() {
 
 #[test]
 fn run_in_sees_only_that_namespace() {
-    if !is_root("run_in_sees_only_that_namespace") {
-        return;
-    }
+    require_root!();
     let ns = NetNs::new("sockdiag-runin");
     let listener = ns.run_inside(|| TcpListener::bind("127.0.0.1:0").expect("bind"));
     let addr = listener.local_addr().expect("addr");
@@ -331,9 +309,7 @@ fn run_in_sees_only_that_namespace() {
 
 #[test]
 fn list_finds_host_and_test_namespaces() {
-    if !is_root("list_finds_host_and_test_namespaces") {
-        return;
-    }
+    require_root!();
     let ns = NetNs::new("sockdiag-list");
     let host = ns_inode(Path::new("/proc/self/ns/net"));
     let test = ns_inode(&ns.path());
@@ -351,9 +327,7 @@ fn list_finds_host_and_test_namespaces() {
 
 #[test]
 fn socket_owners_maps_listener_to_this_process() {
-    if !is_root("socket_owners_maps_listener_to_this_process") {
-        return;
-    }
+    require_root!();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let s = wait_for_socket("listener", |s| {

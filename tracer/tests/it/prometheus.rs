@@ -2,8 +2,6 @@
 //! real daemon agrees with `ss`; the example config, the alerting rules
 //! (with their unit tests) and the Grafana dashboard check out.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     net::TcpListener,
@@ -13,7 +11,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{daemon::*, *};
+use testkit::{
+    daemon::{Daemon, compared},
+    http::{Http, get},
+    net::connect_pair,
+    pki::{TestPki, htpasswd_hash},
+    process::tool_output,
+    require_ebpf, ss, wait_until,
+};
+
+use crate::tracer;
 
 fn deploy(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy")).join(path)
@@ -206,10 +213,8 @@ fn query_sockets(http: &mut Http) -> Option<BTreeMap<String, u64>> {
 
 #[test]
 fn a_real_prometheus_scrapes_the_daemon_and_agrees_with_ss() {
-    if !can_load_ebpf("a_real_prometheus_scrapes_the_daemon_and_agrees_with_ss") {
-        return;
-    }
-    let daemon = Daemon::start(&["--reconcile-interval", "200ms"]);
+    require_ebpf!();
+    let daemon = Daemon::start(tracer(), &["--reconcile-interval", "200ms"]);
     let mut held = Vec::new();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     for _ in 0..3 {
@@ -222,28 +227,22 @@ fn a_real_prometheus_scrapes_the_daemon_and_agrees_with_ss() {
     });
     let mut http = Http::connect(addr);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let pick = |m: &BTreeMap<String, u64>| -> Vec<(String, u64)> {
-        COMPARED
-            .iter()
-            .map(|s| ((*s).to_owned(), m.get(*s).copied().unwrap_or(0)))
-            .collect()
-    };
     loop {
         // Two queries 1.5 s apart (past a scrape) around one ss.
         let before = query_sockets(&mut http);
-        let truth = pick(&ss_counts());
+        let truth = compared(&ss::counts());
         thread::sleep(Duration::from_millis(1500));
         let after = query_sockets(&mut http);
         if let (Some(b), Some(a)) = (&before, &after)
-            && pick(b) == truth
-            && pick(a) == truth
+            && compared(b) == truth
+            && compared(a) == truth
         {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "Prometheus and ss -tan disagree:\n  prometheus: {:?}\n  ss:         {truth:?}",
-            after.as_ref().map(pick)
+            after.as_ref().map(compared)
         );
     }
     drop(held);
@@ -263,10 +262,8 @@ fn scrape_health(http: &mut Http) -> Option<(String, String)> {
 
 #[test]
 fn prometheus_scrapes_over_tls_with_basic_auth() {
-    if !can_load_ebpf("prometheus_scrapes_over_tls_with_basic_auth") {
-        return;
-    }
-    let pki = common::tls::TestPki::new("prom");
+    require_ebpf!();
+    let pki = TestPki::new("prom");
     let web = pki.dir.join("web.yml");
     std::fs::write(
         &web,
@@ -274,11 +271,14 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
             "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  prometheus: '{}'\n",
             pki.cert.display(),
             pki.key.display(),
-            common::tls::htpasswd_hash("scrape-secret")
+            htpasswd_hash("scrape-secret")
         ),
     )
     .expect("web config");
-    let daemon = Daemon::start(&["--web-config-file", web.to_str().expect("path")]);
+    let daemon = Daemon::start(
+        tracer(),
+        &["--web-config-file", web.to_str().expect("path")],
+    );
     let job = |password: &str| {
         format!(
             "    scheme: https\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: prometheus\n      password: {password}\n",

@@ -5,22 +5,23 @@
 //! too). Needs root and such a kernel: `cargo xtask test` runs it in a VM
 //! guest booted with `module_blacklist=tcp_diag,inet_diag`.
 
-mod common;
-
 use std::{net::TcpListener, path::Path, time::Duration};
 
-use common::{daemon::*, *};
+use testkit::{
+    daemon::{Daemon, assert_gauges_match_ss, wait_for_namespace_gauges},
+    net::{Held, connect_pair, make_states, read_to_eof},
+    netns::{NetNs, ns_inode},
+    prom,
+    require::ebpf_missing,
+    ss,
+};
 use tracer::sockets::sockdiag::{self, ALL_STATES, SockDiagError};
+
+use crate::tracer;
 
 /// The fall-back warning's start for namespace `inode`.
 fn warning_for(inode: u32) -> String {
     format!("sock_diag for TCP is not available in network namespace {inode} ")
-}
-
-/// SIGSTOP or SIGCONT to the daemon.
-fn signal(daemon: &Daemon, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(daemon.child.id() as i32, sig) };
 }
 
 #[test]
@@ -28,10 +29,9 @@ fn signal(daemon: &Daemon, sig: i32) {
 fn falls_back_to_proc_net_tcp_without_sock_diag() {
     // Run on purpose: a missing privilege, or a working sock_diag, is a
     // failure, never a skip.
-    assert!(
-        can_load_ebpf("falls_back_to_proc_net_tcp_without_sock_diag"),
-        "this test needs root and kernel BTF"
-    );
+    if let Some(why) = ebpf_missing() {
+        panic!("this test needs root and kernel BTF: {why}");
+    }
     match sockdiag::dump_all(ALL_STATES) {
         Err(SockDiagError::Kernel { errno }) if errno == libc::ENOENT => {}
         other => panic!(
@@ -57,10 +57,10 @@ fn falls_back_to_proc_net_tcp_without_sock_diag() {
         make_states("127.0.0.1", &mut held);
         held
     });
-    let daemon = Daemon::start(&["--reconcile-interval", "200ms"]);
+    let daemon = Daemon::start(tracer(), &["--reconcile-interval", "200ms"]);
     let mut http = daemon.client();
     assert_gauges_match_ss(&mut http, Duration::from_secs(30));
-    let truth = ss_counts();
+    let truth = ss::counts();
     assert!(
         truth.get("LISTEN").copied().unwrap_or(0) >= 3 && truth.contains_key("CLOSE_WAIT"),
         "ss counted too little for a real comparison: {truth:?}"
@@ -76,7 +76,7 @@ fn falls_back_to_proc_net_tcp_without_sock_diag() {
     assert_gauges_match_ss(&mut http, Duration::from_secs(30));
 
     let m = http.get("/metrics").body;
-    let sources = samples(&m, "tcpstate_socket_table_source");
+    let sources = prom::samples(&m, "tcpstate_socket_table_source");
     assert!(
         !sources.contains_key("source=sock_diag")
             && sources.get("source=proc").is_some_and(|n| *n >= 2.0),
@@ -109,25 +109,29 @@ fn falls_back_to_proc_net_tcp_without_sock_diag() {
     // closes above leave no TIME_WAIT in what is counted.
     let burst = NetNs::new("nodiag-burst");
     let burst_inode = ns_inode(&burst.path());
-    let daemon = Daemon::start(&[
-        "--ring-buffer-size",
-        "4KiB",
-        "--reconcile-interval",
-        "200ms",
-        "--netns-label",
-        "true",
-    ]);
+    let daemon = Daemon::start(
+        tracer(),
+        &[
+            "--ring-buffer-size",
+            "4KiB",
+            "--reconcile-interval",
+            "200ms",
+            "--netns-label",
+            "true",
+        ],
+    );
     let mut http = daemon.client();
     let m = http.get("/metrics").body;
     for inode in [own, entered, burst_inode] {
         assert_eq!(
-            samples(&m, "tcpstate_socket_table_source").get(&format!("source=proc,netns={inode}")),
+            prom::samples(&m, "tcpstate_socket_table_source")
+                .get(&format!("source=proc,netns={inode}")),
             Some(&1.0),
             "namespace {inode} read from /proc:\n{m}"
         );
     }
     // A stopped daemon drains nothing: this burst must overflow.
-    signal(&daemon, libc::SIGSTOP);
+    daemon.signal(libc::SIGSTOP);
     let _kept = burst.run_inside(|| {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut held = Held::default();
@@ -143,14 +147,14 @@ fn falls_back_to_proc_net_tcp_without_sock_diag() {
         held.listeners.push(listener);
         held
     });
-    signal(&daemon, libc::SIGCONT);
+    daemon.signal(libc::SIGCONT);
     let m = http.get("/metrics").body;
     assert!(
-        metric_sum(&m, "tcpstate_events_lost_total", "ring_buffer_full") > 0.0,
+        prom::sum_where(&m, "tcpstate_events_lost_total", "ring_buffer_full") > 0.0,
         "no loss counted"
     );
     wait_for_namespace_gauges(&mut http, &burst.name, burst_inode, Duration::from_secs(30));
-    let truth = ss_counts_in(&burst.name);
+    let truth = ss::counts_in(&burst.name);
     assert_eq!(truth.get("ESTABLISHED"), Some(&60), "{truth:?}");
     assert_eq!(truth.get("TIME_WAIT"), Some(&30), "{truth:?}");
     let log = daemon.stderr();

@@ -2,8 +2,6 @@
 //! network namespaces, and libbpf-tools `tcpstates` as ground truth.
 //! Needs root; in CI (CI=true) these tests must run.
 
-mod common;
-
 use std::{
     io::Write as _,
     net::{Shutdown, TcpListener, TcpStream},
@@ -13,8 +11,18 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use testkit::{
+    net::{bound_listener, connect_pair, read_to_eof},
+    netns::{NetNs, ns_inode},
+    process::wait_timeout,
+    require_ebpf,
+};
+use traced::{
+    Trace, by_socket, path, render, skaddr_of, traced_listener, traced_listener_with_env,
+};
 use tracer::trace::format::JsonTransition;
+
+mod traced;
 
 /// The program loaded on this kernel (Linux 5.6+ record layout).
 const IN_PLACE_PROGRAM: &str = "inet_sock_set_state";
@@ -115,39 +123,33 @@ fn full_lifecycle(ip: &str, program: &str, env: &[(&str, &str)]) {
 
 #[test]
 fn ipv4_connection_lifecycle() {
-    if can_load_ebpf("ipv4_connection_lifecycle") {
-        full_lifecycle("127.0.0.1", IN_PLACE_PROGRAM, &[]);
-    }
+    require_ebpf!();
+    full_lifecycle("127.0.0.1", IN_PLACE_PROGRAM, &[]);
 }
 
 /// The program for other record layouts (older kernels), forced here: it
 /// must see the same lifecycle as the one that reads the record in place.
 #[test]
 fn ipv4_connection_lifecycle_with_the_copying_program() {
-    if can_load_ebpf("ipv4_connection_lifecycle_with_the_copying_program") {
-        full_lifecycle("127.0.0.1", COPYING_PROGRAM, FORCE_COPYING);
-    }
+    require_ebpf!();
+    full_lifecycle("127.0.0.1", COPYING_PROGRAM, FORCE_COPYING);
 }
 
 #[test]
 fn ipv6_connection_lifecycle_with_the_copying_program() {
-    if can_load_ebpf("ipv6_connection_lifecycle_with_the_copying_program") {
-        full_lifecycle("::1", COPYING_PROGRAM, FORCE_COPYING);
-    }
+    require_ebpf!();
+    full_lifecycle("::1", COPYING_PROGRAM, FORCE_COPYING);
 }
 
 #[test]
 fn ipv6_connection_lifecycle() {
-    if can_load_ebpf("ipv6_connection_lifecycle") {
-        full_lifecycle("::1", IN_PLACE_PROGRAM, &[]);
-    }
+    require_ebpf!();
+    full_lifecycle("::1", IN_PLACE_PROGRAM, &[]);
 }
 
 #[test]
 fn server_that_never_closes_stays_in_close_wait() {
-    if !can_load_ebpf("server_that_never_closes_stays_in_close_wait") {
-        return;
-    }
+    require_ebpf!();
     let (trace, listener, port) = traced_listener("127.0.0.1", &[]);
     let (client, mut server) = connect_pair(&listener);
     drop(client);
@@ -190,9 +192,7 @@ fn server_that_never_closes_stays_in_close_wait() {
 
 #[test]
 fn closes_say_whether_the_peers_fin_had_arrived() {
-    if !can_load_ebpf("closes_say_whether_the_peers_fin_had_arrived") {
-        return;
-    }
+    require_ebpf!();
     let (trace, listener, port) = traced_listener("127.0.0.1", &[]);
     // Clients that close while their server keeps its end: orphaned
     // FIN_WAIT2 sockets, closed before any FIN from the peer.
@@ -257,9 +257,7 @@ fn closes_say_whether_the_peers_fin_had_arrived() {
 
 #[test]
 fn reset_connection_takes_the_reset_path() {
-    if !can_load_ebpf("reset_connection_takes_the_reset_path") {
-        return;
-    }
+    require_ebpf!();
     let (trace, listener, _) = traced_listener("127.0.0.1", &[]);
     let (client, mut server) = connect_pair(&listener);
     // SO_LINGER with a zero timeout: close() sends RST instead of FIN.
@@ -296,9 +294,7 @@ fn reset_connection_takes_the_reset_path() {
 
 #[test]
 fn connections_in_a_network_namespace_carry_its_inode() {
-    if !can_load_ebpf("connections_in_a_network_namespace_carry_its_inode") {
-        return;
-    }
+    require_ebpf!();
     let ns = NetNs::new("trace");
     let inside = ns_inode(&ns.path());
     let host_inode = ns_inode(Path::new("/proc/self/ns/net"));
@@ -336,9 +332,7 @@ fn connections_in_a_network_namespace_carry_its_inode() {
 
 #[test]
 fn pid_and_comm_are_those_of_the_connecting_process() {
-    if !can_load_ebpf("pid_and_comm_are_those_of_the_connecting_process") {
-        return;
-    }
+    require_ebpf!();
     let (trace, listener, port) = traced_listener("127.0.0.1", &[]);
     // bash's /dev/tcp: connect() runs in a process whose pid and comm we know.
     let mut child = Command::new("bash")
@@ -398,9 +392,7 @@ fn parse_tcpstates(line: &str) -> Option<Key> {
 
 #[test]
 fn transitions_match_libbpf_tools_tcpstates() {
-    if !can_load_ebpf("transitions_match_libbpf_tools_tcpstates") {
-        return;
-    }
+    require_ebpf!();
     let tcpstates = ["/usr/sbin/tcpstates", "/sbin/tcpstates", "/usr/bin/tcpstates"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -522,9 +514,7 @@ fn number_before(text: &str, label: &str) -> u64 {
 
 #[test]
 fn overflow_is_counted_and_counters_stay_exact() {
-    if !can_load_ebpf("overflow_is_counted_and_counters_stay_exact") {
-        return;
-    }
+    require_ebpf!();
     // The smallest ring buffer holds about 39 events.
     let (trace, listener, _) = traced_listener("127.0.0.1", &["--ring-buffer-size", "4KiB"]);
     // A stopped reader drains nothing: the burst below must overflow.

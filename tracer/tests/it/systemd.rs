@@ -3,8 +3,6 @@
 //! notify protocol (READY, WATCHDOG, STOPPING), the config file with
 //! --check-config, SIGHUP reload, and a SIGTERM stop within 2 seconds.
 
-mod common;
-
 use std::{
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
@@ -13,7 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{daemon::*, *};
+use testkit::{
+    daemon::{Daemon, assert_gauges_match_ss},
+    http::Http,
+    netns::NetNs,
+    process::tool_output,
+    prom, require_ebpf, wait_until,
+};
+
+use crate::{tracer, tracer_bin};
 
 const UNIT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -93,9 +99,7 @@ fn unit_file_verifies_and_is_hardened() {
 
 #[test]
 fn daemon_works_with_only_the_units_capabilities_as_a_non_root_user() {
-    if !can_load_ebpf("daemon_works_with_only_the_units_capabilities_as_a_non_root_user") {
-        return;
-    }
+    require_ebpf!();
     // CAP_BPF CAP_PERFMON ... -> +bpf,+perfmon,... for setpriv.
     let caps: Vec<String> = unit_value("AmbientCapabilities")
         .split_whitespace()
@@ -127,12 +131,12 @@ fn daemon_works_with_only_the_units_capabilities_as_a_non_root_user() {
         .arg(format!("--ambient-caps=-all,{caps}"))
         .arg(format!("--bounding-set=-all,{caps}"))
         .arg(tracer_bin());
-    let daemon = Daemon::start_with(command, &["--reconcile-interval", "200ms"]);
+    let daemon = Daemon::start(command, &["--reconcile-interval", "200ms"]);
     let mut http = daemon.client();
     assert_gauges_match_ss(&mut http, Duration::from_secs(15));
     // Its own namespace through sock_diag, the one it cannot enter (and
     // any other) through /proc, and the metric says so.
-    let sources = samples(&http.get("/metrics").body, "tcpstate_socket_table_source");
+    let sources = prom::samples(&http.get("/metrics").body, "tcpstate_socket_table_source");
     assert_eq!(sources.get("source=sock_diag"), Some(&1.0), "{sources:?}");
     assert!(
         sources.get("source=proc").is_some_and(|n| *n >= 1.0),
@@ -180,16 +184,14 @@ impl NotifySocket {
 
 #[test]
 fn notifies_ready_pings_the_watchdog_and_stops_within_two_seconds() {
-    if !can_load_ebpf("notifies_ready_pings_the_watchdog_and_stops_within_two_seconds") {
-        return;
-    }
+    require_ebpf!();
     let scratch = Scratch::new("notify");
     let notify = NotifySocket::new(&scratch.0);
-    let mut command = Command::new(tracer_bin());
+    let mut command = tracer();
     command
         .env("NOTIFY_SOCKET", &notify.path)
         .env("WATCHDOG_USEC", "1000000");
-    let daemon = Daemon::start_with(command, &[]);
+    let daemon = Daemon::start(command, &[]);
     let ready = notify.wait_for(Duration::from_secs(5), |m| m.starts_with("READY=1"));
     assert!(
         ready
@@ -221,7 +223,7 @@ fn config_file_is_checked_with_line_and_reason() {
     )
     .expect("write");
     let check = |args: &[&str]| {
-        Command::new(tracer_bin())
+        tracer()
             .args(["daemon", "--check-config"])
             .args(args)
             .env_remove("TRACER_LEAK_TOP_N")
@@ -295,13 +297,11 @@ fn config_file_is_checked_with_line_and_reason() {
 
 #[test]
 fn sighup_reloads_what_can_change_live() {
-    if !can_load_ebpf("sighup_reloads_what_can_change_live") {
-        return;
-    }
+    require_ebpf!();
     let scratch = Scratch::new("reload");
     let config = scratch.0.join("tracer.toml");
     std::fs::write(&config, "close-wait-threshold = \"60s\"\n").expect("write");
-    let daemon = Daemon::start(&["--config", config.to_str().expect("path")]);
+    let daemon = Daemon::start(tracer(), &["--config", config.to_str().expect("path")]);
     let mut http = daemon.client();
     let threshold = |http: &mut Http| {
         let s: tracer::serve::snapshot::Snapshot =

@@ -1,8 +1,6 @@
 //! `tracer top` in a real terminal (tmux) against a real daemon, and
 //! `tracer top --once` as a script would use it.
 
-mod common;
-
 use std::{
     collections::BTreeMap,
     net::TcpStream,
@@ -11,7 +9,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{daemon::*, leaky::*, tls::*, *};
+use testkit::{
+    daemon::{Daemon, compared},
+    leaky::{LEAKY, LeakyServer},
+    pki::{TestPki, htpasswd_hash},
+    process::run,
+    require::skipped,
+    require_ebpf,
+    ss::{self, COMPARED},
+    wait_until,
+};
+
+use crate::{tracer, tracer_bin};
 
 /// A tmux session running one command, killed on drop. The command's exit
 /// status goes to a file (tmux does not always know it).
@@ -114,28 +123,22 @@ fn screen_counts(screen: &str) -> BTreeMap<String, u64> {
     counts
 }
 
-fn pick(m: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
-    COMPARED
-        .iter()
-        .map(|s| ((*s).to_owned(), m.get(*s).copied().unwrap_or(0)))
-        .collect()
-}
-
 /// A daemon that calls a CLOSE_WAIT socket leaked after 1 s.
 fn leak_watching_daemon() -> Daemon {
-    Daemon::start(&[
-        "--close-wait-threshold",
-        "1s",
-        "--reconcile-interval",
-        "200ms",
-    ])
+    Daemon::start(
+        tracer(),
+        &[
+            "--close-wait-threshold",
+            "1s",
+            "--reconcile-interval",
+            "200ms",
+        ],
+    )
 }
 
 #[test]
 fn top_in_a_terminal_shows_ss_counts_and_the_leaking_process() {
-    if !can_load_ebpf("top_in_a_terminal_shows_ss_counts_and_the_leaking_process") {
-        return;
-    }
+    require_ebpf!();
     let daemon = leak_watching_daemon();
     let server = LeakyServer::start();
     for _ in 0..3 {
@@ -149,13 +152,13 @@ fn top_in_a_terminal_shows_ss_counts_and_the_leaking_process() {
     let tmux = Tmux::start("top", 80, 24, &command);
     // By its pid: another test's leaky server may show up first (the
     // daemon sees every process on the machine).
-    let pid = server.child.id().to_string();
+    let pid = server.pid().to_string();
     let screen = tmux.wait_for("the leaking process", |s| {
         s.contains(LEAKY) && s.contains(&pid)
     });
     assert!(screen.contains("CLOSE_WAIT leaks"), "{screen}");
     assert!(
-        screen.contains(&server.child.id().to_string()),
+        screen.contains(&server.pid().to_string()),
         "pid missing:\n{screen}"
     );
     assert!(
@@ -167,10 +170,10 @@ fn top_in_a_terminal_shows_ss_counts_and_the_leaking_process() {
     // the daemon is counted by both).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let before = pick(&screen_counts(&tmux.screen()));
-        let truth = pick(&ss_counts());
+        let before = compared(&screen_counts(&tmux.screen()));
+        let truth = compared(&ss::counts());
         thread::sleep(Duration::from_millis(700));
-        let after = pick(&screen_counts(&tmux.screen()));
+        let after = compared(&screen_counts(&tmux.screen()));
         if before == truth && truth == after {
             break;
         }
@@ -205,16 +208,14 @@ fn top_in_a_terminal_shows_ss_counts_and_the_leaking_process() {
 
 #[test]
 fn top_once_prints_text_and_exits() {
-    if !can_load_ebpf("top_once_prints_text_and_exits") {
-        return;
-    }
+    require_ebpf!();
     let daemon = leak_watching_daemon();
     let server = LeakyServer::start();
     drop(TcpStream::connect(server.addr).expect("connect"));
     let endpoint = format!("http://{}", daemon.addr);
     let deadline = Instant::now() + Duration::from_secs(15);
     let text = loop {
-        let out = Command::new(tracer_bin())
+        let out = tracer()
             .args(["top", "--once", "--endpoint", &endpoint])
             .output()
             .expect("top --once");
@@ -245,8 +246,10 @@ fn top_once_prints_text_and_exits() {
 
 #[test]
 fn unreachable_daemon_is_a_clear_message_not_a_crash() {
+    // No root needed, but its retries open sockets.
+    let _area = testkit::area!();
     // Nothing listens on port 9 of loopback (discard is not running here).
-    let out = Command::new(tracer_bin())
+    let out = tracer()
         .args(["top", "--once", "--endpoint", "http://127.0.0.1:9"])
         .output()
         .expect("top --once");
@@ -263,7 +266,7 @@ fn unreachable_daemon_is_a_clear_message_not_a_crash() {
             std::env::var("CI").is_err(),
             "tmux is missing (Debian package tmux; `cargo xtask test` installs it)"
         );
-        eprintln!("SKIPPED the terminal half: tmux is not installed");
+        skipped("the terminal half", "tmux is not installed");
         return;
     }
     let tmux = Tmux::start(
@@ -284,7 +287,7 @@ fn unreachable_daemon_is_a_clear_message_not_a_crash() {
 
 /// `tracer top --once ARGS`: exit code, stdout, stderr.
 fn top_once(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(tracer_bin())
+    let out = tracer()
         .args(["top", "--once"])
         .args(args)
         .output()
@@ -311,9 +314,7 @@ fn fails_with(args: &[&str], expected: &str) {
 
 #[test]
 fn top_reads_a_daemon_behind_tls_and_basic_auth() {
-    if !can_load_ebpf("top_reads_a_daemon_behind_tls_and_basic_auth") {
-        return;
-    }
+    require_ebpf!();
     let pki = TestPki::new("top");
     let other = TestPki::new("top-other");
     let file = pki.dir.join("web.yml");
@@ -331,7 +332,10 @@ fn top_reads_a_daemon_behind_tls_and_basic_auth() {
     std::fs::write(&password, "s3cret pass\n").expect("password file");
     let wrong = pki.dir.join("wrong");
     std::fs::write(&wrong, "not it\n").expect("password file");
-    let daemon = Daemon::start(&["--web-config-file", file.to_str().expect("path")]);
+    let daemon = Daemon::start(
+        tracer(),
+        &["--web-config-file", file.to_str().expect("path")],
+    );
     assert!(daemon.tls);
     let endpoint = format!("https://{}", daemon.addr);
     let ca = pki.ca.to_str().expect("path");

@@ -4,8 +4,6 @@
 //! request may take to arrive; and scrapes served through a flood of slow
 //! clients, in plain text, over TLS and behind basic auth.
 
-mod common;
-
 use std::{
     io::Write as _,
     net::{SocketAddr, TcpStream},
@@ -16,7 +14,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{daemon::*, flood::*, tls::*, *};
+use testkit::{
+    daemon::Daemon,
+    flood::{
+        Flood, Scrape, SlowClient, scrape_curl, scrape_plain, scrape_repeatedly, served,
+        tls_client_config,
+    },
+    http::get,
+    net::closed_by_server,
+    pki::{TestPki, htpasswd_hash, htpasswd_hash_with_cost},
+    process::rss_kib,
+    prom, require_ebpf, wait_until,
+};
+
+use crate::tracer;
 
 /// `curl` against the daemon: (HTTP status, body). Status 0: no HTTP answer.
 fn curl(addr: SocketAddr, ca: &Path, user: Option<&str>, extra: &[&str]) -> (u16, String) {
@@ -54,13 +65,14 @@ fn web_config(pki: &TestPki, user: &str, password: &str) -> String {
 
 #[test]
 fn tls_and_basic_auth_come_from_the_web_config_and_reload_on_sighup() {
-    if !can_load_ebpf("tls_and_basic_auth_come_from_the_web_config_and_reload_on_sighup") {
-        return;
-    }
+    require_ebpf!();
     let pki = TestPki::new("web");
     let file = pki.dir.join("web.yml");
     std::fs::write(&file, web_config(&pki, "prom", "first pass")).expect("web config");
-    let daemon = Daemon::start(&["--web-config-file", file.to_str().expect("path")]);
+    let daemon = Daemon::start(
+        tracer(),
+        &["--web-config-file", file.to_str().expect("path")],
+    );
     assert!(daemon.tls, "the daemon must say it serves https");
     let addr = daemon.addr;
 
@@ -107,15 +119,16 @@ fn tls_and_basic_auth_come_from_the_web_config_and_reload_on_sighup() {
 
 #[test]
 fn basic_auth_alone_guards_every_path_over_plain_http() {
-    if !can_load_ebpf("basic_auth_alone_guards_every_path_over_plain_http") {
-        return;
-    }
+    require_ebpf!();
     let dir = std::env::temp_dir().join(format!("tracer-web-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("web.yml");
     let hash = htpasswd_hash("pw");
     std::fs::write(&file, format!("basic_auth_users:\n  prom: '{hash}'\n")).expect("file");
-    let daemon = Daemon::start(&["--web-config-file", file.to_str().expect("path")]);
+    let daemon = Daemon::start(
+        tracer(),
+        &["--web-config-file", file.to_str().expect("path")],
+    );
     assert!(!daemon.tls);
     for path in ["/metrics", "/api/v1/snapshot", "/readyz", "/healthz"] {
         let r = get(daemon.addr, path).expect("request");
@@ -148,11 +161,12 @@ fn basic_auth_alone_guards_every_path_over_plain_http() {
 
 #[test]
 fn a_request_must_arrive_whole_within_the_request_timeout() {
-    if !can_load_ebpf("a_request_must_arrive_whole_within_the_request_timeout") {
-        return;
-    }
+    require_ebpf!();
     // The idle timeout alone would never close a client that trickles.
-    let daemon = Daemon::start(&["--http-request-timeout", "2s", "--http-idle-timeout", "60s"]);
+    let daemon = Daemon::start(
+        tracer(),
+        &["--http-request-timeout", "2s", "--http-idle-timeout", "60s"],
+    );
     let mut trickle = TcpStream::connect(daemon.addr).expect("connect");
     trickle
         .write_all(b"GET /metrics HTTP/1.1\r\n")
@@ -197,7 +211,7 @@ fn check_config_checks_the_web_config_file() {
         }
         let empty = dir.join("empty.toml");
         std::fs::write(&empty, "").expect("config file");
-        let out = Command::new(tracer_bin())
+        let out = tracer()
             .args(["daemon", "--check-config", "--config"])
             .arg(&empty)
             .arg("--web-config-file")
@@ -270,7 +284,7 @@ fn scrapes_get_through(
     mut scrape: impl FnMut() -> Scrape,
     what: &str,
 ) {
-    let pid = daemon.child.id();
+    let pid = daemon.pid();
     let baseline = rss_kib(pid);
     let flood = Flood::start(daemon.addr, FLOODERS, kinds, FLOOD_LIMIT);
     // Let the flood fill every slot first.
@@ -298,7 +312,7 @@ fn scrapes_get_through(
 }
 
 fn evicted(metrics: &str) -> f64 {
-    metric_sum(
+    prom::sum_where(
         metrics,
         "tcpstate_http_rejected_connections_total",
         "reason=evicted",
@@ -307,11 +321,9 @@ fn evicted(metrics: &str) -> f64 {
 
 #[test]
 fn scrapes_get_through_a_flood_of_half_sent_requests() {
-    if !can_load_ebpf("scrapes_get_through_a_flood_of_half_sent_requests") {
-        return;
-    }
+    require_ebpf!();
     let _one = FLOODING.lock().unwrap_or_else(|e| e.into_inner());
-    let daemon = Daemon::start(&["--http-max-connections", CAP]);
+    let daemon = Daemon::start(tracer(), &["--http-max-connections", CAP]);
     let addr = daemon.addr;
     scrapes_get_through(
         &daemon,
@@ -326,9 +338,7 @@ fn scrapes_get_through_a_flood_of_half_sent_requests() {
 
 #[test]
 fn scrapes_get_through_a_flood_of_slow_tls_clients() {
-    if !can_load_ebpf("scrapes_get_through_a_flood_of_slow_tls_clients") {
-        return;
-    }
+    require_ebpf!();
     let _one = FLOODING.lock().unwrap_or_else(|e| e.into_inner());
     let pki = TestPki::new("flood-tls");
     let file = pki.dir.join("web.yml");
@@ -341,12 +351,15 @@ fn scrapes_get_through_a_flood_of_slow_tls_clients() {
         ),
     )
     .expect("web config");
-    let daemon = Daemon::start(&[
-        "--http-max-connections",
-        CAP,
-        "--web-config-file",
-        file.to_str().expect("path"),
-    ]);
+    let daemon = Daemon::start(
+        tracer(),
+        &[
+            "--http-max-connections",
+            CAP,
+            "--web-config-file",
+            file.to_str().expect("path"),
+        ],
+    );
     assert!(daemon.tls);
     let url = format!("https://{}/metrics", daemon.addr);
     // Half stall in the handshake, half send half a request once inside.
@@ -372,9 +385,7 @@ fn scrapes_get_through_a_flood_of_slow_tls_clients() {
 
 #[test]
 fn scrapes_get_through_a_flood_with_basic_auth() {
-    if !can_load_ebpf("scrapes_get_through_a_flood_with_basic_auth") {
-        return;
-    }
+    require_ebpf!();
     let _one = FLOODING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("tracer-web-flood-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -382,12 +393,15 @@ fn scrapes_get_through_a_flood_with_basic_auth() {
     // The cost Prometheus' docs suggest: a bcrypt is tens of milliseconds.
     let hash = htpasswd_hash_with_cost("pw", 10);
     std::fs::write(&file, format!("basic_auth_users:\n  prom: '{hash}'\n")).expect("file");
-    let daemon = Daemon::start(&[
-        "--http-max-connections",
-        CAP,
-        "--web-config-file",
-        file.to_str().expect("path"),
-    ]);
+    let daemon = Daemon::start(
+        tracer(),
+        &[
+            "--http-max-connections",
+            CAP,
+            "--web-config-file",
+            file.to_str().expect("path"),
+        ],
+    );
     let url = format!("http://{}/metrics", daemon.addr);
     scrapes_get_through(
         &daemon,

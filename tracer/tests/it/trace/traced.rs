@@ -1,49 +1,20 @@
-//! Helpers for the tests that run against the real kernel: privilege gates,
-//! the `tracer` binary as a child process, sockets and network namespaces.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
-
-pub mod daemon;
-pub mod flood;
-pub mod leaky;
-pub mod tls;
+//! `tracer trace --json` as a child process whose events the tests read,
+//! and ways to look at those events.
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _},
-    net::{SocketAddr, TcpListener, TcpStream},
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    io::{BufRead as _, BufReader},
+    net::TcpListener,
+    process::{Child, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
 
-use socket2::{Domain, Socket, Type};
+use testkit::{net::bound_listener, process::wait_timeout};
 use tracer::trace::format::JsonTransition;
 
-/// True when the eBPF tests can run here. In CI (`CI=true`) they must: a
-/// missing privilege there is a failure, not a skip.
-pub fn can_load_ebpf(test: &str) -> bool {
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
-    let why = match (root, btf) {
-        (true, true) => return true,
-        (false, _) => "not root (run `sudo -E cargo xtask test`)",
-        (_, false) => "no kernel BTF at /sys/kernel/btf/vmlinux",
-    };
-    if in_ci {
-        panic!("CI=true but {test} cannot load eBPF: {why}");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED {test}: {why} !!!!!!!!\n");
-    false
-}
-
-pub fn tracer_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tracer")
-}
+use crate::tracer;
 
 /// `tracer trace --json ARGS...` running in the background.
 pub struct Trace {
@@ -61,7 +32,7 @@ impl Trace {
 
     /// [`Trace::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Trace {
-        let mut child = Command::new(tracer_bin())
+        let mut child = tracer()
             .arg("trace")
             .arg("--json")
             .args(args)
@@ -169,20 +140,6 @@ impl Drop for Trace {
     }
 }
 
-pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process {} did not exit within {limit:?}", child.id());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Events as text, for failure messages.
 pub fn render(events: &[JsonTransition]) -> String {
     events
@@ -239,26 +196,6 @@ pub fn skaddr_of(
         .unwrap_or_else(|| panic!("no event for {what}; events:\n{}", render(events)))
 }
 
-/// A socket bound to an ephemeral port but not yet listening: the test learns
-/// its port (to filter on) before any transition happens.
-pub fn bound_listener(ip: &str) -> (Socket, u16) {
-    let addr = SocketAddr::new(ip.parse().expect("ip"), 0);
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let s = Socket::new(domain, Type::STREAM, None).expect("socket");
-    s.bind(&addr.into()).expect("bind");
-    let port = s
-        .local_addr()
-        .expect("local addr")
-        .as_socket()
-        .expect("inet")
-        .port();
-    (s, port)
-}
-
 /// A listener on an ephemeral port of `ip`, with `tracer trace --json
 /// --port PORT EXTRA...` attached before it starts listening, so the trace
 /// sees its whole life.
@@ -279,122 +216,4 @@ pub fn traced_listener_with_env(
     let trace = Trace::start_with_env(&args, env);
     socket.listen(128).expect("listen");
     (trace, socket.into(), port)
-}
-
-/// A connection to `listener`: (client, accepted server side).
-pub fn connect_pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
-    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (server, _) = listener.accept().expect("accept");
-    (client, server)
-}
-
-/// Polls `done` every 100 ms; panics naming `what` after `within`.
-pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Reads until the peer's FIN (EOF) arrives.
-pub fn read_to_eof(stream: &mut TcpStream) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut buf = [0u8; 64];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) => panic!("waiting for EOF: {e}"),
-        }
-    }
-}
-
-/// Inode of a namespace file (`/proc/self/ns/net`, `/run/netns/NAME`).
-pub fn ns_inode(path: &Path) -> u32 {
-    let ino = std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .ino();
-    u32::try_from(ino).expect("namespace inode fits u32")
-}
-
-/// A network namespace made with `ip netns add`, deleted on drop.
-pub struct NetNs {
-    pub name: String,
-}
-
-impl NetNs {
-    pub fn new(tag: &str) -> NetNs {
-        let name = format!("tracer-test-{tag}-{}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = NetNs { name };
-        run(Command::new("ip").args(["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]));
-        ns
-    }
-
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-
-    /// Runs `f` on a thread that has entered this namespace: sockets it
-    /// creates belong to the namespace.
-    pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = self.path();
-        thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open netns");
-            use std::os::fd::AsRawFd as _;
-            // SAFETY: setns on a valid namespace fd; affects only this thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in namespace panicked")
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
-}
-
-/// Runs a tool the tests compare against: its exit status and its stdout
-/// and stderr together. `what` says where the tool comes from when missing.
-pub fn tool_output(cmd: &mut Command, what: &str) -> (std::process::ExitStatus, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status, text)
-}
-
-/// Runs a command that must succeed.
-pub fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The resident memory of a process.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
 }

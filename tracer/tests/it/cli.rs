@@ -1,21 +1,19 @@
 //! The `tracer` binary's failure modes, each one clear line and a non-zero
 //! exit, and its clean stop on SIGINT. Run as a user would run it.
 
-mod common;
-
 use std::{
     process::{Command, Output, Stdio},
     thread,
     time::Duration,
 };
 
-use common::*;
+use testkit::{process::wait_timeout, require_ebpf};
 
-fn tracer(args: &[&str]) -> Output {
-    Command::new(tracer_bin())
-        .args(args)
-        .output()
-        .expect("run tracer")
+use crate::{tracer, tracer_bin};
+
+/// `tracer ARGS` to the end.
+fn tracer_output(args: &[&str]) -> Output {
+    tracer().args(args).output().expect("run tracer")
 }
 
 /// The error is one line on stderr, naming the problem.
@@ -30,19 +28,19 @@ fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
 
 #[test]
 fn invalid_ring_buffer_size_is_a_usage_error() {
-    let out = tracer(&["trace", "--ring-buffer-size", "3MiB"]);
+    let out = tracer_output(&["trace", "--ring-buffer-size", "3MiB"]);
     assert_one_line_error(&out, 2, "power of two");
 }
 
 #[test]
 fn unknown_state_is_a_usage_error() {
-    let out = tracer(&["trace", "--state", "HALF_CLOSED"]);
+    let out = tracer_output(&["trace", "--state", "HALF_CLOSED"]);
     assert_one_line_error(&out, 2, "unknown TCP state");
 }
 
 #[test]
 fn without_privileges_says_what_is_needed() {
-    let mut cmd = Command::new(tracer_bin());
+    let mut cmd = tracer();
     cmd.arg("trace");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -56,10 +54,8 @@ fn without_privileges_says_what_is_needed() {
 
 #[test]
 fn missing_btf_names_the_requirement() {
-    if !can_load_ebpf("missing_btf_names_the_requirement") {
-        return;
-    }
-    let out = tracer(&["trace", "--btf", "/nonexistent/vmlinux"]);
+    require_ebpf!();
+    let out = tracer_output(&["trace", "--btf", "/nonexistent/vmlinux"]);
     assert_one_line_error(&out, 1, "kernel BTF is unavailable");
     assert_one_line_error(&out, 1, "CONFIG_DEBUG_INFO_BTF");
 }
@@ -90,9 +86,7 @@ const UNMOUNT_TRACEFS: &str = "umount /sys/kernel/debug/tracing 2>/dev/null; \
 
 #[test]
 fn mounts_tracefs_when_it_is_missing() {
-    if !can_load_ebpf("mounts_tracefs_when_it_is_missing") {
-        return;
-    }
+    require_ebpf!();
     // tracer must mount tracefs itself, attach, and stream events.
     let script = format!(
         "{UNMOUNT_TRACEFS}; \"$1\" trace --json --port 1 & pid=$!; sleep 2; \
@@ -114,9 +108,7 @@ fn mounts_tracefs_when_it_is_missing() {
 
 #[test]
 fn tracefs_that_cannot_be_mounted_is_a_clear_error() {
-    if !can_load_ebpf("tracefs_that_cannot_be_mounted_is_a_clear_error") {
-        return;
-    }
+    require_ebpf!();
     // Keep CAP_BPF and CAP_PERFMON, drop CAP_SYS_ADMIN: mounting fails.
     let script = format!(
         "{UNMOUNT_TRACEFS}; exec setpriv --bounding-set -sys_admin --inh-caps -sys_admin \"$1\" trace"
@@ -127,9 +119,7 @@ fn tracefs_that_cannot_be_mounted_is_a_clear_error() {
 
 #[test]
 fn missing_tracepoint_names_the_kernel_requirement() {
-    if !can_load_ebpf("missing_tracepoint_names_the_kernel_requirement") {
-        return;
-    }
+    require_ebpf!();
     // A fake tracefs with an empty events directory: no such tracepoint.
     let script = format!(
         "{UNMOUNT_TRACEFS}; mount -t tmpfs none /sys/kernel/tracing && \
@@ -141,10 +131,8 @@ fn missing_tracepoint_names_the_kernel_requirement() {
 
 #[test]
 fn unknown_program_choice_is_refused_by_name() {
-    if !can_load_ebpf("unknown_program_choice_is_refused_by_name") {
-        return;
-    }
-    let out = Command::new(tracer_bin())
+    require_ebpf!();
+    let out = tracer()
         .arg("trace")
         .env("TRACER_PROBE_PROGRAM", "fast")
         .output()
@@ -154,10 +142,8 @@ fn unknown_program_choice_is_refused_by_name() {
 
 #[test]
 fn sigint_stops_cleanly_with_a_summary() {
-    if !can_load_ebpf("sigint_stops_cleanly_with_a_summary") {
-        return;
-    }
-    let mut child = Command::new(tracer_bin())
+    require_ebpf!();
+    let mut child = tracer()
         .args(["trace", "--port", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -187,6 +173,8 @@ type BadInput<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, i32, &'a str);
 /// exit code 2 (usage) or 1 (runtime), never a panic.
 #[test]
 fn bad_input_table() {
+    // No root needed, but `top --once` opens a socket.
+    let _area = testkit::area!();
     let dir = std::env::temp_dir().join(format!("tracer-bad-input-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
@@ -399,7 +387,7 @@ fn bad_input_table() {
         ),
     ];
     for (args, env, code, needle) in &cases {
-        let mut cmd = Command::new(tracer_bin());
+        let mut cmd = tracer();
         cmd.args(args);
         for var in [
             "TRACER_RING_BUFFER_SIZE",
