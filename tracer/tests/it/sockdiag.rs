@@ -107,7 +107,9 @@ fn states_on(ip: &str) {
     assert_eq!(l.remote, unspecified);
     assert_eq!(l.inode, inode_of(&listener));
 
-    let c = wait_for_socket("established client", |s| s.local == caddr);
+    let c = wait_for_socket("established client", |s| {
+        s.local == caddr && s.remote == laddr
+    });
     assert_eq!(c.state, TcpState::Established.number());
     assert_eq!(c.remote, laddr);
     assert_eq!(c.inode, inode_of(&client));
@@ -124,7 +126,7 @@ fn states_on(ip: &str) {
     assert_eq!(cw.inode, inode_of(&close_wait));
 
     let tw = wait_for_socket("time-wait client", |s| {
-        s.local == tw_addr && s.state == TcpState::TimeWait.number()
+        s.local == tw_addr && s.remote == laddr && s.state == TcpState::TimeWait.number()
     });
     assert_eq!(tw.remote, laddr);
     assert_eq!(tw.timer, sockdiag::timer::TIME_WAIT, "{tw:?}");
@@ -215,7 +217,9 @@ fn ipv4_mapped_connections_dump_as_v6() {
     let all = sockdiag::dump_all(ALL_STATES).expect("dump");
     assert_eq!(all.iter().filter(|s| s.inode == server_inode).count(), 1);
     // The client is a plain IPv4 socket.
-    let c = wait_for_socket("ipv4 client", |s| s.local == caddr);
+    let c = wait_for_socket("ipv4 client", |s| {
+        s.local == caddr && s.remote == client.peer_addr().expect("peer")
+    });
     assert_eq!(c.family, tracer::kernel::event::Family::V4);
 }
 
