@@ -2,7 +2,9 @@
 //! in `testkit`. Most need root and a kernel that loads eBPF; outside CI
 //! they skip with a `SKIP` line on stderr, with `CI=true` they fail. Tests
 //! of one area run in parallel, never beside another area's (see
-//! `testkit::require`).
+//! `testkit::require`). `cargo xtask test` runs `trace::`, `daemon::` and
+//! `sockdiag::` again in each kernel of the matrix, and `nodiag::` (ignored
+//! here) in a guest without sock_diag.
 
 mod cli;
 mod daemon;
