@@ -1,5 +1,6 @@
-//! What the integration tests and the bench share: the ways they look at
-//! tracer from the outside, as an operator would.
+//! What the integration tests (`tracer/tests/it`), the bench (`cargo xtask
+//! bench`) and xtask share: the ways they look at tracer from the outside, as an
+//! operator would.
 //!
 //! * [`http`]: an HTTP/1.1 client (keep-alive, or one request per
 //!   connection), and [`prom`]: samples of the Prometheus text format;
@@ -9,10 +10,12 @@
 //! * [`process`]: a child process stopped when its guard drops, and waits;
 //!   [`daemon`]: `tracer daemon` under test, its gauges against `ss`;
 //! * [`require`]: whether a root test can run here, and the one loud way it
-//!   skips; [`leaky`], [`pki`], [`flood`]: peers for the tests.
+//!   skips; [`leaky`], [`pki`], [`flood`]: peers for the tests;
+//! * [`tools`]: every external program the tests, the bench and xtask
+//!   start, where each comes from, and the installer for them.
 //!
-//! Nothing here depends on the `tracer` crate, so that the bench can use
-//! this library without building tracer.
+//! Nothing here depends on the `tracer` crate: the bench and xtask use this
+//! library without building tracer.
 
 pub mod daemon;
 pub mod flood;
@@ -25,6 +28,7 @@ pub mod process;
 pub mod prom;
 pub mod require;
 pub mod ss;
+pub mod tools;
 
 use std::{
     thread,

@@ -19,7 +19,6 @@ mod package;
 mod run;
 mod setup;
 mod test;
-mod tools;
 mod vm;
 
 use std::path::PathBuf;

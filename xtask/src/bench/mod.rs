@@ -19,8 +19,7 @@ mod churn;
 mod hold;
 mod http;
 mod measure;
-// The spawn check in tools reads its TCPSTATES.
-pub(crate) mod procs;
+mod procs;
 mod report;
 mod results;
 mod rounds;
@@ -37,10 +36,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
+use testkit::tools::{self, Scope};
+
 use crate::{
     cmd::{self, cargo, is_root, output, workspace_root},
     setup,
-    tools::{self, Scope},
 };
 
 /// Connection counts held for the memory and start-up measurements: 10k,

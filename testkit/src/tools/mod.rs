@@ -1,14 +1,17 @@
 //! Every external program that the tests, the bench, xtask itself and the
 //! kernel-matrix VM runner start, where each comes from, and the one
-//! installer for them. `cargo xtask test` installs them all, `cargo xtask
-//! bench` those marked `bench`. A unit test (`spawns`) scans the sources
-//! and fails when something is started that this list does not name.
+//! installer for them ([`install`]). `cargo xtask test` installs them all,
+//! the bench those marked `bench`. A unit test (`spawns`) scans the
+//! workspace's sources and fails when something is started that this list
+//! does not name.
+//!
+//! The list lives here, below the tests, the bench and xtask, because all
+//! three start these programs and two of them install them: one place for
+//! the fact.
 
-use std::{collections::BTreeSet, path::Path, process::Command};
+mod install;
 
-use anyhow::bail;
-
-use crate::cmd::{self, is_root, output, which};
+pub use install::install;
 
 /// Where a program comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +41,7 @@ use Source::{Apt, Base, Crate, IfPresent, Pypi, Rustup};
 pub struct Tool {
     pub command: &'static str,
     pub source: Source,
-    /// Installed by `cargo xtask bench` too.
+    /// Installed by the bench too.
     pub bench: bool,
     pub why: &'static str,
 }
@@ -224,130 +227,8 @@ pub const TOOLS: &[Tool] = &[
 pub enum Scope {
     /// Everything: `cargo xtask test`.
     All,
-    /// What `cargo xtask bench` runs.
+    /// What the bench runs.
     Bench,
-}
-
-/// Where Debian packages put programs. Looked at instead of PATH because
-/// a program of the same name elsewhere (pyenv's python3, a hand-built
-/// git) is not what the tests mean: they run /usr/bin/python3.
-const DEBIAN_DIRS: [&str; 4] = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"];
-
-fn debian_has(command: &str) -> bool {
-    DEBIAN_DIRS
-        .iter()
-        .any(|d| Path::new(d).join(command).is_file())
-}
-
-fn pip_works() -> bool {
-    output(Command::new("python3").args(["-m", "pip", "--version"])).is_some()
-}
-
-/// Installs the missing Debian and PyPI tools of `scope`: one `apt-get
-/// update`, one `apt-get install`, one `pip install`. Without root (or
-/// apt-get) a missing Debian tool is reported and not installed; the tests
-/// that need it then fail or skip loudly. The toolchain (`Rustup`,
-/// `Crate`) is `setup::toolchain`'s and `package::check_deb`'s to install.
-pub fn install(scope: Scope) -> anyhow::Result<()> {
-    let wanted = || TOOLS.iter().filter(move |t| scope == Scope::All || t.bench);
-    let missing_deb = |t: &&Tool| matches!(t.source, Apt(_) | Base(_)) && !debian_has(t.command);
-    let missing_pypi = |t: &&Tool| matches!(t.source, Pypi(_)) && which(t.command).is_none();
-
-    let debs: Vec<&Tool> = wanted().filter(missing_deb).collect();
-    let pypi: Vec<&Tool> = wanted().filter(missing_pypi).collect();
-    let mut packages: BTreeSet<&str> = debs
-        .iter()
-        .filter_map(|t| match t.source {
-            Apt(p) | Base(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    // Debian's python3 comes without pip.
-    let need_pip = !pypi.is_empty() && !pip_works();
-    if need_pip {
-        packages.insert("python3-pip");
-    }
-    let can_apt = is_root() && which("apt-get").is_some();
-    if !packages.is_empty() {
-        if can_apt {
-            apt_install(&packages)?;
-        } else {
-            for t in &debs {
-                eprintln!(
-                    "xtask: WARNING: `{}` is missing ({}); install Debian package {}",
-                    t.command,
-                    t.why,
-                    package_of(t)
-                );
-            }
-        }
-    }
-    if !pypi.is_empty() {
-        if pip_works() {
-            pip_install(&pypi)?;
-        } else {
-            for t in &pypi {
-                eprintln!(
-                    "xtask: WARNING: `{}` is missing ({}) and pip is not there to install PyPI {}",
-                    t.command,
-                    t.why,
-                    package_of(t)
-                );
-            }
-        }
-    }
-    // An install that succeeded but left a program missing means the list
-    // names the wrong package for it: say so instead of failing a test later.
-    if can_apt {
-        let still: Vec<String> = wanted()
-            .filter(|t| missing_deb(t) || missing_pypi(t))
-            .map(|t| format!("`{}` (from {})", t.command, package_of(t)))
-            .collect();
-        if !still.is_empty() {
-            bail!(
-                "still missing after installing: {}; fix xtask/src/tools",
-                still.join(", ")
-            );
-        }
-    }
-    Ok(())
-}
-
-fn package_of(t: &Tool) -> &'static str {
-    match t.source {
-        Apt(p) | Base(p) | Pypi(p) | Crate(p) | IfPresent(p) => p,
-        Rustup => "rustup",
-    }
-}
-
-fn apt_install(packages: &BTreeSet<&str>) -> anyhow::Result<()> {
-    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
-    // No recommends: prometheus would pull in node-exporter, a second
-    // server. Installing prometheus does not start its server on a machine
-    // without a running init: the package's postinst starts it through
-    // invoke-rc.d, which finds no runlevel (or policy-rc.d forbids it) and
-    // starts nothing, and through deb-systemd-invoke only when
-    // /run/systemd/system exists. The tests start their own on a free port.
-    cmd::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-}
-
-fn pip_install(tools: &[&Tool]) -> anyhow::Result<()> {
-    let packages: BTreeSet<&str> = tools.iter().map(|t| package_of(t)).collect();
-    cmd::run(
-        Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet"])
-            .args(&packages)
-            // Debian 12's python3 refuses pip installs (PEP 668) unless
-            // told; as root they go to /usr/local, which Debian leaves
-            // alone. Older pips ignore the variable.
-            .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
-            .env("PIP_ROOT_USER_ACTION", "ignore"),
-    )
 }
 
 #[cfg(test)]

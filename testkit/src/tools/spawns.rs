@@ -1,13 +1,12 @@
 //! The check that [`super::TOOLS`] names every program the code starts: it
 //! scans the sources for `Command::new(...)`, resolves the few spawns
-//! through a constant or a variable with [`THROUGH`], adds the programs
+//! through a variable with [`THROUGH`], adds the programs
 //! started by a wrapper or a shell script from [`INDIRECT`], and fails
 //! naming each program the list lacks.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::TOOLS;
-use crate::cmd::workspace_root;
 
 /// The source trees scanned (relative to the workspace root).
 const SCANNED: [&str; 4] = ["tracer/tests", "tracer/src", "testkit/src", "xtask/src"];
@@ -19,8 +18,6 @@ const NEEDLE: &str = concat!("Command", "::new(");
 enum Via {
     /// These programs (a variable the callers fill).
     Programs(&'static [&'static str]),
-    /// The program a path constant names (checked through the constant).
-    Constant(&'static str),
     /// A binary of this workspace: nothing to install.
     Ours,
 }
@@ -41,10 +38,11 @@ const THROUGH: &[(&str, &str, Via)] = &[
     ("xtask/src/package.rs", "binary", Via::Ours),
     ("xtask/src/run.rs", "&binary", Via::Ours),
     ("xtask/src/bench/procs.rs", "binary", Via::Ours),
+    // /usr/sbin/tcpstates.
     (
         "xtask/src/bench/procs.rs",
         "TCPSTATES",
-        Via::Constant(crate::bench::procs::TCPSTATES),
+        Via::Programs(&["tcpstates"]),
     ),
     // xtask itself, as `bench-hold`.
     ("xtask/src/bench/hold.rs", "&self.exe", Via::Ours),
@@ -97,6 +95,14 @@ const INDIRECT: &[(&str, &str, &str)] = &[
         "cargo-deb",
     ),
 ];
+
+/// The workspace root (this crate lives one level below it).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
 
 /// One `Command::new(...)`: its argument's text and the line it is on.
 #[derive(Debug, PartialEq, Eq)]
@@ -262,10 +268,6 @@ fn every_started_program_is_in_the_installer_list() {
                 Via::Programs(programs) => {
                     spawned.extend(programs.iter().map(|p| ((*p).to_owned(), at.clone())));
                 }
-                Via::Constant(path) => {
-                    let program = path.rsplit('/').next().unwrap_or(path);
-                    spawned.push((program.to_owned(), at));
-                }
                 Via::Ours => {}
             }
         }
@@ -304,8 +306,8 @@ fn every_started_program_is_in_the_installer_list() {
     );
     assert!(
         problems.is_empty(),
-        "the installer list in xtask/src/tools/mod.rs (or the tables in \
-         xtask/src/tools/spawns.rs) does not match the code:\n{}",
+        "the installer list in testkit/src/tools/mod.rs (or the tables in \
+         testkit/src/tools/spawns.rs) does not match the code:\n{}",
         problems.join("\n")
     );
 }
