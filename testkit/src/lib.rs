@@ -1,5 +1,5 @@
-//! What the integration tests (`tracer/tests/it`), the bench (`cargo xtask
-//! bench`) and xtask share: the ways they look at tracer from the outside, as an
+//! What the integration tests (`tracer/tests/it`), the bench (`bench/`)
+//! and xtask share: the ways they look at tracer from the outside, as an
 //! operator would.
 //!
 //! * [`http`]: an HTTP/1.1 client (keep-alive, or one request per

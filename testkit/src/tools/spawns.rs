@@ -9,7 +9,13 @@ use std::path::{Path, PathBuf};
 use super::TOOLS;
 
 /// The source trees scanned (relative to the workspace root).
-const SCANNED: [&str; 4] = ["tracer/tests", "tracer/src", "testkit/src", "xtask/src"];
+const SCANNED: [&str; 5] = [
+    "tracer/tests",
+    "tracer/src",
+    "testkit/src",
+    "bench/src",
+    "xtask/src",
+];
 
 /// Split so that this file does not contain the call it looks for.
 const NEEDLE: &str = concat!("Command", "::new(");
@@ -37,16 +43,12 @@ const THROUGH: &[(&str, &str, Via)] = &[
     ),
     ("xtask/src/package.rs", "binary", Via::Ours),
     ("xtask/src/run.rs", "&binary", Via::Ours),
-    ("xtask/src/bench/procs.rs", "binary", Via::Ours),
-    // /usr/sbin/tcpstates.
-    (
-        "xtask/src/bench/procs.rs",
-        "TCPSTATES",
-        Via::Programs(&["tcpstates"]),
-    ),
-    // xtask itself, as `bench-hold`.
-    ("xtask/src/bench/hold.rs", "&self.exe", Via::Ours),
-    ("xtask/src/bench/mod.rs", "&plan.tracer", Via::Ours),
+    // target/release/tracer-bench.
+    ("xtask/src/bench.rs", "&bench", Via::Ours),
+    ("bench/src/procs.rs", "binary", Via::Ours),
+    // The bench itself, as `tracer-bench hold`.
+    ("bench/src/hold.rs", "&self.exe", Via::Ours),
+    ("bench/src/main.rs", "&plan.tracer", Via::Ours),
 ];
 
 /// Programs started by another program: a wrapper's argument (`ip netns

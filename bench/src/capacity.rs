@@ -6,16 +6,16 @@
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
+use testkit::{http, prom, ss};
 
 use super::{
     Plan,
     hold::{self, Holders},
-    http, measure,
+    measure,
     procs::Daemon,
     results::{Latency, Level, Results},
     stop, sysctl,
@@ -75,17 +75,17 @@ pub fn prepare(plan: &Plan, sysctls: &mut sysctl::Sysctls) -> anyhow::Result<()>
 
 pub fn run(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
     wait_for_timewait_expiry()?;
-    eprintln!("xtask: bench: daemon memory, idle");
+    eprintln!("bench: daemon memory, idle");
     results.idle = Some(level(plan, 0, false, results)?);
     let available_before = measure::mem_available()?;
     let mut holders = Holders::new()?;
     for &conns in &plan.levels {
         stop::check()?;
-        eprintln!("xtask: bench: opening {conns} connections");
+        eprintln!("bench: opening {conns} connections");
         let opened = Instant::now();
         holders.grow_to(conns)?;
         eprintln!(
-            "xtask: bench:   {} held after {:.1} s",
+            "bench:   {} held after {:.1} s",
             holders.held(),
             opened.elapsed().as_secs_f64()
         );
@@ -93,7 +93,7 @@ pub fn run(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
         // memory estimate the bench refuses oversized levels with).
         let kernel = available_before.saturating_sub(measure::mem_available()?);
         eprintln!(
-            "xtask: bench:   kernel memory for them: about {} MiB",
+            "bench:   kernel memory for them: about {} MiB",
             kernel >> 20
         );
         let with_latency = conns == plan.latency_level;
@@ -101,7 +101,7 @@ pub fn run(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
         l.kernel_memory = Some(kernel);
         results.levels.push(l);
     }
-    eprintln!("xtask: bench: closing the held connections");
+    eprintln!("bench: closing the held connections");
     drop(holders);
     Ok(())
 }
@@ -118,7 +118,7 @@ fn wait_for_timewait_expiry() -> anyhow::Result<()> {
         && started.elapsed() < Duration::from_secs(70)
     {
         if !said {
-            eprintln!("xtask: bench: waiting for {tw} TIME_WAIT sockets to expire (up to 60 s)");
+            eprintln!("bench: waiting for {tw} TIME_WAIT sockets to expire (up to 60 s)");
             said = true;
         }
         stop::sleep(Duration::from_secs(1))?;
@@ -150,15 +150,15 @@ fn level(
         .unwrap_or_default();
     let daemon = Daemon::start(&plan.tracer, &extra, &plan.log("daemon"))?;
     eprintln!(
-        "xtask: bench:   daemon ready after {:.2} s",
+        "bench:   daemon ready after {:.2} s",
         daemon.ready_after.as_secs_f64()
     );
     stop::sleep(SETTLE)?;
     let text = daemon.metrics()?;
     let (rss, _) = measure::memory(daemon.pid())?;
-    let tracked = http::sum(&text, "tcpstate_tracked_sockets")?;
+    let tracked = Daemon::total(&text, "tcpstate_tracked_sockets")?;
     let established =
-        http::labelled(&text, "tcpstate_sockets", "state", "ESTABLISHED").unwrap_or(0.0);
+        prom::labelled(&text, "tcpstate_sockets", "state", "ESTABLISHED").unwrap_or(0.0);
     if with_latency {
         for path in ["/metrics", "/api/v1/snapshot"] {
             results.latency.push(latency(&daemon, path, conns)?);
@@ -169,7 +169,7 @@ fn level(
     let ready = daemon.ready_after;
     daemon.stop()?;
     eprintln!(
-        "xtask: bench:   RSS {:.1} MiB, {tracked} sockets tracked, {established} ESTABLISHED",
+        "bench:   RSS {:.1} MiB, {tracked} sockets tracked, {established} ESTABLISHED",
         rss.max(rss_after) as f64 / 1024.0 / 1024.0
     );
     Ok(Level {
@@ -180,7 +180,7 @@ fn level(
         hwm,
         tracked,
         established,
-        kernel_established: kernel_established(),
+        kernel_established: ss::established_total(),
         kernel_memory: None,
     })
 }
@@ -189,12 +189,16 @@ fn level(
 /// without keep-alive would), each timed from connect to the last byte.
 fn latency(daemon: &Daemon, path: &'static str, conns: usize) -> anyhow::Result<Latency> {
     let mut samples = Vec::with_capacity(REQUESTS);
+    let get = || {
+        http::get_within(daemon.addr, path, Duration::from_secs(30))
+            .with_context(|| format!("GET http://{}{path}", daemon.addr))
+    };
     // One unmeasured request: the first render may allocate buffers.
-    http::get(daemon.addr, path, Duration::from_secs(30))?;
+    get()?;
     for _ in 0..REQUESTS {
         stop::check()?;
         let t = Instant::now();
-        let r = http::get(daemon.addr, path, Duration::from_secs(30))?;
+        let r = get()?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if r.status != 200 || r.body.is_empty() {
             bail!(
@@ -207,7 +211,7 @@ fn latency(daemon: &Daemon, path: &'static str, conns: usize) -> anyhow::Result<
     }
     samples.sort_by(f64::total_cmp);
     eprintln!(
-        "xtask: bench:   GET {path}: p50 {:.2} ms, p99 {:.2} ms",
+        "bench:   GET {path}: p50 {:.2} ms, p99 {:.2} ms",
         measure::percentile(&samples, 50.0),
         measure::percentile(&samples, 99.0)
     );
@@ -216,18 +220,4 @@ fn latency(daemon: &Daemon, path: &'static str, conns: usize) -> anyhow::Result<
         conns,
         samples,
     })
-}
-
-/// Established TCP connections the kernel counts (`ss -s`, from
-/// /proc/net/snmp: cheap even with millions of sockets), as a cross-check
-/// of the daemon's gauge.
-fn kernel_established() -> Option<u64> {
-    let out = crate::cmd::output(Command::new("ss").arg("-s"))?;
-    let line = out.lines().find(|l| l.starts_with("TCP:"))?;
-    let after = line.split("estab ").nth(1)?;
-    after
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }

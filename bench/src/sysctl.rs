@@ -43,7 +43,7 @@ impl Sysctls {
             return Ok(());
         }
         write(name, value)?;
-        eprintln!("xtask: bench: {name} = {value} (was {old}; restored at the end)");
+        eprintln!("bench: {name} = {value} (was {old}; restored at the end)");
         self.saved.push((name.to_owned(), old));
         Ok(())
     }
@@ -61,8 +61,8 @@ impl Drop for Sysctls {
     fn drop(&mut self) {
         for (name, old) in self.saved.drain(..).rev() {
             match write(&name, &old) {
-                Ok(()) => eprintln!("xtask: bench: restored {name} = {old}"),
-                Err(e) => eprintln!("xtask: bench: WARNING: {e:#}; set it back by hand"),
+                Ok(()) => eprintln!("bench: restored {name} = {old}"),
+                Err(e) => eprintln!("bench: WARNING: {e:#}; set it back by hand"),
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::{collections::BTreeSet, process::Command};
 
 use anyhow::{Context as _, bail};
+use testkit::process::status_kib;
 
 /// User plus system CPU seconds of a whole process (every thread), from
 /// /proc/PID/stat.
@@ -34,15 +35,10 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 
 /// Resident and peak resident memory in bytes (VmRSS, VmHWM).
 pub fn memory(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    let field = |name: &str| {
+        status_kib(pid, name)
             .map(|kib| kib * 1024)
-            .with_context(|| format!("/proc/{pid}/status has no {name}"))
+            .with_context(|| format!("reading {name} of process {pid}"))
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }

@@ -7,10 +7,12 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use testkit::prom;
+
 use super::{
     Plan,
     churn::Server,
-    http, measure,
+    measure,
     procs::{Daemon, TCPSTATES_PROG, Tcpstates},
     results::{ChurnRun, Condition, DaemonCost, KernelCost, Results},
     stop,
@@ -29,9 +31,9 @@ pub fn run(plan: &Plan, sysctls: &mut Sysctls, results: &mut Results) -> anyhow:
     // (up to tcp_max_tw_buckets fill within seconds and then stay full), so
     // a discarded warm-up puts every counted run in the same steady state.
     let warmup = plan.duration.min(Duration::from_secs(10));
-    eprintln!("xtask: bench: churn warm-up, {:.0} s", warmup.as_secs_f64());
+    eprintln!("bench: churn warm-up, {:.0} s", warmup.as_secs_f64());
     let w = server.churn(plan.clients, warmup)?;
-    eprintln!("xtask: bench:   {:.0} conn/s", w.per_second());
+    eprintln!("bench:   {:.0} conn/s", w.per_second());
 
     for round in 1..=plan.rounds {
         for condition in Condition::ALL {
@@ -63,7 +65,7 @@ pub fn run(plan: &Plan, sysctls: &mut Sysctls, results: &mut Results) -> anyhow:
     }
 
     sysctls.set("kernel.bpf_stats_enabled", "1")?;
-    eprintln!("xtask: bench: kernel time per transition (bpf_stats_enabled=1)");
+    eprintln!("bench: kernel time per transition (bpf_stats_enabled=1)");
     {
         let daemon = Daemon::start(&plan.tracer, &[], &plan.log("daemon"))?;
         stop::sleep(SETTLE)?;
@@ -86,7 +88,7 @@ pub fn run(plan: &Plan, sysctls: &mut Sysctls, results: &mut Results) -> anyhow:
     }
     for k in &results.kernel {
         eprintln!(
-            "xtask: bench:   {}: {:.0} ns per run over {} runs",
+            "bench:   {}: {:.0} ns per run over {} runs",
             k.tool.name(),
             k.ns_per_run(),
             k.runs
@@ -109,7 +111,7 @@ fn report_run(run: &ChurnRun, rounds: usize) {
         })
         .unwrap_or_default();
     eprintln!(
-        "xtask: bench: round {}/{rounds}, {}: {:.0} conn/s ({} errors){extra}",
+        "bench: round {}/{rounds}, {}: {:.0} conn/s ({} errors){extra}",
         run.round,
         run.condition.name(),
         run.outcome.per_second(),
@@ -127,13 +129,13 @@ struct Reading {
 
 fn read(daemon: &Daemon) -> anyhow::Result<Reading> {
     let text = daemon.metrics()?;
-    let lost = http::samples(&text, "tcpstate_events_lost_total")
+    let lost = prom::samples(&text, "tcpstate_events_lost_total")
         .into_iter()
-        .map(|(labels, v)| (labels.replace("reason=", "").replace('"', ""), v))
+        .map(|(labels, v)| (labels.trim_start_matches("reason=").to_owned(), v))
         .collect();
     Ok(Reading {
-        transitions: http::sum(&text, "tcpstate_transitions_total")?,
-        events: http::sum(&text, "tcpstate_events_total")?,
+        transitions: Daemon::total(&text, "tcpstate_transitions_total")?,
+        events: Daemon::total(&text, "tcpstate_events_total")?,
         lost,
         cpu: measure::cpu_seconds(daemon.pid())?,
     })

@@ -361,7 +361,7 @@ impl Results {
     /// Writes results/bench-<UTC time>.json and, for a complete run,
     /// results/bench-latest.json (a partial one is only kept by its time).
     pub fn write(&self, error: Option<&str>) -> anyhow::Result<PathBuf> {
-        let dir = crate::cmd::workspace_root().join("results");
+        let dir = crate::workspace_root().join("results");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let text = serde_json::to_string_pretty(&self.to_json(error))? + "\n";
         let stamp = self

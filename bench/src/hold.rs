@@ -1,6 +1,6 @@
 //! Many concurrent ESTABLISHED connections, for the memory, start-up and
 //! latency measurements. A process may hold only 20,000 files here, so the
-//! connections live in child processes (`xtask bench-hold`, a hidden
+//! connections live in child processes (`tracer-bench hold`, a hidden
 //! subcommand of this same binary), each holding both ends of up to
 //! [`PER_CHILD`] connections. Each child listens on its own loopback address
 //! (127.77.x.y), so each has the whole ephemeral port range to itself: a
@@ -20,7 +20,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{procs::Guarded, stop};
+use testkit::process::Guarded;
+
+use super::stop;
 
 /// Connections per child: two files each, under the 20,000-file limit.
 pub const PER_CHILD: usize = 9_000;
@@ -90,7 +92,7 @@ pub struct Holders {
 impl Holders {
     pub fn new() -> anyhow::Result<Holders> {
         Ok(Holders {
-            exe: std::env::current_exe().context("finding the xtask binary")?,
+            exe: std::env::current_exe().context("finding the tracer-bench binary")?,
             children: Vec::new(),
             held: 0,
         })
@@ -112,17 +114,17 @@ impl Holders {
             let index = self.children.len() + 1;
             let ip = Ipv4Addr::new(127, 77, (index >> 8) as u8, (index & 0xff) as u8);
             let mut cmd = Command::new(&self.exe);
-            cmd.args(["bench-hold", "--ip", &ip.to_string()])
+            cmd.args(["hold", "--ip", &ip.to_string()])
                 .args(["--conns", &conns.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped());
-            let mut proc = Guarded::spawn(&mut cmd, "bench-hold", libc::SIGKILL)?;
+            let mut proc = Guarded::spawn(&mut cmd, "a connection holder", libc::SIGKILL)?;
             let stdin = proc.child_mut().stdin.take();
             let stdout = proc
                 .child_mut()
                 .stdout
                 .take()
-                .context("bench-hold has no stdout")?;
+                .context("a connection holder has no stdout")?;
             self.children.push(Holder { proc, stdin });
             pending.push((self.children.len() - 1, stdout, conns));
             planned += conns;
@@ -141,7 +143,7 @@ impl Holders {
             stop::check()?;
         }
         eprintln!(
-            "xtask: bench: holding {} connections in {} processes",
+            "bench: holding {} connections in {} processes",
             self.held,
             self.children.len()
         );

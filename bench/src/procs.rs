@@ -1,111 +1,22 @@
 //! The processes the bench starts and measures: `tracer daemon` and
-//! libbpf-tools' `tcpstates`. Each is a guard that stops its process when
-//! dropped, so no exit path leaves one running. They run in their own
-//! process group, so a Ctrl-C reaches only the bench, which then stops them
-//! in order; and with a parent-death signal, so that even a killed bench
-//! does not leave them behind.
+//! libbpf-tools' `tcpstates`. Each holds a `testkit` process guard, which
+//! stops its process when dropped, so no exit path leaves one running. They
+//! run in their own process group, so a Ctrl-C reaches only the bench,
+//! which then stops them in order; and with a parent-death signal, so that
+//! even a killed bench does not leave them behind.
 
 use std::{
     fs::File,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
-    os::unix::process::CommandExt as _,
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use testkit::{http, net::free_port, process::Guarded, prom};
 
-use super::{http, measure, stop};
-
-/// How long a stopped process gets before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// A child process, stopped (SIGTERM, then SIGKILL) on drop.
-pub struct Guarded {
-    child: Child,
-    what: String,
-    stopped: bool,
-}
-
-impl Guarded {
-    /// Starts `cmd`; `death_signal` is what the child gets if the bench dies.
-    pub fn spawn(
-        cmd: &mut Command,
-        what: &str,
-        death_signal: libc::c_int,
-    ) -> anyhow::Result<Guarded> {
-        cmd.process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs here.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {what} (`{}`)", crate::cmd::describe(cmd)))?;
-        Ok(Guarded {
-            child,
-            what: what.to_owned(),
-            stopped: false,
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn child_mut(&mut self) -> &mut Child {
-        &mut self.child
-    }
-
-    /// The exit status if the process has ended.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    /// SIGTERM, up to [`STOP_GRACE`] to exit, then SIGKILL.
-    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
-        if let Some(status) = self.exited() {
-            self.stopped = true;
-            return Ok(status);
-        }
-        let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
-        // SAFETY: kill has no memory preconditions; the pid is our unreaped
-        // child, so it cannot have been reused.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let until = Instant::now() + STOP_GRACE;
-        while Instant::now() < until {
-            if let Some(status) = self.exited() {
-                self.stopped = true;
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        eprintln!(
-            "xtask: bench: {} did not stop within {STOP_GRACE:?}; killing it",
-            self.what
-        );
-        let _ = self.child.kill();
-        let status = self.child.wait()?;
-        self.stopped = true;
-        Ok(status)
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        if !self.stopped
-            && let Err(e) = self.stop()
-        {
-            eprintln!("xtask: bench: stopping {}: {e:#}", self.what);
-        }
-    }
-}
+use super::{measure, stop};
 
 /// A log file that a child's output is appended to, with a header line.
 fn log_to(path: &Path, header: &str) -> anyhow::Result<File> {
@@ -117,12 +28,6 @@ fn log_to(path: &Path, header: &str) -> anyhow::Result<File> {
         .with_context(|| format!("opening {}", path.display()))?;
     writeln!(file, "==== {header}")?;
     Ok(file)
-}
-
-/// A free loopback port for the daemon's HTTP server.
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
-    Ok(listener.local_addr()?)
 }
 
 pub struct Daemon {
@@ -137,7 +42,7 @@ impl Daemon {
     /// Starts `tracer daemon` with its defaults (no config file, no
     /// TRACER_* variables) plus `extra`, and waits until it is ready.
     pub fn start(binary: &Path, extra: &[String], log: &Path) -> anyhow::Result<Daemon> {
-        let addr = free_port()?;
+        let addr = free_port().context("finding a free port")?;
         let out = log_to(
             log,
             &format!("tracer daemon --listen {addr} {}", extra.join(" ")),
@@ -169,7 +74,7 @@ impl Daemon {
                     log.display()
                 );
             }
-            if let Ok(r) = http::get(addr, "/readyz", Duration::from_secs(2))
+            if let Ok(r) = http::get_within(addr, "/readyz", Duration::from_secs(2))
                 && r.status == 200
             {
                 break spawned.elapsed();
@@ -193,11 +98,19 @@ impl Daemon {
 
     /// The /metrics text.
     pub fn metrics(&self) -> anyhow::Result<String> {
-        let r = http::get(self.addr, "/metrics", Duration::from_secs(30))?;
+        let r = http::get_within(self.addr, "/metrics", Duration::from_secs(30))
+            .with_context(|| format!("GET http://{}/metrics", self.addr))?;
         if r.status != 200 {
             bail!("GET /metrics answered {}", r.status);
         }
         Ok(r.body)
+    }
+
+    /// The sum of a family of its metrics, from `text` (a /metrics read);
+    /// an error if the family is absent (a renamed metric must fail the
+    /// bench, not read as zero).
+    pub fn total(text: &str, name: &str) -> anyhow::Result<f64> {
+        prom::total(text, name).with_context(|| format!("the daemon's /metrics has no `{name}`"))
     }
 
     /// Stops it (SIGTERM) and fails unless it exited cleanly.
@@ -213,9 +126,8 @@ impl Daemon {
     }
 }
 
-/// The libbpf-tools program named in the issue as the reference.
-pub const TCPSTATES: &str = "/usr/sbin/tcpstates";
-/// Its tracepoint program's name.
+/// The tracepoint program's name of libbpf-tools' `tcpstates`, the
+/// reference the issue names.
 pub const TCPSTATES_PROG: &str = "handle_set_state";
 
 pub struct Tcpstates {
@@ -228,7 +140,7 @@ impl Tcpstates {
     /// /dev/null, but the attachment is a BPF link file it holds).
     pub fn start(log: &Path) -> anyhow::Result<Tcpstates> {
         let err = log_to(log, "tcpstates > /dev/null")?;
-        let mut cmd = Command::new(TCPSTATES);
+        let mut cmd = Command::new("/usr/sbin/tcpstates");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
         let mut proc = Guarded::spawn(&mut cmd, "tcpstates", libc::SIGTERM)?;
         let started = Instant::now();

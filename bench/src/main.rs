@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: what tracer costs, measured against the targets in
-//! the issue, on this machine, as root, with the release build:
+//! `tracer-bench` (run by `cargo xtask bench`, which builds both release
+//! binaries first): what tracer costs, measured against the targets in the
+//! issue, on this machine, as root, with the release build:
 //!
 //! 1. loopback connection churn with nothing attached, with `tracer daemon`
 //!    and with libbpf-tools' `tcpstates > /dev/null` (`rounds`);
@@ -12,12 +13,12 @@
 //! Held connections come first: the churn leaves up to tcp_max_tw_buckets
 //! TIME_WAIT sockets for a minute, which would blur the idle memory reading.
 //! Prints a table and writes results/bench-<UTC time>.json (and
-//! results/bench-latest.json).
+//! results/bench-latest.json). The HTTP client, the Prometheus parser, `ss`
+//! and the process guard come from `testkit`, as the tests use them.
 
 mod capacity;
 mod churn;
 mod hold;
-mod http;
 mod measure;
 mod procs;
 mod report;
@@ -28,19 +29,17 @@ mod sysctl;
 
 use std::{
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
 use serde_json::json;
-
-use testkit::tools::{self, Scope};
-
-use crate::{
-    cmd::{self, cargo, is_root, output, workspace_root},
-    setup,
+use testkit::{
+    process::is_root,
+    tools::{self, Scope},
 };
 
 /// Connection counts held for the memory and start-up measurements: 10k,
@@ -51,15 +50,61 @@ const LEVELS: [usize; 3] = [5_000, 50_000, 500_000];
 /// 100k sockets.
 const LATENCY_LEVEL: usize = 50_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Part {
+enum Part {
     /// Connection churn: rate, lost events, CPU, kernel time.
     Churn,
     /// Held connections: memory, start-up time, HTTP latency.
     Hold,
 }
 
+#[derive(Parser)]
+#[command(
+    name = "tracer-bench",
+    about = "Measure tracer against its performance targets (root; about 5 minutes; \
+             --quick about 2): prints a table and writes results/bench-<UTC time>.json",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    child: Option<Child>,
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+#[derive(Subcommand)]
+enum Child {
+    /// Hold loopback connections for the bench (a child process of it).
+    #[command(hide = true)]
+    Hold(HoldArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.child {
+        Some(Child::Hold(args)) => hold::child(args.ip, args.conns),
+        None => bench(&cli.args),
+    }
+}
+
+/// The workspace root (this crate lives one level below it): results/ and
+/// the default tracer binary are there.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The stdout of a command that succeeded.
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(std::process::Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+struct BenchArgs {
     /// Seconds of churn per run [default: 10; 3 with --quick].
     #[arg(long, value_name = "SECONDS")]
     duration: Option<f64>,
@@ -83,13 +128,14 @@ pub struct BenchArgs {
     /// Churn server threads, one listening port each [default: 1 per CPU].
     #[arg(long, value_name = "N")]
     servers: Option<usize>,
-    /// Bench this tracer binary instead of building target/release/tracer.
+    /// The tracer binary to bench [default: target/release/tracer, which
+    /// `cargo xtask bench` builds].
     #[arg(long, value_name = "PATH")]
     tracer: Option<PathBuf>,
 }
 
 /// The resolved settings every part reads.
-pub struct Plan {
+struct Plan {
     tracer: PathBuf,
     duration: Duration,
     rounds: usize,
@@ -107,27 +153,26 @@ impl Plan {
     }
 }
 
-pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if !is_root() {
         bail!(
-            "cargo xtask bench needs root: it loads BPF programs, changes sysctls and holds \
+            "the bench needs root: it loads BPF programs, changes sysctls and holds \
              up to two million sockets; run `sudo -E cargo xtask bench`"
         );
     }
     let started = Instant::now();
     stop::install()?;
-    let tracer = match &args.tracer {
-        Some(path) => path.clone(),
-        None => {
-            setup::toolchain()?;
-            cmd::run(cargo().args(["build", "--release", "--package", "tracer"]))?;
-            workspace_root().join("target/release/tracer")
-        }
-    };
+    let tracer = args
+        .tracer
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("target/release/tracer"));
     if !tracer.is_file() {
-        bail!("no tracer binary at {}", tracer.display());
+        bail!(
+            "no tracer binary at {}: `cargo xtask bench` builds it",
+            tracer.display()
+        );
     }
-    tools::install(Scope::Bench)?;
+    tools::install(Scope::Bench).context("installing the bench's tools")?;
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let plan = plan(args, tracer, cpus)?;
     warn_about_others();
@@ -178,7 +223,7 @@ fn plan(args: &BenchArgs, tracer: PathBuf, cpus: usize) -> anyhow::Result<Plan> 
         .max()
         .or_else(|| levels.first().copied())
         .unwrap_or(0);
-    let logs = workspace_root().join("target/xtask/bench");
+    let logs = workspace_root().join("target/tracer-bench");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     for name in ["daemon", "tcpstates"] {
         let _ = std::fs::remove_file(logs.join(format!("{name}.log")));
@@ -226,7 +271,7 @@ fn warn_about_others() {
         .collect();
     if !others.is_empty() {
         eprintln!(
-            "xtask: bench: WARNING: already running, and tracing every transition too: {}",
+            "bench: WARNING: already running, and tracing every transition too: {}",
             others.join(", ")
         );
     }
@@ -276,19 +321,13 @@ fn meta(
     .collect()
 }
 
-/// `xtask bench-hold`: arguments of a connection holder child.
+/// `tracer-bench hold`: arguments of a connection holder child.
 #[derive(Debug, clap::Args)]
-pub struct HoldArgs {
+struct HoldArgs {
     /// Loopback address of this holder's listener.
     #[arg(long)]
     ip: Ipv4Addr,
     /// Connections to open and hold.
     #[arg(long)]
     conns: usize,
-}
-
-impl HoldArgs {
-    pub fn run(&self) -> anyhow::Result<()> {
-        hold::child(self.ip, self.conns)
-    }
 }
