@@ -434,7 +434,10 @@ pub fn utc(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::results::{ChurnRun, KernelCost, Latency};
 
     #[test]
     fn formats() {
@@ -445,5 +448,103 @@ mod tests {
         assert_eq!(short(12_345), "12,345");
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_709_210_096), "2024-02-29T12:34:56Z");
+    }
+
+    fn level(conns: usize, rss: u64, tracked: f64) -> Level {
+        Level {
+            conns,
+            max_sockets: None,
+            ready: Duration::from_millis(300),
+            rss,
+            hwm: rss,
+            tracked,
+            established: 2.0 * conns as f64,
+            kernel_established: Some(2 * conns as u64),
+            kernel_memory: None,
+        }
+    }
+
+    #[test]
+    fn the_table_has_every_part_in_order_and_judges_the_targets() {
+        let outcome = |connections| Outcome {
+            connections,
+            errors: 0,
+            elapsed: Duration::from_secs(1),
+        };
+        let results = Results {
+            churn: Condition::ALL
+                .iter()
+                .zip([1000, 960, 500])
+                .map(|(&condition, conns)| ChurnRun {
+                    round: 1,
+                    condition,
+                    outcome: outcome(conns),
+                    daemon: (condition == Condition::Daemon).then(|| DaemonCost {
+                        transitions: 9600.0,
+                        events: 9600.0,
+                        lost: Default::default(),
+                        cpu_seconds: 0.001,
+                    }),
+                })
+                .collect(),
+            kernel: vec![KernelCost {
+                tool: Condition::Daemon,
+                program: "inet_sock_set_s".to_owned(),
+                id: 7,
+                runs: 1000,
+                run_time_ns: 200_000,
+                outcome: outcome(100),
+            }],
+            idle: Some(level(0, 16 << 20, 10.0)),
+            levels: vec![level(50_000, (16 << 20) + 100_000 * 150, 100_010.0)],
+            latency: vec![Latency {
+                path: "/metrics",
+                conns: 50_000,
+                samples: vec![1.0, 2.0],
+            }],
+            ..Results::default()
+        };
+        let rows = results.rows();
+        let metrics: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            metrics,
+            [
+                "churn, bare (median of 1)",
+                "churn, tracer daemon (median of 1)",
+                "churn, tcpstates > /dev/null (median of 1)",
+                "transitions per connection",
+                "events lost by the daemon (all daemon runs)",
+                "daemon CPU per 1M transitions (median)",
+                "kernel time per transition, tracer daemon (inet_sock_set_s)",
+                "daemon RSS, idle (10 sockets tracked)",
+                "daemon RSS, 100k sockets (50k conns) (100,010 sockets tracked)",
+                "  bytes per tracked socket, 100k sockets (50k conns)",
+                "  ESTABLISHED gauge, 100k sockets (50k conns)",
+                "  ready after start, 100k sockets (50k conns)",
+                "daemon RSS for 1M tracked sockets (idle + 1M x per-socket at 100k sockets)",
+                "GET /metrics latency, 100k sockets",
+            ]
+        );
+        let met: Vec<Option<bool>> = rows.iter().map(|r| r.3).collect();
+        assert_eq!(
+            met,
+            [
+                None,
+                Some(true),
+                None,
+                None,
+                Some(true),
+                Some(true),
+                Some(true),
+                None,
+                None,
+                Some(true),
+                Some(true),
+                None,
+                Some(true),
+                Some(true),
+            ]
+        );
+        assert_eq!(rows[9].1, "150 B");
     }
 }
