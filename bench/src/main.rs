@@ -19,6 +19,7 @@
 mod capacity;
 mod churn;
 mod hold;
+mod json;
 mod measure;
 mod procs;
 mod report;

@@ -1,13 +1,7 @@
-//! What the bench found, against the targets from the issue: a table on
-//! stdout and the same figures as JSON under results/.
-
-use std::path::PathBuf;
-
-use anyhow::Context as _;
-use serde_json::{Value, json};
+//! What the bench found, against the targets from the issue: the table on
+//! stdout (`json` writes the same figures under results/).
 
 use super::{
-    churn::Outcome,
     measure,
     results::{Condition, DaemonCost, Level, Results},
 };
@@ -23,113 +17,160 @@ const READY_1M_S: f64 = 3.0;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// One row of the table: what was measured, its value, the target, and
+/// whether it was met (None: no target, or not judged).
+pub(crate) struct Row {
+    pub metric: String,
+    pub value: String,
+    pub target: String,
+    pub met: Option<bool>,
+}
+
+fn row(metric: impl Into<String>, value: String, target: &str, met: Option<bool>) -> Row {
+    Row {
+        metric: metric.into(),
+        value,
+        target: target.to_owned(),
+        met,
+    }
+}
+
 impl Results {
-    /// The rows of the table: metric, value, target, met.
-    fn rows(&self) -> Vec<(String, String, String, Option<bool>)> {
+    /// The rows of the table, in the order of the issue's targets.
+    pub(crate) fn rows(&self) -> Vec<Row> {
+        let mut rows = self.churn_rows();
+        rows.extend(self.daemon_cost_rows());
+        rows.extend(self.kernel_rows());
+        rows.extend(self.memory_rows());
+        rows.extend(self.estimate_row());
+        rows.extend(self.latency_rows());
+        rows
+    }
+
+    /// Each condition's median rate, against bare; failed connections.
+    fn churn_rows(&self) -> Vec<Row> {
         let mut rows = Vec::new();
-        let mut row = |m: String, v: String, t: &str, ok: Option<bool>| {
-            rows.push((m, v, t.to_owned(), ok));
-        };
-        if !self.churn.is_empty() {
-            let bare = self.median_rate(Condition::Bare);
-            for c in Condition::ALL {
-                let n = self.runs(c).count();
-                let rate = self.median_rate(c);
-                let ratio = rate / bare;
-                let of_bare = || {
-                    let mut per_round = self.round_ratios(c);
-                    per_round.sort_by(f64::total_cmp);
-                    let range = match (per_round.first(), per_round.last()) {
-                        (Some(lo), Some(hi)) => {
-                            format!("; {:.0}-{:.0} % per round", lo * 100.0, hi * 100.0)
-                        }
-                        _ => String::new(),
-                    };
-                    format!(
-                        "{} conn/s ({:.1} % of bare{range})",
-                        thousands(rate),
-                        ratio * 100.0
-                    )
-                };
-                let (value, target, ok) = match c {
-                    Condition::Bare => (format!("{} conn/s", thousands(rate)), "", None),
-                    Condition::Daemon => (of_bare(), ">= 95 % of bare", Some(ratio >= CHURN_RATIO)),
-                    Condition::Tcpstates => (of_bare(), "(reference)", None),
-                };
-                row(
-                    format!("churn, {} (median of {n})", c.name()),
-                    value,
-                    target,
-                    ok,
-                );
-            }
-            let errors: u64 = self.churn.iter().map(|r| r.outcome.errors).sum();
-            if errors > 0 {
-                row(
-                    "churn connections that failed (all runs)".into(),
-                    thousands(errors as f64),
-                    "0",
-                    Some(false),
-                );
-            }
-            let costs: Vec<&DaemonCost> = self.daemon_costs().collect();
-            if !costs.is_empty() {
-                let transitions: f64 = costs.iter().map(|c| c.transitions).sum();
-                let events: f64 = costs.iter().map(|c| c.events).sum();
-                let lost: f64 = costs.iter().map(|c| c.lost_total()).sum();
-                let conns: u64 = self
-                    .runs(Condition::Daemon)
-                    .map(|r| r.outcome.connections)
-                    .sum();
-                row(
-                    "transitions per connection".into(),
-                    format!("{:.2}", transitions / conns as f64),
-                    "",
-                    None,
-                );
-                row(
-                    "events lost by the daemon (all daemon runs)".into(),
-                    format!(
-                        "{} lost, {} received, {} transitions",
-                        thousands(lost),
-                        thousands(events),
-                        thousands(transitions)
-                    ),
-                    "0",
-                    Some(lost == 0.0),
-                );
-                let cpu: Vec<f64> = costs.iter().map(|c| c.cpu_per_million()).collect();
-                let cpu = measure::median(&cpu);
-                row(
-                    "daemon CPU per 1M transitions (median)".into(),
-                    format!("{cpu:.3} s"),
-                    "<= 0.2 s (2 s per 10M)",
-                    Some(cpu <= CPU_PER_MILLION),
-                );
-            }
+        if self.churn.is_empty() {
+            return rows;
         }
-        for k in &self.kernel {
-            let (target, ok) = match k.tool {
-                Condition::Daemon => ("<= 250 ns", Some(k.ns_per_run() <= KERNEL_NS)),
-                _ => ("(reference)", None),
+        let bare = self.median_rate(Condition::Bare);
+        for c in Condition::ALL {
+            let n = self.runs(c).count();
+            let rate = self.median_rate(c);
+            let ratio = rate / bare;
+            let of_bare = || {
+                let mut per_round = self.round_ratios(c);
+                per_round.sort_by(f64::total_cmp);
+                let range = match (per_round.first(), per_round.last()) {
+                    (Some(lo), Some(hi)) => {
+                        format!("; {:.0}-{:.0} % per round", lo * 100.0, hi * 100.0)
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "{} conn/s ({:.1} % of bare{range})",
+                    thousands(rate),
+                    ratio * 100.0
+                )
             };
-            row(
-                format!(
-                    "kernel time per transition, {} ({})",
-                    k.tool.name(),
-                    k.program
-                ),
-                format!(
-                    "{:.0} ns ({} runs)",
-                    k.ns_per_run(),
-                    thousands(k.runs as f64)
-                ),
+            let (value, target, ok) = match c {
+                Condition::Bare => (format!("{} conn/s", thousands(rate)), "", None),
+                Condition::Daemon => (of_bare(), ">= 95 % of bare", Some(ratio >= CHURN_RATIO)),
+                Condition::Tcpstates => (of_bare(), "(reference)", None),
+            };
+            rows.push(row(
+                format!("churn, {} (median of {n})", c.name()),
+                value,
                 target,
                 ok,
-            );
+            ));
         }
-        if let Some(idle) = &self.idle {
+        let errors: u64 = self.churn.iter().map(|r| r.outcome.errors).sum();
+        if errors > 0 {
+            rows.push(row(
+                "churn connections that failed (all runs)",
+                thousands(errors as f64),
+                "0",
+                Some(false),
+            ));
+        }
+        rows
+    }
+
+    /// What the daemon did during its churn runs: transitions, losses, CPU.
+    fn daemon_cost_rows(&self) -> Vec<Row> {
+        let costs: Vec<&DaemonCost> = self.daemon_costs().collect();
+        if costs.is_empty() {
+            return Vec::new();
+        }
+        let transitions: f64 = costs.iter().map(|c| c.transitions).sum();
+        let events: f64 = costs.iter().map(|c| c.events).sum();
+        let lost: f64 = costs.iter().map(|c| c.lost_total()).sum();
+        let conns: u64 = self
+            .runs(Condition::Daemon)
+            .map(|r| r.outcome.connections)
+            .sum();
+        let cpu: Vec<f64> = costs.iter().map(|c| c.cpu_per_million()).collect();
+        let cpu = measure::median(&cpu);
+        vec![
             row(
+                "transitions per connection",
+                format!("{:.2}", transitions / conns as f64),
+                "",
+                None,
+            ),
+            row(
+                "events lost by the daemon (all daemon runs)",
+                format!(
+                    "{} lost, {} received, {} transitions",
+                    thousands(lost),
+                    thousands(events),
+                    thousands(transitions)
+                ),
+                "0",
+                Some(lost == 0.0),
+            ),
+            row(
+                "daemon CPU per 1M transitions (median)",
+                format!("{cpu:.3} s"),
+                "<= 0.2 s (2 s per 10M)",
+                Some(cpu <= CPU_PER_MILLION),
+            ),
+        ]
+    }
+
+    /// The kernel program's time per transition, ours and tcpstates'.
+    fn kernel_rows(&self) -> Vec<Row> {
+        self.kernel
+            .iter()
+            .map(|k| {
+                let (target, ok) = match k.tool {
+                    Condition::Daemon => ("<= 250 ns", Some(k.ns_per_run() <= KERNEL_NS)),
+                    _ => ("(reference)", None),
+                };
+                row(
+                    format!(
+                        "kernel time per transition, {} ({})",
+                        k.tool.name(),
+                        k.program
+                    ),
+                    format!(
+                        "{:.0} ns ({} runs)",
+                        k.ns_per_run(),
+                        thousands(k.runs as f64)
+                    ),
+                    target,
+                    ok,
+                )
+            })
+            .collect()
+    }
+
+    /// The idle daemon's memory, then each level's.
+    fn memory_rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        if let Some(idle) = &self.idle {
+            rows.push(row(
                 format!(
                     "daemon RSS, idle ({} sockets tracked)",
                     thousands(idle.tracked)
@@ -137,141 +178,155 @@ impl Results {
                 mib(idle.rss),
                 "",
                 None,
-            );
+            ));
         }
         for level in &self.levels {
-            // On loopback each connection is two sockets, both tracked.
-            let label = format!(
-                "{} sockets ({} conns)",
-                short(2 * level.conns),
-                short(level.conns)
-            );
-            let grown = self
-                .idle
-                .as_ref()
-                .map(|i| format!(" (+{})", mib(level.rss.saturating_sub(i.rss))))
-                .unwrap_or_default();
-            row(
-                format!(
-                    "daemon RSS, {label} ({} sockets tracked)",
-                    thousands(level.tracked)
-                ),
-                format!("{}{grown}, peak {}", mib(level.rss), mib(level.hwm)),
-                "",
-                None,
-            );
-            if let Some(b) = self.bytes_per_socket(level) {
-                // Below 100k sockets the daemon's fixed costs (tables sized
-                // in steps, allocator arenas) outweigh the sockets: the
-                // figure is shown, the target judged at the larger levels.
-                let judged = 2 * level.conns >= 100_000;
-                row(
-                    format!("  bytes per tracked socket, {label}"),
-                    format!("{b:.0} B"),
-                    if judged {
-                        "< 200 B"
-                    } else {
-                        "(fixed costs dominate)"
-                    },
-                    judged.then_some(b < BYTES_PER_SOCKET),
-                );
-            }
-            let expected =
-                2.0 * level.conns as f64 + self.idle.as_ref().map_or(0.0, |i| i.established);
-            let close = (level.established - expected).abs() <= 0.01 * expected + 100.0;
-            row(
-                format!("  ESTABLISHED gauge, {label}"),
-                format!(
-                    "{} (expected ~{}{})",
-                    thousands(level.established),
-                    thousands(expected),
-                    level
-                        .kernel_established
-                        .map(|k| format!(", ss -s: {}", thousands(k as f64)))
-                        .unwrap_or_default()
-                ),
-                "within 1 %",
-                Some(close),
-            );
-            let ready = level.ready.as_secs_f64();
-            row(
-                format!("  ready after start, {label}"),
-                format!("{ready:.2} s"),
-                if 2 * level.conns >= 1_000_000 {
-                    "< 3 s"
-                } else {
-                    "< 3 s at 1M sockets"
-                },
-                (2 * level.conns >= 1_000_000).then_some(ready < READY_1M_S),
-            );
+            rows.extend(self.level_rows(level));
         }
-        if let Some((level, per_socket)) = self
+        rows
+    }
+
+    /// One level: memory, bytes per socket, the ESTABLISHED gauge, start-up.
+    fn level_rows(&self, level: &Level) -> Vec<Row> {
+        // On loopback each connection is two sockets, both tracked.
+        let label = format!(
+            "{} sockets ({} conns)",
+            short(2 * level.conns),
+            short(level.conns)
+        );
+        let grown = self
+            .idle
+            .as_ref()
+            .map(|i| format!(" (+{})", mib(level.rss.saturating_sub(i.rss))))
+            .unwrap_or_default();
+        let mut rows = vec![row(
+            format!(
+                "daemon RSS, {label} ({} sockets tracked)",
+                thousands(level.tracked)
+            ),
+            format!("{}{grown}, peak {}", mib(level.rss), mib(level.hwm)),
+            "",
+            None,
+        )];
+        if let Some(b) = self.bytes_per_socket(level) {
+            // Below 100k sockets the daemon's fixed costs (tables sized in
+            // steps, allocator arenas) outweigh the sockets: the figure is
+            // shown, the target judged at the larger levels.
+            let judged = 2 * level.conns >= 100_000;
+            rows.push(row(
+                format!("  bytes per tracked socket, {label}"),
+                format!("{b:.0} B"),
+                if judged {
+                    "< 200 B"
+                } else {
+                    "(fixed costs dominate)"
+                },
+                judged.then_some(b < BYTES_PER_SOCKET),
+            ));
+        }
+        let expected = 2.0 * level.conns as f64 + self.idle.as_ref().map_or(0.0, |i| i.established);
+        let close = (level.established - expected).abs() <= 0.01 * expected + 100.0;
+        rows.push(row(
+            format!("  ESTABLISHED gauge, {label}"),
+            format!(
+                "{} (expected ~{}{})",
+                thousands(level.established),
+                thousands(expected),
+                level
+                    .kernel_established
+                    .map(|k| format!(", ss -s: {}", thousands(k as f64)))
+                    .unwrap_or_default()
+            ),
+            "within 1 %",
+            Some(close),
+        ));
+        let ready = level.ready.as_secs_f64();
+        let at_a_million = 2 * level.conns >= 1_000_000;
+        rows.push(row(
+            format!("  ready after start, {label}"),
+            format!("{ready:.2} s"),
+            if at_a_million {
+                "< 3 s"
+            } else {
+                "< 3 s at 1M sockets"
+            },
+            at_a_million.then_some(ready < READY_1M_S),
+        ));
+        rows
+    }
+
+    /// Memory for a million tracked sockets, from the largest level's cost
+    /// per socket.
+    fn estimate_row(&self) -> Option<Row> {
+        let (level, per_socket) = self
             .levels
             .iter()
             .rev()
-            .find_map(|l| Some((l, self.bytes_per_socket(l)?)))
-            && let Some(idle) = &self.idle
-        {
-            let estimate = (idle.rss as f64 + 1e6 * per_socket) / MIB;
-            row(
-                format!(
-                    "daemon RSS for 1M tracked sockets (idle + 1M x per-socket at {} sockets)",
-                    short(2 * level.conns)
-                ),
-                format!("{estimate:.1} MiB"),
-                "< 300 MiB",
-                Some(estimate < MIB_PER_MILLION_SOCKETS),
-            );
-        }
-        for l in &self.latency {
-            let p99 = measure::percentile(&l.samples, 99.0);
-            let (target, ok) = if l.path == "/metrics" {
-                ("p99 < 10 ms", Some(p99 < METRICS_P99_MS))
-            } else {
-                ("", None)
-            };
-            row(
-                format!("GET {} latency, {} sockets", l.path, short(2 * l.conns)),
-                format!(
-                    "p50 {:.2} ms, p99 {p99:.2} ms ({} requests)",
-                    measure::percentile(&l.samples, 50.0),
-                    l.samples.len()
-                ),
-                target,
-                ok,
-            );
-        }
-        rows
+            .find_map(|l| Some((l, self.bytes_per_socket(l)?)))?;
+        let idle = self.idle.as_ref()?;
+        let estimate = (idle.rss as f64 + 1e6 * per_socket) / MIB;
+        Some(row(
+            format!(
+                "daemon RSS for 1M tracked sockets (idle + 1M x per-socket at {} sockets)",
+                short(2 * level.conns)
+            ),
+            format!("{estimate:.1} MiB"),
+            "< 300 MiB",
+            Some(estimate < MIB_PER_MILLION_SOCKETS),
+        ))
+    }
+
+    /// HTTP latency of each path measured.
+    fn latency_rows(&self) -> Vec<Row> {
+        self.latency
+            .iter()
+            .map(|l| {
+                let p99 = measure::percentile(&l.samples, 99.0);
+                let (target, ok) = if l.path == "/metrics" {
+                    ("p99 < 10 ms", Some(p99 < METRICS_P99_MS))
+                } else {
+                    ("", None)
+                };
+                row(
+                    format!("GET {} latency, {} sockets", l.path, short(2 * l.conns)),
+                    format!(
+                        "p50 {:.2} ms, p99 {p99:.2} ms ({} requests)",
+                        measure::percentile(&l.samples, 50.0),
+                        l.samples.len()
+                    ),
+                    target,
+                    ok,
+                )
+            })
+            .collect()
     }
 
     /// Prints the table to stdout.
     pub fn print(&self) {
         let rows = self.rows();
         let header = ("metric", "value", "target", "met");
-        let w0 = rows
-            .iter()
-            .map(|r| r.0.len())
-            .chain([header.0.len()])
-            .max()
-            .unwrap_or(0);
-        let w1 = rows
-            .iter()
-            .map(|r| r.1.len())
-            .chain([header.1.len()])
-            .max()
-            .unwrap_or(0);
-        let w2 = rows
-            .iter()
-            .map(|r| r.2.len())
-            .chain([header.2.len()])
-            .max()
-            .unwrap_or(0);
+        let width = |cell: fn(&Row) -> &str, title: &str| {
+            rows.iter()
+                .map(|r| cell(r).len())
+                .chain([title.len()])
+                .max()
+                .unwrap_or(0)
+        };
+        let w0 = width(|r| &r.metric, header.0);
+        let w1 = width(|r| &r.value, header.1);
+        let w2 = width(|r| &r.target, header.2);
         println!(
             "{:w0$}  {:w1$}  {:w2$}  {}",
             header.0, header.1, header.2, header.3
         );
         println!("{}", "-".repeat(w0 + w1 + w2 + 11));
-        for (m, v, t, ok) in &rows {
+        for Row {
+            metric: m,
+            value: v,
+            target: t,
+            met: ok,
+        } in &rows
+        {
             let met = match ok {
                 Some(true) => "yes",
                 Some(false) => "NO",
@@ -279,105 +334,6 @@ impl Results {
             };
             println!("{m:w0$}  {v:w1$}  {t:w2$}  {met}");
         }
-    }
-
-    pub fn to_json(&self, error: Option<&str>) -> Value {
-        let outcome = |o: &Outcome| {
-            json!({
-                "connections": o.connections,
-                "errors": o.errors,
-                "seconds": o.elapsed.as_secs_f64(),
-                "connections_per_second": o.per_second(),
-            })
-        };
-        let level = |l: &Level| {
-            json!({
-                "connections": l.conns,
-                "max_sockets_flag": l.max_sockets,
-                "ready_seconds": l.ready.as_secs_f64(),
-                "rss_bytes": l.rss,
-                "peak_rss_bytes": l.hwm,
-                "tracked_sockets": l.tracked,
-                "established_gauge": l.established,
-                "kernel_established": l.kernel_established,
-                "kernel_memory_bytes": l.kernel_memory,
-                "bytes_per_tracked_socket": self.bytes_per_socket(l),
-            })
-        };
-        let bare = self.median_rate(Condition::Bare);
-        let summary: Vec<Value> = self
-            .rows()
-            .into_iter()
-            .map(|(m, v, t, ok)| json!({"metric": m, "value": v, "target": t, "met": ok}))
-            .collect();
-        json!({
-            "meta": self.meta,
-            "error": error,
-            "summary": summary,
-            "churn": {
-                "medians": Condition::ALL.iter().map(|c| json!({
-                    "condition": c.name(),
-                    "connections_per_second": self.median_rate(*c),
-                    "ratio_to_bare": self.median_rate(*c) / bare,
-                    "ratio_to_bare_per_round": self.round_ratios(*c),
-                })).collect::<Vec<_>>(),
-                "runs": self.churn.iter().map(|r| json!({
-                    "round": r.round,
-                    "condition": r.condition.name(),
-                    "outcome": outcome(&r.outcome),
-                    "daemon": r.daemon.as_ref().map(|d| json!({
-                        "transitions": d.transitions,
-                        "events_received": d.events,
-                        "events_lost": d.lost,
-                        "cpu_seconds": d.cpu_seconds,
-                        "cpu_seconds_per_million_transitions": d.cpu_per_million(),
-                    })),
-                })).collect::<Vec<_>>(),
-            },
-            "kernel": self.kernel.iter().map(|k| json!({
-                "tool": k.tool.name(),
-                "program": k.program,
-                "id": k.id,
-                "run_cnt": k.runs,
-                "run_time_ns": k.run_time_ns,
-                "ns_per_run": k.ns_per_run(),
-                "outcome": outcome(&k.outcome),
-            })).collect::<Vec<_>>(),
-            "memory": {
-                "idle": self.idle.as_ref().map(level),
-                "levels": self.levels.iter().map(level).collect::<Vec<_>>(),
-            },
-            "latency": self.latency.iter().map(|l| json!({
-                "path": l.path,
-                "connections_held": l.conns,
-                "requests": l.samples.len(),
-                "p50_ms": measure::percentile(&l.samples, 50.0),
-                "p99_ms": measure::percentile(&l.samples, 99.0),
-                "max_ms": l.samples.last(),
-            })).collect::<Vec<_>>(),
-        })
-    }
-
-    /// Writes results/bench-<UTC time>.json and, for a complete run,
-    /// results/bench-latest.json (a partial one is only kept by its time).
-    pub fn write(&self, error: Option<&str>) -> anyhow::Result<PathBuf> {
-        let dir = crate::workspace_root().join("results");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let text = serde_json::to_string_pretty(&self.to_json(error))? + "\n";
-        let stamp = self
-            .meta
-            .get("started_utc")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .replace([':', '-'], "");
-        let path = dir.join(format!("bench-{stamp}.json"));
-        std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-        if error.is_none() {
-            let latest = dir.join("bench-latest.json");
-            std::fs::write(&latest, &text)
-                .with_context(|| format!("writing {}", latest.display()))?;
-        }
-        Ok(path)
     }
 }
 
@@ -437,7 +393,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::results::{ChurnRun, KernelCost, Latency};
+    use crate::{
+        churn::Outcome,
+        results::{ChurnRun, KernelCost, Latency},
+    };
 
     #[test]
     fn formats() {
@@ -505,7 +464,7 @@ mod tests {
             ..Results::default()
         };
         let rows = results.rows();
-        let metrics: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
         assert_eq!(
             metrics,
             [
@@ -525,7 +484,7 @@ mod tests {
                 "GET /metrics latency, 100k sockets",
             ]
         );
-        let met: Vec<Option<bool>> = rows.iter().map(|r| r.3).collect();
+        let met: Vec<Option<bool>> = rows.iter().map(|r| r.met).collect();
         assert_eq!(
             met,
             [
@@ -545,6 +504,6 @@ mod tests {
                 Some(true),
             ]
         );
-        assert_eq!(rows[9].1, "150 B");
+        assert_eq!(rows[9].value, "150 B");
     }
 }
