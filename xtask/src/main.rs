@@ -9,8 +9,10 @@
 //!   `install` and of the Debian package.
 //! * `install`: release build, then binary, unit, config and docs in place.
 //! * `deb`: the Debian package (cargo-deb), checked.
-//! * `bench`: what tracer costs (churn rate, lost events, CPU, kernel time,
-//!   memory, HTTP latency, start-up) against the targets; as root.
+//! * `bench`: release builds of tracer and of the bench (`bench/`, binary
+//!   `tracer-bench`), then the bench: what tracer costs (churn rate, lost
+//!   events, CPU, kernel time, memory, HTTP latency, start-up) against the
+//!   issue's targets; as root.
 
 mod bench;
 mod cmd;
@@ -19,7 +21,6 @@ mod package;
 mod run;
 mod setup;
 mod test;
-mod tools;
 mod vm;
 
 use std::path::PathBuf;
@@ -62,11 +63,13 @@ enum Task {
     Deb,
     /// Measure tracer against its performance targets (root; about 5
     /// minutes; --quick about 2): prints a table and writes
-    /// results/bench-<UTC time>.json.
-    Bench(bench::BenchArgs),
-    /// Hold loopback connections for `bench` (a child process of it).
-    #[command(hide = true)]
-    BenchHold(bench::HoldArgs),
+    /// results/bench-<UTC time>.json. Its flags (`cargo xtask bench
+    /// --help`) are the bench's own.
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,7 +79,6 @@ fn main() -> anyhow::Result<()> {
         Task::Test(args) => test::test(&args),
         Task::Install { destdir, prefix } => package::install(&destdir, &prefix),
         Task::Deb => package::check_deb(),
-        Task::Bench(args) => bench::bench(&args),
-        Task::BenchHold(args) => args.run(),
+        Task::Bench { args } => bench::bench(&args),
     }
 }

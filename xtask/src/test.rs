@@ -3,11 +3,11 @@
 
 use std::process::Command;
 
+use testkit::tools::{self, Scope};
+
 use crate::{
     cmd::{self, cargo, is_root},
-    libtest, package, setup,
-    tools::{self, Scope},
-    vm,
+    libtest, package, setup, vm,
 };
 
 /// `cargo xtask test`'s own flags.

@@ -173,7 +173,7 @@ fn report<W: Write>(stopped_by: &str, printer: &Printer<W>, stats: &KernelStats,
     }
     if stats.sock_field_read_failed > 0 {
         log::warn!(
-            "{} fields of closing sockets (flags, hash node, error) could not be read",
+            "{} closing sockets' details (flags, error, kernel stack) could not be read",
             stats.sock_field_read_failed
         );
     }

@@ -1,5 +1,6 @@
-//! The kernel matrix: the root test binaries, built on the host, run again
-//! inside each kernel of [`kernels::MATRIX`] booted in a VM.
+//! The kernel matrix: the root tests of the integration-test binary (`it`),
+//! built on the host, run again inside each kernel of [`kernels::MATRIX`]
+//! booted in a VM, one area (test module) at a time.
 //!
 //! virtme-ng (`vng`) boots the kernel with the host's root file system
 //! shared read-only, as root, so the very binaries the host tested run in
@@ -11,7 +12,11 @@
 pub mod kernels;
 mod results;
 
-use std::{path::PathBuf, process::Command, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
 
 use anyhow::Context as _;
 
@@ -20,19 +25,23 @@ pub use kernels::MATRIX;
 use kernels::{Kernel, KernelLine};
 pub use results::Tally;
 
-/// The test binaries that need a real kernel, run in every guest, one test
-/// at a time: an emulated CPU is many times slower, and a test that
-/// compares every namespace with `ss` would otherwise wait out another
-/// test's minute of churn.
-pub const ROOT_TEST_BINARIES: &[&str] = &["trace", "daemon", "sockdiag"];
+/// The integration-test binary (`tracer/tests/it`).
+const TEST_BINARY: &str = "it";
 
-/// What one guest runs besides [`ROOT_TEST_BINARIES`]: a kernel that cannot
+/// The areas (modules of [`TEST_BINARY`]) whose tests need a real kernel,
+/// run in every guest, each as its own run of the binary with its own log,
+/// one test at a time: an emulated CPU is many times slower, and a test
+/// that compares every namespace with `ss` would otherwise wait out another
+/// test's minute of churn.
+pub const ROOT_TEST_AREAS: &[&str] = &["trace", "daemon", "sockdiag"];
+
+/// What one guest runs besides [`ROOT_TEST_AREAS`]: a kernel that cannot
 /// load sock_diag for TCP, and the tests that expect exactly that.
 struct WithoutSockDiag {
     /// On the kernel's command line: the kernel refuses to load these.
     append: &'static str,
-    binary: &'static str,
-    filter: &'static str,
+    /// The area; its tests are ignored in an ordinary run.
+    area: &'static str,
 }
 
 /// Booted once, on the first kernel of the run, with tcp_diag and
@@ -40,8 +49,7 @@ struct WithoutSockDiag {
 /// module loading is disabled.
 const WITHOUT_SOCK_DIAG: WithoutSockDiag = WithoutSockDiag {
     append: "module_blacklist=tcp_diag,inet_diag",
-    binary: "nodiag",
-    filter: "without_sock_diag",
+    area: "nodiag",
 };
 
 /// A guest that did not finish by then is stopped and counted as failed.
@@ -53,7 +61,7 @@ pub fn run_matrix(only: Option<&str>) -> anyhow::Result<Tally> {
         Some(name) => vec![kernels::line(name)?],
         None => MATRIX.to_vec(),
     };
-    let binaries = build_test_binaries()?;
+    let binary = build_test_binary()?;
     let mut tally = Tally::default();
     for (i, line) in lines.iter().enumerate() {
         // One kernel that cannot be had or booted fails as one test, and
@@ -65,15 +73,15 @@ pub fn run_matrix(only: Option<&str>) -> anyhow::Result<Tally> {
                 continue;
             }
         };
-        let runs: Vec<(String, Vec<String>)> = ROOT_TEST_BINARIES
+        let runs: Vec<(String, Vec<String>)> = ROOT_TEST_AREAS
             .iter()
-            .map(|b| binary_run(&binaries, b, &["--test-threads=1"]))
-            .collect::<anyhow::Result<_>>()?;
+            .map(|area| run_of(&binary, area, &["--test-threads=1"]))
+            .collect();
         tally += boot(&kernel, "", &runs)
             .unwrap_or_else(|e| Tally::failure(format!("Linux {}: {e:#}", line.name)));
         if i == 0 {
             let w = &WITHOUT_SOCK_DIAG;
-            let run = binary_run(&binaries, w.binary, &["--ignored", w.filter])?;
+            let run = run_of(&binary, w.area, &["--ignored"]);
             tally += boot(&kernel, w.append, &[run]).unwrap_or_else(|e| {
                 Tally::failure(format!("Linux {} ({}): {e:#}", line.name, w.append))
             });
@@ -82,8 +90,8 @@ pub fn run_matrix(only: Option<&str>) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
-/// The test binaries' paths, built as `cargo test` builds them.
-fn build_test_binaries() -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// The path of [`TEST_BINARY`], built as `cargo test` builds it.
+fn build_test_binary() -> anyhow::Result<PathBuf> {
     let mut build = cargo();
     build.args([
         "test",
@@ -91,17 +99,15 @@ fn build_test_binaries() -> anyhow::Result<Vec<(String, PathBuf)>> {
         "--message-format=json",
         "--package",
         "tracer",
+        "--test",
+        TEST_BINARY,
     ]);
-    for b in ROOT_TEST_BINARIES.iter().chain([&WITHOUT_SOCK_DIAG.binary]) {
-        build.args(["--test", b]);
-    }
     eprintln!("xtask: $ {}", cmd::describe(&build));
     let out = build
         .stderr(std::process::Stdio::inherit())
         .output()
-        .context("cannot run cargo to build the test binaries")?;
-    anyhow::ensure!(out.status.success(), "building the test binaries failed");
-    let mut found = Vec::new();
+        .context("cannot run cargo to build the test binary")?;
+    anyhow::ensure!(out.status.success(), "building the test binary failed");
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -109,29 +115,25 @@ fn build_test_binaries() -> anyhow::Result<Vec<(String, PathBuf)>> {
         let is_test = msg["target"]["kind"]
             .as_array()
             .is_some_and(|k| k.iter().any(|k| k == "test"));
-        if let (true, Some(name), Some(exe)) = (
-            is_test,
-            msg["target"]["name"].as_str(),
-            msg["executable"].as_str(),
-        ) {
-            found.push((name.to_owned(), PathBuf::from(exe)));
+        if is_test
+            && msg["target"]["name"] == TEST_BINARY
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            return Ok(PathBuf::from(exe));
         }
     }
-    Ok(found)
+    anyhow::bail!("cargo built no test binary {TEST_BINARY}")
 }
 
-fn binary_run(
-    binaries: &[(String, PathBuf)],
-    name: &str,
-    args: &[&str],
-) -> anyhow::Result<(String, Vec<String>)> {
-    let (_, exe) = binaries
-        .iter()
-        .find(|(n, _)| n == name)
-        .with_context(|| format!("cargo built no test binary {name}"))?;
-    let mut argv = vec![exe.display().to_string()];
+/// One run of the test binary in a guest, `BINARY ARGS AREA::` (libtest's
+/// filter `daemon::` selects `daemon::leaks::…` and nothing outside the
+/// module): its name (that of its log and status files, and in the
+/// report) and its command line.
+fn run_of(binary: &Path, area: &str, args: &[&str]) -> (String, Vec<String>) {
+    let mut argv = vec![binary.display().to_string()];
     argv.extend(args.iter().map(|a| (*a).to_owned()));
-    Ok((name.to_owned(), argv))
+    argv.push(format!("{area}::"));
+    (area.to_owned(), argv)
 }
 
 /// True when qemu can use KVM here: a CPU with virtualisation and a
@@ -151,8 +153,9 @@ fn kvm_usable() -> bool {
             .is_ok()
 }
 
-/// Boots `kernel` with `append` on its command line and runs each test
-/// binary (name, argv) inside; returns their tally and prints their output.
+/// Boots `kernel` with `append` on its command line and runs each run of
+/// the test binary (name, argv) inside; returns their tally and prints
+/// their output.
 fn boot(kernel: &Kernel, append: &str, runs: &[(String, Vec<String>)]) -> anyhow::Result<Tally> {
     let label = if append.is_empty() {
         format!("Linux {} ({})", kernel.line.name, kernel.release)
@@ -207,4 +210,26 @@ fn boot(kernel: &Kernel, append: &str, runs: &[(String, Vec<String>)]) -> anyhow
         started.elapsed().as_secs_f64()
     );
     Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_run_filters_one_module_of_the_test_binary() {
+        let (name, argv) = run_of(Path::new("/t/it-1"), "trace", &["--test-threads=1"]);
+        assert_eq!(name, "trace");
+        assert_eq!(argv, ["/t/it-1", "--test-threads=1", "trace::"]);
+        // Every area is a module of the binary, or its filter selects
+        // nothing (the guest would report "ran no test").
+        let main = std::fs::read_to_string(cmd::workspace_root().join("tracer/tests/it/main.rs"))
+            .expect("tracer/tests/it/main.rs");
+        for area in ROOT_TEST_AREAS.iter().chain([&WITHOUT_SOCK_DIAG.area]) {
+            assert!(
+                main.contains(&format!("\nmod {area};\n")),
+                "no module {area}"
+            );
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! What a guest runs (a shell script written for it) and what it left in
-//! the shared folder: each test binary's output and exit status.
+//! the shared folder: the output and exit status of each run of the test
+//! binary.
 
 use std::{
     ops::AddAssign,
@@ -8,7 +9,7 @@ use std::{
 
 use crate::libtest;
 
-/// Tests passed and failed, added up over binaries and kernels.
+/// Tests passed and failed, added up over runs and kernels.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
     pub passed: u64,
@@ -42,7 +43,7 @@ fn quoted(arg: &str) -> String {
 }
 
 /// The guest's script: the set-up a root test expects of a booted system
-/// (tracefs, loopback up, a place for `ip netns`), then each binary with
+/// (tracefs, loopback up, a place for `ip netns`), then each run with
 /// its output and status written to `out`.
 pub fn guest_script(out: &Path, runs: &[(String, Vec<String>)]) -> String {
     let ci = std::env::var("CI").unwrap_or_default();
@@ -79,8 +80,8 @@ pub struct Guest<'a> {
     pub sock_diag: bool,
 }
 
-/// Reads what the guest left in `out`, prints each binary's output, and
-/// counts a binary that crashed, or never ran, as one failure.
+/// Reads what the guest left in `out`, prints each run's output, and
+/// counts a run that crashed, or never ran, as one failure.
 pub fn collect(out: &Path, runs: &[(String, Vec<String>)], guest: &Guest) -> anyhow::Result<Tally> {
     let (label, sock_diag) = (guest.label, guest.sock_diag);
     let read = |name: &str| std::fs::read_to_string(out.join(name)).ok();

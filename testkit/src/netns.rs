@@ -1,0 +1,96 @@
+//! Network namespaces: `ip netns` ones behind an RAII guard, and every
+//! namespace of the machine, found without asking tracer.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+};
+
+use crate::process::run;
+
+/// Inode of a namespace file (`/proc/self/ns/net`, `/run/netns/NAME`).
+pub fn ns_inode(path: &Path) -> u32 {
+    let ino = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .ino();
+    u32::try_from(ino).expect("namespace inode fits u32")
+}
+
+/// A network namespace made with `ip netns add`, deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    /// `tracer-test-TAG-PID`, with its loopback up.
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("tracer-test-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &name])
+            .stderr(Stdio::null())
+            .status();
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = NetNs { name };
+        run(Command::new("ip").args(["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"]));
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it
+    /// creates belong to the namespace.
+    pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: setns on a valid namespace fd; affects only this thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("thread in namespace panicked")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// Every network namespace (by a path that opens it), found independently
+/// of tracer: /proc/*/ns/net and /run/netns/*, unique by inode.
+pub fn all_namespaces() -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut paths = Vec::new();
+    let mut candidates = vec!["/proc/self/ns/net".to_owned()];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.chars().all(|c| c.is_ascii_digit()) {
+                candidates.push(format!("/proc/{name}/ns/net"));
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            candidates.push(e.path().display().to_string());
+        }
+    }
+    for c in candidates {
+        if let Ok(m) = std::fs::metadata(&c)
+            && seen.insert(m.ino())
+        {
+            paths.push(c);
+        }
+    }
+    paths
+}

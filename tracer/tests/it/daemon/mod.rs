@@ -1,0 +1,10 @@
+//! `tracer daemon` against the real kernel, by concern: its gauges against
+//! `ss`, CLOSE_WAIT leaks of a separate process, TIME_WAIT as the kernel
+//! ends it, its limits (ring buffer, socket table, capabilities), and its
+//! HTTP side. Needs root; in CI (CI=true) these tests must run.
+
+mod gauges;
+mod http;
+mod leaks;
+mod limits;
+mod timewait;
