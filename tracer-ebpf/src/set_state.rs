@@ -31,7 +31,7 @@ use tracer_common::{
     AF_INET, AF_INET6, DETAIL_BY_TIME_WAIT, DETAIL_CLOSER_KNOWN, DETAIL_ERR_KNOWN,
     DETAIL_ERR_SHIFT, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS,
     FLAG_SOCK_ERR, FLAG_SOCK_FLAGS, FLAG_STATE_TIME, FLAG_TIME_WAIT_STACK, IPPROTO_TCP,
-    MAX_RECORD_SIZE, MAX_STRUCT_OFFSET, ProbeConfig, RecordLayout, SOCK_DONE_BIT,
+    MAX_RECORD_SIZE, MAX_STRUCT_OFFSET, ProbeConfig, RecordLayout, SOCK_DONE_BIT, TASK_COMM_LEN,
     TIME_WAIT_STACK_DEPTH, TcpState, state::may_leave_timewait,
 };
 
@@ -189,19 +189,7 @@ fn on_transition(
     let family = record.field::<u16>(layout.family)?;
     let sport = record.field::<u16>(layout.sport)?;
     let dport = record.field::<u16>(layout.dport)?;
-    let (saddr, daddr) = if family == AF_INET6 {
-        (
-            record.field::<[u32; 4]>(layout.saddr_v6)?,
-            record.field::<[u32; 4]>(layout.daddr_v6)?,
-        )
-    } else if family == AF_INET {
-        (
-            [record.field::<u32>(layout.saddr)?, 0, 0, 0],
-            [record.field::<u32>(layout.daddr)?, 0, 0, 0],
-        )
-    } else {
-        ([0; 4], [0; 4])
-    };
+    let (saddr, daddr) = addresses(record, layout, family)?;
     let pid_tgid = bpf_get_current_pid_tgid();
 
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -225,22 +213,54 @@ fn on_transition(
         (*event).detail = detail;
         *((*event).saddr.as_mut_ptr() as *mut [u32; 4]) = saddr;
         *((*event).daddr.as_mut_ptr() as *mut [u32; 4]) = daddr;
-        if cfg.flags & FLAG_COMM_ALWAYS != 0 || oldstate == TcpState::Close as u32 {
-            // The helper fills all 16 bytes (zeroes on failure).
-            generated::bpf_get_current_comm(
-                (*event).comm.as_mut_ptr().cast(),
-                (*event).comm.len() as u32,
-            );
-        } else {
-            // Two volatile stores: a plain `[0; 2]` store compiled to a
-            // call to a byte-by-byte memset.
-            let words = (*event).comm.as_mut_ptr() as *mut u64;
+        fill_comm(
+            &mut (*event).comm,
+            cfg.flags & FLAG_COMM_ALWAYS != 0 || oldstate == TcpState::Close as u32,
+        );
+    }
+    entry.submit(wakeup_flag(cfg.wakeup_bytes));
+    Ok(())
+}
+
+/// The current task's name, or zeroes when `wanted` is false.
+#[inline(always)]
+fn fill_comm(comm: &mut [u8; TASK_COMM_LEN], wanted: bool) {
+    if wanted {
+        // SAFETY: the helper writes at most `len` bytes into `comm` (all
+        // 16, zeroes on failure).
+        unsafe { generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), comm.len() as u32) };
+    } else {
+        // Two volatile stores: a plain `[0; 2]` store compiled to a call
+        // to a byte-by-byte memset.
+        let words = comm.as_mut_ptr() as *mut u64;
+        // SAFETY: `comm` is 16 bytes, 8-aligned inside the event.
+        unsafe {
             core::ptr::write_volatile(words, 0);
             core::ptr::write_volatile(words.add(1), 0);
         }
     }
-    entry.submit(wakeup_flag(cfg.wakeup_bytes));
-    Ok(())
+}
+
+/// The local and remote address, as 32-bit words (IPv4 in the first).
+#[inline(always)]
+fn addresses(
+    record: &impl Record,
+    layout: &RecordLayout,
+    family: u16,
+) -> Result<([u32; 4], [u32; 4]), Failure> {
+    Ok(if family == AF_INET6 {
+        (
+            record.field::<[u32; 4]>(layout.saddr_v6)?,
+            record.field::<[u32; 4]>(layout.daddr_v6)?,
+        )
+    } else if family == AF_INET {
+        (
+            [record.field::<u32>(layout.saddr)?, 0, 0, 0],
+            [record.field::<u32>(layout.daddr)?, 0, 0, 0],
+        )
+    } else {
+        ([0; 4], [0; 4])
+    })
 }
 
 /// Wakes the reader only for a record that takes the waiting data past a

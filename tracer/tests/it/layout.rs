@@ -1,6 +1,7 @@
 //! The architecture as the sources show it: layers import only downward,
-//! no source file grows past 600 lines, and the README's Layout table names
-//! exactly the folders and loose files of `tracer/src`.
+//! no source file grows past 600 lines nor function past 85, and the
+//! README's Layout table names exactly the folders and loose files of
+//! `tracer/src`.
 
 use std::{
     fs,
@@ -22,6 +23,20 @@ const LAYERS: &[(&str, u8)] = &[
 ];
 
 const MAX_LINES: usize = 600;
+
+/// Product code only: test functions and fixtures may run longer.
+const MAX_FUNCTION_LINES: usize = 85;
+
+/// Source directories of the workspace, from `tracer/`.
+const SOURCE_DIRS: &[&str] = &[
+    "tracer/src",
+    "tracer/tests",
+    "tracer-common/src",
+    "tracer-ebpf/src",
+    "testkit/src",
+    "bench/src",
+    "xtask/src",
+];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -138,15 +153,7 @@ fn every_layer_is_a_known_module() {
 #[test]
 fn no_source_file_is_over_600_lines() {
     let mut files = Vec::new();
-    for dir in [
-        "tracer/src",
-        "tracer/tests",
-        "tracer-common/src",
-        "tracer-ebpf/src",
-        "testkit/src",
-        "bench/src",
-        "xtask/src",
-    ] {
+    for dir in SOURCE_DIRS {
         rust_files(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir),
             &mut files,
@@ -206,4 +213,80 @@ fn readme_layout_names_every_folder_and_loose_file() {
     listed.sort();
     actual.sort();
     assert_eq!(listed, actual, "README Layout vs tracer/src");
+}
+
+/// Functions longer than `max` lines in `text`, by name: from a `fn` line
+/// to the `}` at its indentation. Code after a `#[cfg(test)]` line is left
+/// out.
+fn long_functions(text: &str, max: usize) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|l| l.trim() != "#[cfg(test)]")
+        .collect();
+    let mut long = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let indent = &line[..line.len() - code.len()];
+        let after_vis = code
+            .strip_prefix("pub(crate) ")
+            .or_else(|| code.strip_prefix("pub(super) "))
+            .or_else(|| code.strip_prefix("pub "))
+            .unwrap_or(code);
+        let after_kw = ["async ", "const ", "unsafe "]
+            .iter()
+            .fold(after_vis, |c, kw| c.strip_prefix(kw).unwrap_or(c));
+        let Some(rest) = after_kw.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let closing = format!("{indent}}}");
+        if let Some(end) = lines[i..].iter().position(|l| *l == closing)
+            && end + 1 > max
+        {
+            long.push((name, end + 1));
+        }
+    }
+    long
+}
+
+#[test]
+fn the_function_scanner_measures_functions() {
+    let text = "fn short() {\n    a();\n}\n\n    pub async fn long() {\n        a();\n        b();\n    }\n#[cfg(test)]\nfn ignored() {\n\n\n\n}\n";
+    assert_eq!(long_functions(text, 3), vec![("long".to_owned(), 4)]);
+    assert!(long_functions(text, 4).is_empty());
+}
+
+#[test]
+fn no_function_is_over_85_lines() {
+    let mut files = Vec::new();
+    for dir in SOURCE_DIRS {
+        rust_files(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir),
+            &mut files,
+        );
+    }
+    let long: Vec<String> = files
+        .iter()
+        // Integration tests and unit-test files: their cases run long.
+        .filter(|f| {
+            let path = f.to_string_lossy();
+            !path.contains("/tracer/tests/")
+                && !path.ends_with("tests.rs")
+                && !path.contains("/tests/")
+        })
+        .flat_map(|f| {
+            let text = fs::read_to_string(f).expect("read source");
+            long_functions(&text, MAX_FUNCTION_LINES)
+                .into_iter()
+                .map(move |(name, n)| format!("{}: {name}, {n} lines", f.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_FUNCTION_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }
