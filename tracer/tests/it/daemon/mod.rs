@@ -8,3 +8,4 @@ mod http;
 mod leaks;
 mod limits;
 mod timewait;
+mod truth;
