@@ -7,5 +7,6 @@ mod gauges;
 mod http;
 mod leaks;
 mod limits;
+mod owners;
 mod timewait;
 mod truth;
