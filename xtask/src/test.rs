@@ -20,6 +20,10 @@ pub struct TestArgs {
     /// Skip the kernel matrix, for quick local runs (refused with CI=true).
     #[arg(long)]
     pub no_vm: bool,
+    /// Seed of the randomized differential test (default: the fixed one
+    /// CI runs), on the host and in every guest.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
     /// Arguments for `cargo test` on the host.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -29,6 +33,10 @@ pub fn test(args: &TestArgs) -> anyhow::Result<()> {
     setup::toolchain()?;
     tools::install(Scope::All)?;
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if let Some(seed) = args.seed {
+        // SAFETY: before any thread is started; children inherit it.
+        unsafe { std::env::set_var(vm::SEED_ENV, seed.to_string()) };
+    }
     if args.no_vm && in_ci {
         anyhow::bail!("CI=true: the kernel matrix must run; --no-vm is for local runs");
     }

@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use crate::cmd::{self, cargo};
 pub use kernels::MATRIX;
 use kernels::{Kernel, KernelLine};
-pub use results::Tally;
+pub use results::{SEED_ENV, Tally};
 
 /// The integration-test binary (`tracer/tests/it`).
 const TEST_BINARY: &str = "it";

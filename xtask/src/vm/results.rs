@@ -45,8 +45,17 @@ fn quoted(arg: &str) -> String {
 /// The guest's script: the set-up a root test expects of a booted system
 /// (tracefs, loopback up, a place for `ip netns`), then each run with
 /// its output and status written to `out`.
+/// The randomized differential test reads its seed from here.
+pub const SEED_ENV: &str = "TRACER_TEST_SEED";
+
 pub fn guest_script(out: &Path, runs: &[(String, Vec<String>)]) -> String {
     let ci = std::env::var("CI").unwrap_or_default();
+    // The randomized test's seed (`cargo xtask test --seed N`), if chosen.
+    let seed = std::env::var(SEED_ENV)
+        .ok()
+        .filter(|s| s.chars().all(|c| c.is_ascii_digit()))
+        .map(|s| format!(" {SEED_ENV}={s}"))
+        .unwrap_or_default();
     let out = quoted(&out.display().to_string());
     let mut s = format!(
         "# Written by `cargo xtask test` for one guest of the kernel matrix.\n\
@@ -55,7 +64,7 @@ pub fn guest_script(out: &Path, runs: &[(String, Vec<String>)]) -> String {
          mkdir -p /run/netns\n\
          # The host's limit on open files (the guest's default is 1024).\n\
          ulimit -n 20000\n\
-         export CI={ci} RUST_BACKTRACE=1\n\
+         export CI={ci} RUST_BACKTRACE=1{seed}\n\
          uname -r > {out}/uname\n\
          # Whether sock_diag for TCP can load here, as the tests will need.\n\
          modprobe tcp_diag > {out}/modprobe.log 2>&1; echo $? > {out}/modprobe.rc\n"

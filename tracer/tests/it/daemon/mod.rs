@@ -8,5 +8,6 @@ mod http;
 mod leaks;
 mod limits;
 mod owners;
+mod random;
 mod timewait;
 mod truth;

@@ -18,7 +18,7 @@ use crate::tracer;
 
 /// Python servers that accept and never close. Each process names itself
 /// (writes /proc/self/comm), so owners can be told apart by name.
-const PREFORK: &str = "\
+pub(super) const PREFORK: &str = "\
 import os, socket, sys
 def name(n): open('/proc/self/comm', 'w').write(n)
 name('prefork-parent')
@@ -56,14 +56,27 @@ print('closed', flush=True)
 sys.stdin.read()
 ";
 
-struct Server {
+pub(super) struct Server {
     child: Child,
     lines: BufReader<std::process::ChildStdout>,
 }
 
 impl Server {
-    fn start(script: &str, args: &[&str]) -> Server {
-        let mut child = Command::new("/usr/bin/python3")
+    pub(super) fn start(script: &str, args: &[&str]) -> Server {
+        Server::start_in(None, script, args)
+    }
+
+    /// In network namespace `ns` (an `ip netns` name), if given.
+    pub(super) fn start_in(ns: Option<&str>, script: &str, args: &[&str]) -> Server {
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "/usr/bin/python3"]);
+                c
+            }
+            None => Command::new("/usr/bin/python3"),
+        };
+        let mut child = command
             .arg("-c")
             .arg(script)
             .args(args)
@@ -81,7 +94,7 @@ impl Server {
         line.trim().to_owned()
     }
 
-    fn port(&mut self) -> u16 {
+    pub(super) fn port(&mut self) -> u16 {
         self.line().parse().expect("a port")
     }
 
@@ -109,7 +122,16 @@ fn leak(port: u16, n: usize) {
 /// `ss -tanp`'s first holder of every CLOSE-WAIT socket on local `port`:
 /// (remote address, (pid, name)).
 fn ss_owners(port: u16) -> BTreeMap<String, (u32, String)> {
-    let out = Command::new("ss")
+    ss_owners_in(None, port)
+}
+
+/// The same in network namespace `ns` (an `ip netns` name), if given.
+pub(super) fn ss_owners_in(ns: Option<&str>, port: u16) -> BTreeMap<String, (u32, String)> {
+    let mut ss = Command::new("ss");
+    if let Some(ns) = ns {
+        ss.args(["-N", ns]);
+    }
+    let out = ss
         .args(["-Htanp", "state", "close-wait", &format!("sport = :{port}")])
         .output()
         .expect("ss");
@@ -135,12 +157,22 @@ fn ss_owners(port: u16) -> BTreeMap<String, (u32, String)> {
 
 /// The daemon's leaks on local `port`: (remote address, (pid, name)).
 fn daemon_owners(http: &mut Http, port: u16) -> BTreeMap<String, (u32, String)> {
+    daemon_owners_in(http, None, port)
+}
+
+/// The same in the namespace with inode `netns`, if given.
+pub(super) fn daemon_owners_in(
+    http: &mut Http,
+    netns: Option<u32>,
+    port: u16,
+) -> BTreeMap<String, (u32, String)> {
     let snapshot: Snapshot =
         serde_json::from_str(&http.get("/api/v1/snapshot").body).expect("snapshot");
     snapshot
         .close_wait_leaks
         .into_iter()
         .filter(|l| l.local.ends_with(&format!(":{port}")))
+        .filter(|l| netns.is_none_or(|n| l.netns == n))
         .map(|l| (l.remote, (l.pid, l.comm)))
         .collect()
 }
