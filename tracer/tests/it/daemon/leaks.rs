@@ -85,7 +85,16 @@ fn close_wait_leak_is_reported_under_the_process_name_and_clears() {
         Duration::from_secs(10),
         || leaked(&http.get("/metrics").body, LEAKY) == 3.0,
     );
-    // Logged once per socket, with pid, comm and addresses.
+    // Logged once per socket, with pid, comm and addresses, once its
+    // owner is checked (the gauge may name it a tick before).
+    let logged = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("close_wait_leak") && l.contains(&format!("comm={LEAKY}")))
+            .count()
+    };
+    wait_until("3 leak lines", Duration::from_secs(15), || {
+        logged(&daemon.stderr()) >= 3
+    });
     let log = daemon.stderr();
     let lines: Vec<&str> = log
         .lines()
