@@ -81,6 +81,12 @@ impl Results {
                 "idle": self.idle.as_ref().map(level),
                 "levels": self.levels.iter().map(level).collect::<Vec<_>>(),
             },
+            "timewait_drift": self.timewait_drift.map(|d| json!({
+                "samples": d.samples,
+                "worst": d.worst,
+                "mean": d.mean,
+                "timewait_at_worst": d.timewait_at_worst,
+            })),
             "latency": self.latency.iter().map(|l| json!({
                 "path": l.path,
                 "connections_held": l.conns,

@@ -18,6 +18,7 @@
 
 mod capacity;
 mod churn;
+mod drift;
 mod hold;
 mod json;
 mod measure;

@@ -44,7 +44,27 @@ impl Results {
         rows.extend(self.memory_rows());
         rows.extend(self.estimate_row());
         rows.extend(self.latency_rows());
+        rows.extend(self.drift_row());
         rows
+    }
+
+    /// TIME_WAIT under churn, on this kernel's path: stated, not judged
+    /// (the 1 % target is for kernels where tracing programs follow each
+    /// timewait socket, which tracer does not do yet).
+    fn drift_row(&self) -> Option<Row> {
+        let d = self.timewait_drift?;
+        Some(row(
+            "TIME_WAIT gauge vs ss under churn (tracepoint path)",
+            format!(
+                "worst {:.2} % (of {}), mean {:.2} %, {} scrapes",
+                d.worst * 100.0,
+                thousands(d.timewait_at_worst as f64),
+                d.mean * 100.0,
+                d.samples
+            ),
+            "<= 1 % with tracing programs; stated",
+            None,
+        ))
     }
 
     /// Each condition's median rate, against bare; failed connections.
@@ -395,7 +415,7 @@ mod tests {
     use super::*;
     use crate::{
         churn::Outcome,
-        results::{ChurnRun, KernelCost, Latency},
+        results::{ChurnRun, Drift, KernelCost, Latency},
     };
 
     #[test]
@@ -461,6 +481,12 @@ mod tests {
                 conns: 50_000,
                 samples: vec![1.0, 2.0],
             }],
+            timewait_drift: Some(Drift {
+                samples: 3,
+                worst: 0.02,
+                mean: 0.01,
+                timewait_at_worst: 131_072,
+            }),
             ..Results::default()
         };
         let rows = results.rows();
@@ -482,6 +508,7 @@ mod tests {
                 "  ready after start, 100k sockets (50k conns)",
                 "daemon RSS for 1M tracked sockets (idle + 1M x per-socket at 100k sockets)",
                 "GET /metrics latency, 100k sockets",
+                "TIME_WAIT gauge vs ss under churn (tracepoint path)",
             ]
         );
         let met: Vec<Option<bool>> = rows.iter().map(|r| r.met).collect();
@@ -502,8 +529,10 @@ mod tests {
                 None,
                 Some(true),
                 Some(true),
+                None,
             ]
         );
         assert_eq!(rows[9].value, "150 B");
+        assert_eq!(rows[14].value, "worst 2.00 % (of 131,072), mean 1.00 %, 3 scrapes");
     }
 }

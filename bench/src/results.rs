@@ -96,6 +96,30 @@ pub struct Latency {
     pub samples: Vec<f64>,
 }
 
+/// The TIME_WAIT gauge against `ss` under churn (see `drift`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Drift {
+    pub samples: usize,
+    /// The largest |gauge - ss| / ss seen.
+    pub worst: f64,
+    /// The mean of |gauge - ss| / ss.
+    pub mean: f64,
+    /// `ss`'s count at the worst sample.
+    pub timewait_at_worst: u64,
+}
+
+impl Drift {
+    pub fn add(&mut self, ours: u64, theirs: u64) {
+        let off = ours.abs_diff(theirs) as f64 / theirs as f64;
+        self.mean = (self.mean * self.samples as f64 + off) / (self.samples + 1) as f64;
+        self.samples += 1;
+        if off >= self.worst {
+            self.worst = off;
+            self.timewait_at_worst = theirs;
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Results {
     pub meta: BTreeMap<&'static str, Value>,
@@ -105,6 +129,7 @@ pub struct Results {
     pub idle: Option<Level>,
     pub levels: Vec<Level>,
     pub latency: Vec<Latency>,
+    pub timewait_drift: Option<Drift>,
 }
 
 impl Results {

@@ -12,7 +12,7 @@ use testkit::prom;
 use super::{
     Plan,
     churn::Server,
-    measure,
+    drift, measure,
     procs::{Daemon, TCPSTATES_PROG, Tcpstates},
     results::{ChurnRun, Condition, DaemonCost, KernelCost, Results},
     stop,
@@ -63,6 +63,16 @@ pub fn run(plan: &Plan, sysctls: &mut Sysctls, results: &mut Results) -> anyhow:
             results.churn.push(run);
         }
     }
+
+    eprintln!("bench: TIME_WAIT gauge against ss under churn");
+    let drift = drift::measure(plan, &server)?;
+    eprintln!(
+        "bench:   worst {:.2} %, mean {:.2} % over {} scrapes",
+        drift.worst * 100.0,
+        drift.mean * 100.0,
+        drift.samples
+    );
+    results.timewait_drift = Some(drift);
 
     sysctls.set("kernel.bpf_stats_enabled", "1")?;
     eprintln!("bench: kernel time per transition (bpf_stats_enabled=1)");
