@@ -533,6 +533,9 @@ mod tests {
             ]
         );
         assert_eq!(rows[9].value, "150 B");
-        assert_eq!(rows[14].value, "worst 2.00 % (of 131,072), mean 1.00 %, 3 scrapes");
+        assert_eq!(
+            rows[14].value,
+            "worst 2.00 % (of 131,072), mean 1.00 %, 3 scrapes"
+        );
     }
 }

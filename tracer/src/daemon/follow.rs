@@ -37,10 +37,6 @@ const OWNER_SCAN_EVERY: Duration = Duration::from_secs(10);
 /// A leak's log line waits at most this for its owner's check.
 const LEAK_LOG_WAIT_MOST: Duration = Duration::from_secs(15);
 
-/// How late the kernel may reap a timewait socket after its 60 s timer:
-/// the timer wheel rounds a 60 s timeout up by up to 4 s at HZ=1000.
-const TIMEWAIT_TIMER_SLACK: Duration = Duration::from_secs(5);
-
 /// The loop's state between its wake-ups.
 pub struct Follow<'a> {
     pub shared: &'a Arc<Shared>,
@@ -103,10 +99,8 @@ impl Follow<'_> {
             });
         let now = monotonic_ns();
         if self.schedule.running().is_none() {
-            // Between dumps, timewait sockets leave when their timer (plus
-            // the kernel's slack) has run out.
-            let slack = TIMEWAIT_TIMER_SLACK.as_nanos() as u64;
-            shared.engine().expire_timewait(now.saturating_sub(slack));
+            // Between dumps, timewait sockets leave when their timer runs.
+            shared.engine().expire_timewait(now);
         }
         // A leak's line waits for its owner's check (a tick, or up to a
         // full /proc scan's pace).

@@ -82,11 +82,9 @@ pub async fn run(
     reload: Option<reload::Reload>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let shared = Arc::new(Shared::new(
-        Engine::new(options.engine.clone()),
-        options.interval,
-        options.netns_label,
-    ));
+    let mut engine = Engine::new(options.engine.clone());
+    engine.set_timer_wheel(startup::timer_wheel());
+    let shared = Arc::new(Shared::new(engine, options.interval, options.netns_label));
     let cancel = CancellationToken::new();
 
     // Serve first: /healthz answers during start-up and /readyz says 503.

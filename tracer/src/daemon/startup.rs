@@ -13,13 +13,18 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 
 use crate::{
-    kernel::{event::Transition, privileges, probe::Probe, ringbuf::EventReader},
+    engine::TimerWheel,
+    kernel::{clock::Jiffies, event::Transition, privileges, probe::Probe, ringbuf::EventReader},
     serve::shared::Shared,
     shutdown::Shutdown,
     sockets::{dump, sockdiag},
 };
 
 use super::{DaemonOptions, allocator, decode_into, record_sources, systemd::Notifier};
+
+/// The longest the kernel's timer wheel runs a 60 s timer late: one
+/// bucket of 512 ticks at HZ 100.
+const WORST_WHEEL_DELAY: Duration = Duration::from_millis(5_120);
 
 /// Start-up dump chunks waiting for the table: a bound on what the dump
 /// holds when it reads faster than the table is built.
@@ -158,4 +163,26 @@ pub fn announce_ready(
     drop(seed);
     allocator::release_free_memory();
     cost
+}
+
+/// How the engine dates timewait sockets' ends: from the kernel's jiffies
+/// when `/proc/timer_list` can be read (root), else allowing the timer
+/// wheel's worst delay. The log says which.
+pub fn timer_wheel() -> TimerWheel {
+    match Jiffies::read() {
+        Ok(jiffies) => {
+            log::info!(
+                "timewait sockets end on the kernel's tick (HZ {}, jiffies from /proc/timer_list)",
+                jiffies.hz
+            );
+            TimerWheel::Known(jiffies)
+        }
+        Err(e) => {
+            log::info!(
+                "timewait sockets end up to {} s after their timer between dumps: {e}",
+                WORST_WHEEL_DELAY.as_secs_f64()
+            );
+            TimerWheel::Slack(WORST_WHEEL_DELAY.as_nanos() as u64)
+        }
+    }
 }

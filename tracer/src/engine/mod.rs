@@ -43,7 +43,7 @@ pub use sock::DumpedSocket;
 use sock::Sock;
 pub use stats::EngineStats;
 use timewait::TimewaitTable;
-pub use timewait::{DestinationCount, TimewaitReconcile};
+pub use timewait::{DestinationCount, TimerWheel, TimewaitReconcile};
 use tracer_common::{STATE_SLOTS, TcpState};
 pub use tuple::Tuple;
 
@@ -60,6 +60,8 @@ pub struct Engine {
     /// Sockets from the start-up dump that no event has named yet.
     seeds: Seeds,
     timewait: TimewaitTable,
+    /// When timewait timers really run.
+    timer_wheel: TimerWheel,
     closed_during_dump: ClosedDuringDump,
     /// Sockets in CLOSE_WAIT by (since, id): oldest first.
     close_wait: BTreeSet<(u64, u64)>,
@@ -86,6 +88,7 @@ impl Engine {
             socks: HashMap::default(),
             seeds: Seeds::default(),
             timewait: TimewaitTable::default(),
+            timer_wheel: TimerWheel::default(),
             closed_during_dump: ClosedDuringDump::default(),
             close_wait: BTreeSet::new(),
             owners: Owners::default(),

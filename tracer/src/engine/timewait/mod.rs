@@ -11,8 +11,10 @@ use super::{DumpedSocket, Engine, HashMap, TIME_WAIT_LEN_NS, Tuple, slot};
 use crate::kernel::event::Transition;
 
 mod table;
+mod wheel;
 
 pub(super) use table::TimewaitTable;
+pub use wheel::TimerWheel;
 
 #[derive(Debug, Clone)]
 pub(super) struct TimeWait {
@@ -234,13 +236,14 @@ impl Engine {
         self.timewait.set_caps(caps);
     }
 
-    /// Ends the timewait sockets whose timer fired before `before_ns`,
-    /// between dumps. Returns how many ended.
-    pub fn expire_timewait(&mut self, before_ns: u64) -> usize {
+    /// Ends the timewait sockets whose timer has run by `now_ns` (see
+    /// [`TimerWheel`]), between dumps. Returns how many ended.
+    pub fn expire_timewait(&mut self, now_ns: u64) -> usize {
+        let wheel = self.timer_wheel;
         let expired: Vec<Tuple> = self
             .timewait
             .iter()
-            .filter(|(_, tw)| tw.expires_ns != 0 && tw.expires_ns < before_ns)
+            .filter(|(_, tw)| tw.expires_ns != 0 && wheel.fires_ns(tw.expires_ns) < now_ns)
             .map(|(t, _)| *t)
             .collect();
         for tuple in &expired {
@@ -248,11 +251,16 @@ impl Engine {
                 continue;
             };
             if tw.confirmed {
-                self.observe_timewait_end(&tw, tw.expires_ns);
+                self.observe_timewait_end(&tw, wheel.fires_ns(tw.expires_ns));
                 self.stats.timewait_expired += 1;
             }
         }
         expired.len()
+    }
+
+    /// How the engine dates the end of a timewait socket's timer.
+    pub fn set_timer_wheel(&mut self, wheel: TimerWheel) {
+        self.timer_wheel = wheel;
     }
 
     /// Brings the timewait table in line with a dump of every timewait
@@ -316,8 +324,9 @@ impl Engine {
                 result.removed_early += 1;
                 continue;
             }
-            if tw.expires_ns != 0 && tw.expires_ns <= end_ns {
-                self.observe_timewait_end(&tw, tw.expires_ns);
+            let fires = self.timer_wheel.fires_ns(tw.expires_ns);
+            if tw.expires_ns != 0 && fires <= end_ns {
+                self.observe_timewait_end(&tw, fires);
                 self.stats.timewait_expired += 1;
             } else {
                 self.observe_timewait_end(&tw, end_ns);
