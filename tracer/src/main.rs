@@ -61,13 +61,13 @@ fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<()> {
             let options = args.options();
             let web = daemon::reload::load_web_security(&options)?;
             // Before any other thread: capabilities are per thread.
-            let probe = daemon::startup::load_and_drop_privileges(&options)?;
+            let attached = daemon::startup::load_and_drop_privileges(&options)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
             let result = runtime.block_on(async {
-                daemon::run(options, probe, web, Shutdown::install()?, Some(reload)).await
+                daemon::run(options, attached, web, Shutdown::install()?, Some(reload)).await
             });
             // Do not wait for blocking work still running (the /proc owner
             // scan takes seconds with a million sockets): a stop is prompt.

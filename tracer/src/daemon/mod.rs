@@ -76,14 +76,15 @@ pub struct DaemonOptions {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(
     options: DaemonOptions,
-    probe: Probe,
+    attached: startup::Attached,
     web: WebSecurity,
     mut shutdown: Shutdown,
     reload: Option<reload::Reload>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let startup::Attached { probe, timer_wheel } = attached;
     let mut engine = Engine::new(options.engine.clone());
-    engine.set_timer_wheel(startup::timer_wheel());
+    engine.set_timer_wheel(timer_wheel);
     let shared = Arc::new(Shared::new(engine, options.interval, options.netns_label));
     let cancel = CancellationToken::new();
 

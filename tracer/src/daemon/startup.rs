@@ -38,9 +38,11 @@ const SEED_CHUNKS_QUEUED: usize = 4;
 /// other namespaces' /proc/PID/net/tcp; the seed reads /proc/PID/fd) and
 /// CAP_SYS_ADMIN (it enters other namespaces instead, where allowed).
 /// Also sets how the allocator returns memory, before any thread exists.
-pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Probe> {
+pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Attached> {
     allocator::bound_retention();
     let probe = Probe::load(&options.probe)?;
+    // /proc/timer_list is root's: read while the capabilities last.
+    let timer_wheel = timer_wheel();
     if let Some(id) = probe.program_id() {
         log::info!(
             "attached program {} (id {id}) to sock:inet_sock_set_state",
@@ -64,7 +66,14 @@ pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Probe
     }
     // Parsing the kernel's BTF left megabytes freed but resident.
     allocator::release_free_memory();
-    Ok(probe)
+    Ok(Attached { probe, timer_wheel })
+}
+
+/// What start-up takes from the kernel while it has the privileges.
+pub struct Attached {
+    pub probe: Probe,
+    /// How timewait sockets' ends are dated.
+    pub timer_wheel: TimerWheel,
 }
 
 /// What the start-up dump did.
@@ -168,7 +177,7 @@ pub fn announce_ready(
 /// How the engine dates timewait sockets' ends: from the kernel's jiffies
 /// when `/proc/timer_list` can be read (root), else allowing the timer
 /// wheel's worst delay. The log says which.
-pub fn timer_wheel() -> TimerWheel {
+fn timer_wheel() -> TimerWheel {
     match Jiffies::read() {
         Ok(jiffies) => {
             log::info!(

@@ -133,6 +133,12 @@ fn daemon_works_with_only_the_units_capabilities_as_a_non_root_user() {
         .arg(tracer_bin());
     let daemon = Daemon::start(command, &["--reconcile-interval", "200ms"]);
     let mut http = daemon.client();
+    // The unit's capabilities reach the kernel's addresses and its tick.
+    let log = daemon.stderr();
+    assert!(
+        !log.contains("will count one until a dump") && log.contains("end on the kernel's tick"),
+        "{log}"
+    );
     assert_gauges_match_ss(&mut http, Duration::from_secs(15));
     // Its own namespace through sock_diag, the one it cannot enter (and
     // any other) through /proc, and the metric says so.
