@@ -83,6 +83,11 @@ pub const TOOLS: &[Tool] = &[
         "the kernel's own socket states (tests); held connections (bench)",
     ),
     tool("ip", Apt("iproute2"), "network namespaces for the tests"),
+    tool(
+        "sysctl",
+        Apt("procps"),
+        "a namespace's tcp_max_tw_buckets and tcp_tw_reuse (under ip netns exec)",
+    ),
     tool("nsenter", Base("util-linux"), "ss inside every namespace"),
     tool(
         "unshare",

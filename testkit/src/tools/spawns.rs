@@ -79,6 +79,17 @@ const INDIRECT: &[(&str, &str, &str)] = &[
     ("tracer/tests/it/systemd.rs", "\"ss\", \"-Htln\"", "ss"),
     ("testkit/src/netns.rs", "\"ip\", \"link\"", "ip"),
     (
+        "tracer/tests/it/daemon/timewait.rs",
+        "\"sysctl\",",
+        "sysctl",
+    ),
+    ("tracer/tests/it/daemon/random.rs", "\"sysctl\",", "sysctl"),
+    (
+        "tracer/tests/it/daemon/owners.rs",
+        "\"/usr/bin/python3\"]",
+        "python3",
+    ),
+    (
         "tracer/tests/it/trace/mod.rs",
         "\"/usr/sbin/tcpstates\"",
         "tcpstates",
