@@ -145,6 +145,9 @@ impl Follow<'_> {
     /// Logs the pending leaks whose owner is now checked, and those that
     /// waited long enough, with the owner the table now has.
     fn log_settled_leaks(&mut self, answered: &HashSet<u64>) {
+        if self.pending_leaks.is_empty() {
+            return; // every tick: no engine lock for nothing
+        }
         let now = monotonic_ns();
         let engine = self.shared.engine();
         self.pending_leaks.retain(|(leak, since)| {

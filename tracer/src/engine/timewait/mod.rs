@@ -240,10 +240,13 @@ impl Engine {
     /// [`TimerWheel`]), between dumps. Returns how many ended.
     pub fn expire_timewait(&mut self, now_ns: u64) -> usize {
         let wheel = self.timer_wheel;
+        let Some(cutoff) = wheel.fired_cutoff(now_ns) else {
+            return 0;
+        };
         let expired: Vec<Tuple> = self
             .timewait
             .iter()
-            .filter(|(_, tw)| tw.expires_ns != 0 && wheel.fires_ns(tw.expires_ns) < now_ns)
+            .filter(|(_, tw)| tw.expires_ns != 0 && tw.expires_ns <= cutoff)
             .map(|(t, _)| *t)
             .collect();
         for tuple in &expired {

@@ -54,6 +54,34 @@ impl TimerWheel {
     }
 }
 
+impl TimerWheel {
+    /// The latest requested expiry whose timer has run before `now_ns`:
+    /// `fires_ns(e) < now_ns` exactly for `e <= cutoff`. A timer runs
+    /// after it asked to (never before), so every such `e` is below
+    /// `now_ns`, and `fires_ns` never decreases: a search over the last
+    /// seconds finds the bound, once per sweep instead of once per entry.
+    pub fn fired_cutoff(&self, now_ns: u64) -> Option<u64> {
+        let (mut lo, mut hi) = match *self {
+            TimerWheel::Slack(slack) => return (now_ns.checked_sub(slack)?).checked_sub(1),
+            // The worst delay (a bucket, plus a tick) is under 10 s.
+            TimerWheel::Known(_) => (now_ns.saturating_sub(20_000_000_000), now_ns),
+        };
+        if self.fires_ns(lo) >= now_ns {
+            return None;
+        }
+        // Invariant: fires_ns(lo) < now_ns <= fires_ns(hi).
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.fires_ns(mid) < now_ns {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Some(lo)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +117,23 @@ mod tests {
             assert_eq!(j.at(fires) % 512, 0, "on a bucket's end");
         }
         assert_eq!(TimerWheel::Slack(5).fires_ns(10), 15);
+    }
+
+    #[test]
+    fn the_cutoff_separates_fired_timers_from_the_rest() {
+        let j = Jiffies {
+            hz: 1000,
+            jiffies: 1 << 30,
+            at_ns: 5_000_000_000_000,
+        };
+        for wheel in [TimerWheel::Known(j), TimerWheel::Slack(5_000_000_000)] {
+            for now in [j.at_ns + 61_000_000_000, j.at_ns + 63_333_333_333] {
+                let cutoff = wheel.fired_cutoff(now).expect("some have fired");
+                assert!(wheel.fires_ns(cutoff) < now);
+                assert!(wheel.fires_ns(cutoff + 1) >= now);
+            }
+        }
+        assert_eq!(TimerWheel::Slack(0).fired_cutoff(0), None);
+        assert_eq!(TimerWheel::Slack(0).fired_cutoff(10), Some(9));
     }
 }
