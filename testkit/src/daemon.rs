@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader},
-    net::SocketAddr,
+    net::{SocketAddr, TcpListener},
     process::{Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread,
@@ -13,6 +13,8 @@ use std::{
 
 use crate::{
     http::{Http, get},
+    net::{Held, connect_pair, read_to_eof},
+    netns::NetNs,
     process::Guarded,
     prom::samples,
     ss::{self, COMPARED},
@@ -112,6 +114,32 @@ impl Daemon {
     }
 
     /// SIGHUP: re-read the configuration.
+    /// Stops the daemon (SIGSTOP), makes `pairs` loopback connections in
+    /// `ns` (every other one held open, the rest closed client first into
+    /// TIME_WAIT), then lets it go on: a burst it cannot drain, which
+    /// overflows a small ring buffer. Returns what stays open.
+    pub fn burst_while_stopped(&self, ns: &NetNs, pairs: usize) -> Held {
+        // A stopped daemon drains nothing.
+        self.signal(libc::SIGSTOP);
+        let held = ns.run_inside(move || {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let mut held = Held::default();
+            for i in 0..pairs {
+                let (client, mut server) = connect_pair(&listener);
+                if i % 2 == 0 {
+                    held.streams.extend([client, server]); // never seen by events
+                } else {
+                    drop(client);
+                    read_to_eof(&mut server); // TIME_WAIT on the client side
+                }
+            }
+            held.listeners.push(listener);
+            held
+        });
+        self.signal(libc::SIGCONT);
+        held
+    }
+
     pub fn hangup(&self) {
         self.signal(libc::SIGHUP);
     }

@@ -42,6 +42,16 @@ fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
+/// Every Rust file of [`SOURCE_DIRS`].
+fn workspace_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in SOURCE_DIRS {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+        rust_files(&root, &mut files);
+    }
+    files
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).expect("read src dir") {
         let path = entry.expect("dir entry").path();
@@ -152,13 +162,7 @@ fn every_layer_is_a_known_module() {
 
 #[test]
 fn no_source_file_is_over_600_lines() {
-    let mut files = Vec::new();
-    for dir in SOURCE_DIRS {
-        rust_files(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir),
-            &mut files,
-        );
-    }
+    let files = workspace_files();
     let long: Vec<String> = files
         .iter()
         // Test fixtures: made-up event sequences, one test per case.
@@ -261,13 +265,7 @@ fn the_function_scanner_measures_functions() {
 
 #[test]
 fn no_function_is_over_85_lines() {
-    let mut files = Vec::new();
-    for dir in SOURCE_DIRS {
-        rust_files(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir),
-            &mut files,
-        );
-    }
+    let files = workspace_files();
     let long: Vec<String> = files
         .iter()
         // Integration tests and unit-test files: their cases run long.

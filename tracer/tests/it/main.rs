@@ -29,3 +29,16 @@ fn tracer_bin() -> &'static str {
 fn tracer() -> Command {
     Command::new(tracer_bin())
 }
+
+/// A daemon that calls a CLOSE_WAIT socket leaked after 1 s.
+fn leak_watching_daemon() -> testkit::daemon::Daemon {
+    testkit::daemon::Daemon::start(
+        tracer(),
+        &[
+            "--close-wait-threshold",
+            "1s",
+            "--reconcile-interval",
+            "200ms",
+        ],
+    )
+}

@@ -5,11 +5,11 @@
 //! too). Needs root and such a kernel: `cargo xtask test` runs it in a VM
 //! guest booted with `module_blacklist=tcp_diag,inet_diag`.
 
-use std::{net::TcpListener, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use testkit::{
     daemon::{Daemon, assert_gauges_match_ss, wait_for_namespace_gauges},
-    net::{Held, connect_pair, make_states, read_to_eof},
+    net::{Held, make_states},
     netns::{NetNs, ns_inode},
     prom,
     require::ebpf_missing,
@@ -130,24 +130,8 @@ fn falls_back_to_proc_net_tcp_without_sock_diag() {
             "namespace {inode} read from /proc:\n{m}"
         );
     }
-    // A stopped daemon drains nothing: this burst must overflow.
-    daemon.signal(libc::SIGSTOP);
-    let _kept = burst.run_inside(|| {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut held = Held::default();
-        for i in 0..60 {
-            let (client, mut server) = connect_pair(&listener);
-            if i % 2 == 0 {
-                held.streams.extend([client, server]);
-            } else {
-                drop(client);
-                read_to_eof(&mut server);
-            }
-        }
-        held.listeners.push(listener);
-        held
-    });
-    daemon.signal(libc::SIGCONT);
+    // This burst must overflow.
+    let _kept = daemon.burst_while_stopped(&burst, 60);
     let m = http.get("/metrics").body;
     assert!(
         prom::sum_where(&m, "tcpstate_events_lost_total", "ring_buffer_full") > 0.0,

@@ -20,7 +20,7 @@ use testkit::{
     wait_until,
 };
 
-use crate::{tracer, tracer_bin};
+use crate::{leak_watching_daemon, tracer, tracer_bin};
 
 /// A tmux session running one command, killed on drop. The command's exit
 /// status goes to a file (tmux does not always know it).
@@ -121,19 +121,6 @@ fn screen_counts(screen: &str) -> BTreeMap<String, u64> {
         }
     }
     counts
-}
-
-/// A daemon that calls a CLOSE_WAIT socket leaked after 1 s.
-fn leak_watching_daemon() -> Daemon {
-    Daemon::start(
-        tracer(),
-        &[
-            "--close-wait-threshold",
-            "1s",
-            "--reconcile-interval",
-            "200ms",
-        ],
-    )
 }
 
 #[test]

@@ -11,7 +11,7 @@ use testkit::{
 };
 use tracer::serve::snapshot::Snapshot;
 
-use crate::tracer;
+use crate::{leak_watching_daemon, tracer};
 
 fn leaked(metrics: &str, comm: &str) -> f64 {
     prom::samples(metrics, "tcpstate_close_wait_leaked_sockets")
@@ -34,15 +34,7 @@ fn owners_of_sockets_older_than_the_daemon_are_named_after_start_up() {
         Duration::from_secs(5),
         || ss::counts().get("CLOSE_WAIT").copied().unwrap_or(0) >= 2,
     );
-    let daemon = Daemon::start(
-        tracer(),
-        &[
-            "--close-wait-threshold",
-            "1s",
-            "--reconcile-interval",
-            "200ms",
-        ],
-    );
+    let daemon = leak_watching_daemon();
     let mut http = daemon.client();
     wait_until(
         "2 leaked sockets under the server's name",

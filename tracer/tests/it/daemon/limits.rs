@@ -7,7 +7,7 @@ use std::{net::TcpListener, time::Duration};
 
 use testkit::{
     daemon::{Daemon, assert_gauges_match_ss, wait_for_namespace_gauges},
-    net::{Held, connect_pair, read_to_eof},
+    net::{connect_pair, read_to_eof},
     netns::{NetNs, ns_inode},
     process::rss_kib,
     prom, require_ebpf, ss, wait_until,
@@ -35,24 +35,8 @@ fn ring_buffer_overflow_is_counted_and_the_gauges_heal() {
         ],
     );
     let mut http = daemon.client();
-    // A stopped daemon drains nothing: this burst must overflow.
-    daemon.signal(libc::SIGSTOP);
-    let _kept = ns.run_inside(|| {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut held = Held::default();
-        for i in 0..60 {
-            let (client, mut server) = connect_pair(&listener);
-            if i % 2 == 0 {
-                held.streams.extend([client, server]); // never seen by events
-            } else {
-                drop(client);
-                read_to_eof(&mut server); // TIME_WAIT on the client side
-            }
-        }
-        held.listeners.push(listener);
-        held
-    });
-    daemon.signal(libc::SIGCONT);
+    // This burst must overflow.
+    let _kept = daemon.burst_while_stopped(&ns, 60);
     let m = http.get("/metrics").body;
     assert!(
         prom::sum_where(&m, "tcpstate_events_lost_total", "ring_buffer_full") > 0.0,

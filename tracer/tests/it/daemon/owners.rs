@@ -11,10 +11,10 @@ use std::{
     time::Duration,
 };
 
-use testkit::{daemon::Daemon, http::Http, prom, require_ebpf, wait_until};
+use testkit::{http::Http, prom, require_ebpf, wait_until};
 use tracer::serve::snapshot::Snapshot;
 
-use crate::tracer;
+use crate::leak_watching_daemon;
 
 /// Python servers that accept and never close. Each process names itself
 /// (writes /proc/self/comm), so owners can be told apart by name.
@@ -187,18 +187,6 @@ fn leaked(http: &mut Http, comm: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-fn start_daemon() -> Daemon {
-    Daemon::start(
-        tracer(),
-        &[
-            "--close-wait-threshold",
-            "1s",
-            "--reconcile-interval",
-            "200ms",
-        ],
-    )
-}
-
 /// Waits until the daemon names `n` leaks on `port` exactly as `ss -p` does.
 fn wait_for_owners_as_ss(http: &mut Http, port: u16, n: usize) {
     wait_until(
@@ -214,7 +202,7 @@ fn wait_for_owners_as_ss(http: &mut Http, port: u16, n: usize) {
 #[test]
 fn a_prefork_servers_leaks_belong_to_the_workers_that_accepted_them() {
     require_ebpf!();
-    let daemon = start_daemon();
+    let daemon = leak_watching_daemon();
     let mut http = daemon.client();
     let mut server = Server::start(PREFORK, &[]);
     let port = server.port();
@@ -242,7 +230,7 @@ fn a_prefork_servers_leaks_belong_to_the_workers_that_accepted_them() {
 #[test]
 fn reuseport_listeners_keep_their_own_leaks() {
     require_ebpf!();
-    let daemon = start_daemon();
+    let daemon = leak_watching_daemon();
     let mut http = daemon.client();
     let mut alpha = Server::start(REUSEPORT, &["reuse-alpha", "0"]);
     let port = alpha.port();

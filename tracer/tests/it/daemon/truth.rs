@@ -126,20 +126,9 @@ fn a_connect_in_syn_sent_is_counted_once_after_a_full_reconciliation() {
     let _connecting = connect_into_the_void(&ns);
     wait_for_namespace_gauges(&mut http, &ns.name, inode, Duration::from_secs(10));
     assert_eq!(ss::counts_in(&ns.name).get("SYN_SENT"), Some(&1));
-    // The burst, while the daemon cannot drain.
-    daemon.signal(libc::SIGSTOP);
+    // A burst the daemon cannot drain, elsewhere.
     let burst = NetNs::new("synsent-burst");
-    let _kept = burst.run_inside(|| {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut held = Held::default();
-        for _ in 0..40 {
-            let (client, server) = connect_pair(&listener);
-            held.streams.extend([client, server]);
-        }
-        held.listeners.push(listener);
-        held
-    });
-    daemon.signal(libc::SIGCONT);
+    let _kept = daemon.burst_while_stopped(&burst, 40);
     wait_until("the full reconciliation", Duration::from_secs(20), || {
         daemon.stderr().contains("full reconciliation fixed")
     });
