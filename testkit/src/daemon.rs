@@ -21,6 +21,18 @@ use crate::{
     wait_until,
 };
 
+/// Flags for a daemon whose ring buffer a burst overflows (the smallest,
+/// about 39 events; see [`Daemon::burst_while_stopped`]), reconciling
+/// often, its gauges per namespace.
+pub const SMALL_RING: &[&str] = &[
+    "--ring-buffer-size",
+    "4KiB",
+    "--reconcile-interval",
+    "200ms",
+    "--netns-label",
+    "true",
+];
+
 pub struct Daemon {
     proc: Guarded,
     pub addr: SocketAddr,

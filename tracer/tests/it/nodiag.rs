@@ -8,7 +8,7 @@
 use std::{path::Path, time::Duration};
 
 use testkit::{
-    daemon::{Daemon, assert_gauges_match_ss, wait_for_namespace_gauges},
+    daemon::{Daemon, SMALL_RING, assert_gauges_match_ss, wait_for_namespace_gauges},
     net::{Held, make_states},
     netns::{NetNs, ns_inode},
     prom,
@@ -109,17 +109,7 @@ fn falls_back_to_proc_net_tcp_without_sock_diag() {
     // closes above leave no TIME_WAIT in what is counted.
     let burst = NetNs::new("nodiag-burst");
     let burst_inode = ns_inode(&burst.path());
-    let daemon = Daemon::start(
-        tracer(),
-        &[
-            "--ring-buffer-size",
-            "4KiB",
-            "--reconcile-interval",
-            "200ms",
-            "--netns-label",
-            "true",
-        ],
-    );
+    let daemon = Daemon::start(tracer(), SMALL_RING);
     let mut http = daemon.client();
     let m = http.get("/metrics").body;
     for inode in [own, entered, burst_inode] {

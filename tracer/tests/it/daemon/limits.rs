@@ -6,7 +6,7 @@
 use std::{net::TcpListener, time::Duration};
 
 use testkit::{
-    daemon::{Daemon, assert_gauges_match_ss, wait_for_namespace_gauges},
+    daemon::{Daemon, SMALL_RING, assert_gauges_match_ss, wait_for_namespace_gauges},
     net::{connect_pair, read_to_eof},
     netns::{NetNs, ns_inode},
     process::rss_kib,
@@ -23,17 +23,7 @@ fn ring_buffer_overflow_is_counted_and_the_gauges_heal() {
     // tiny ring buffer also drops, cannot blur the check.
     let ns = NetNs::new("overflow");
     // The smallest ring buffer holds about 39 events.
-    let daemon = Daemon::start(
-        tracer(),
-        &[
-            "--ring-buffer-size",
-            "4KiB",
-            "--reconcile-interval",
-            "200ms",
-            "--netns-label",
-            "true",
-        ],
-    );
+    let daemon = Daemon::start(tracer(), SMALL_RING);
     let mut http = daemon.client();
     // This burst must overflow.
     let _kept = daemon.burst_while_stopped(&ns, 60);

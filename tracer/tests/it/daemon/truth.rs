@@ -15,7 +15,7 @@ use std::{
 
 use socket2::{Domain, Socket, Type};
 use testkit::{
-    daemon::{Daemon, compared, gauges_in, wait_for_namespace_gauges},
+    daemon::{Daemon, SMALL_RING, compared, gauges_in, wait_for_namespace_gauges},
     net::{Held, connect_pair, read_to_eof},
     netns::{NetNs, ns_inode},
     process::run,
@@ -111,17 +111,7 @@ fn a_connect_in_syn_sent_is_counted_once_after_a_full_reconciliation() {
     // reconciliation dumps every state.
     let ns = NetNs::new("synsent");
     let inode = ns_inode(&ns.path());
-    let daemon = Daemon::start(
-        tracer(),
-        &[
-            "--ring-buffer-size",
-            "4KiB",
-            "--reconcile-interval",
-            "200ms",
-            "--netns-label",
-            "true",
-        ],
-    );
+    let daemon = Daemon::start(tracer(), SMALL_RING);
     let mut http = daemon.client();
     let _connecting = connect_into_the_void(&ns);
     wait_for_namespace_gauges(&mut http, &ns.name, inode, Duration::from_secs(10));
