@@ -41,6 +41,46 @@ impl NetNs {
         PathBuf::from("/run/netns").join(&self.name)
     }
 
+    /// Runs a command inside the namespace (`ip netns exec`); panics if
+    /// it fails.
+    pub fn exec(&self, args: &[&str]) {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args));
+    }
+
+    /// Joins this namespace and `other` with a veth pair (`DEV0` here,
+    /// `DEV1` there, named after `tag`) and gives each end its address in
+    /// one /24: `a` here, `b` there. Reverse-path filtering is off on both
+    /// sides, so a test may route one direction away.
+    pub fn link_to(&self, other: &NetNs, tag: &str, a: &str, b: &str) {
+        let (here, there) = (format!("{tag}0"), format!("{tag}1"));
+        self.exec(&[
+            "ip",
+            "link",
+            "add",
+            &here,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &there,
+            "netns",
+            &other.name,
+        ]);
+        for (ns, dev, addr) in [(self, &here, a), (other, &there, b)] {
+            ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ns.exec(&["ip", "link", "set", dev, "up"]);
+            for scope in ["all", dev.as_str()] {
+                ns.exec(&[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv4.conf.{scope}.rp_filter=0"),
+                ]);
+            }
+        }
+    }
+
     /// Runs `f` on a thread that has entered this namespace: sockets it
     /// creates belong to the namespace.
     pub fn run_inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -62,6 +62,29 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Set by `cargo xtask test` in the guests of the kernel matrix, whose
+/// kernels load tracing programs (fentry): a test of that path must run
+/// there, and may skip (loudly) only elsewhere.
+pub const TRACING_EXPECTED_ENV: &str = "TRACER_TEST_TRACING";
+
+/// Skips the rest of a test that needs the kernel's tracing programs when
+/// this kernel refuses them (`why`, as the daemon said): loudly, and never
+/// in the matrix's guests, which have them. Returns whether to go on.
+pub fn tracing_programs(loaded: bool, why: &str) -> bool {
+    if loaded {
+        return true;
+    }
+    let test = test_name("a test");
+    if std::env::var_os(TRACING_EXPECTED_ENV).is_some() {
+        panic!("{TRACING_EXPECTED_ENV} is set but {test} found no tracing programs: {why}");
+    }
+    skipped(
+        &test,
+        &format!("this kernel refuses tracing programs ({why}); the VM matrix runs it"),
+    );
+    false
+}
+
 /// Why eBPF programs cannot be loaded here, if they cannot.
 pub fn ebpf_missing() -> Option<&'static str> {
     if !is_root() {

@@ -33,6 +33,8 @@ pub struct Event {
     pub skaddr: u64,
     /// Nanoseconds the socket spent in `oldstate`; 0 when unknown (the socket
     /// was born before the program attached, or its entry was evicted).
+    /// In a timewait socket's record ([`DETAIL_TIMEWAIT_SOCK`]): the length
+    /// of the timer it set, in jiffies.
     pub old_state_ns: u64,
     /// Inode number of the socket's network namespace (as in `/proc/PID/ns/net`).
     pub netns: u32,
@@ -200,6 +202,50 @@ pub const TIME_WAIT_STACK_DEPTH: usize = 8;
 pub const DETAIL_ERR_KNOWN: u32 = 1 << 4;
 /// [`Event::detail`]: where `sk_err` (clamped to 0..=255) starts.
 pub const DETAIL_ERR_SHIFT: u32 = 8;
+/// [`Event::detail`]: the record is not a transition of a full socket but
+/// a change in a timewait socket's life, from the programs on the kernel's
+/// timewait functions (see [`TimewaitConfig`]). `skaddr` is the timewait
+/// socket, the addresses and ports are its own, and the states say what
+/// happened:
+/// * `CLOSE -> S`: made in substate S (TIME_WAIT, or FIN_WAIT2 for an
+///   orphaned FIN_WAIT2), its timer set to `old_state_ns` jiffies;
+/// * `S -> S`: its timer set again to `old_state_ns` jiffies, in substate
+///   S (the peer's FIN turns FIN_WAIT2 into TIME_WAIT this way);
+/// * `S -> CLOSE`: gone from the kernel's tables (timer, reuse, reset).
+pub const DETAIL_TIMEWAIT_SOCK: u32 = 1 << 5;
+
+/// Where the programs on the timewait functions find what they read in a
+/// `struct inet_timewait_sock`, from BTF. It begins with a `struct
+/// sock_common`, as `struct sock` does, so the addresses, ports, family and
+/// namespace lie where they lie in a full socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimewaitConfig {
+    /// `skc_family` (u16).
+    pub off_family: u32,
+    /// `skc_num`: the local port, host byte order (u16).
+    pub off_num: u32,
+    /// `skc_dport`: the remote port, network byte order (u16).
+    pub off_dport: u32,
+    /// `skc_rcv_saddr` and `skc_daddr` (IPv4, network byte order).
+    pub off_rcv_saddr: u32,
+    pub off_daddr: u32,
+    /// `skc_v6_rcv_saddr` and `skc_v6_daddr` (16 bytes each).
+    pub off_v6_rcv_saddr: u32,
+    pub off_v6_daddr: u32,
+    /// `tw_substate` (u8).
+    pub off_substate: u32,
+    /// `skc_net.net` and, in `struct net`, `ns.inum`; both 0 when the
+    /// kernel has no namespaces in BTF (the records then carry netns 0).
+    pub off_net: u32,
+    pub off_net_inum: u32,
+    /// Bit set of `FLAG_*` ([`FLAG_NETNS`]).
+    pub flags: u32,
+    /// [`ProbeConfig::wakeup_bytes`], for the same ring buffer.
+    pub wakeup_bytes: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<TimewaitConfig>() == 48);
 
 /// The kernel program's own statistics, one slot each in its per-CPU
 /// statistics map: every path that loses or degrades an event is counted in
@@ -223,17 +269,22 @@ pub enum Stat {
     /// kernel stack of its close failed: the event says that detail is not
     /// known.
     SockFieldReadFailed = 5,
+    /// A record of a timewait socket's life ([`DETAIL_TIMEWAIT_SOCK`]) was
+    /// lost: the ring buffer was full, or reading the socket failed. The
+    /// next dump corrects what it would have said.
+    TimewaitRecordLost = 6,
 }
 
 impl Stat {
     /// Every statistic, in slot order.
-    pub const ALL: [Stat; 6] = [
+    pub const ALL: [Stat; 7] = [
         Stat::RingbufFull,
         Stat::RecordReadFailed,
         Stat::NetnsReadFailed,
         Stat::StateTimeUpdateFailed,
         Stat::BadConfig,
         Stat::SockFieldReadFailed,
+        Stat::TimewaitRecordLost,
     ];
     /// Slots in the statistics map.
     pub const COUNT: u32 = Stat::ALL.len() as u32;
@@ -259,4 +310,5 @@ mod pod {
     // SAFETY: both are repr(C), made of integers only, with explicit padding.
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::TimewaitConfig {}
 }

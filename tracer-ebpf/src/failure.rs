@@ -8,7 +8,7 @@
 //! taken and drops it, so the program does not even format them. They only
 //! ever run after something failed, never on the path of a good event.
 
-use aya_ebpf::programs::TracePointContext;
+use aya_ebpf::EbpfContext;
 use aya_log_ebpf::debug;
 use tracer_common::Stat;
 
@@ -48,6 +48,11 @@ pub enum Failure {
     /// Whether a timewait socket was made unknown: reading the kernel
     /// stack failed.
     StackRead(i32),
+    /// A timewait socket's record lost: reading its field at this offset
+    /// failed (or the offset is past any structure: `ret` 0).
+    TimewaitRead { offset: u32, ret: i32 },
+    /// A timewait socket's record lost: no room in the ring buffer.
+    TimewaitRingbufFull,
 }
 
 /// The fields the program reads from a socket reaching CLOSE.
@@ -87,13 +92,14 @@ impl Failure {
             }
             Failure::StateTimeUpdate(_) => Stat::StateTimeUpdateFailed,
             Failure::StackRead(_) => Stat::SockFieldReadFailed,
+            Failure::TimewaitRead { .. } | Failure::TimewaitRingbufFull => Stat::TimewaitRecordLost,
         }
     }
 
     /// Counts the failure and logs it. Inlined where it happens, so each
     /// site keeps only its own line.
     #[inline(always)]
-    pub fn report(self, ctx: &TracePointContext) {
+    pub fn report<C: EbpfContext>(self, ctx: &C) {
         count(self.stat());
         match self {
             Failure::FieldOffset(offset) => debug!(
@@ -142,6 +148,13 @@ impl Failure {
                 ctx,
                 "timewait socket unknown: reading the kernel stack failed: {}", ret
             ),
+            Failure::TimewaitRead { offset, ret } => debug!(
+                ctx,
+                "timewait record lost: reading at offset {} failed: {}", offset, ret
+            ),
+            Failure::TimewaitRingbufFull => {
+                debug!(ctx, "timewait record lost: the ring buffer is full")
+            }
             Failure::StateTimeUpdate(ret) => debug!(
                 ctx,
                 "time in state lost: the timestamp map refused an insert: {}", ret

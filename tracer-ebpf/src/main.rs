@@ -1,6 +1,9 @@
-//! tracer's kernel side: one tracepoint program and the maps it fills.
+//! tracer's kernel side: the tracepoint program, the timewait programs
+//! and the maps they fill.
 //!
 //! * `set_state`: the program on `sock:inet_sock_set_state`.
+//! * `timewait`: the programs on the kernel's timewait functions (fentry),
+//!   where the kernel allows them.
 //! * `maps`: the ring buffer, the per-CPU counters and the load-time config.
 //! * `failure`: every error path's count and debug log line (aya-log).
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -12,6 +15,8 @@ mod failure;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod set_state;
+#[cfg(target_arch = "bpf")]
+mod timewait;
 
 /// bpf_probe_read_kernel is a GPL-only helper.
 #[cfg(target_arch = "bpf")]

@@ -6,7 +6,9 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{ProbeConfig, RecordLayout, Stat, TIME_WAIT_STACK_DEPTH, TransitionMatrix};
+use tracer_common::{
+    ProbeConfig, RecordLayout, Stat, TIME_WAIT_STACK_DEPTH, TimewaitConfig, TransitionMatrix,
+};
 
 /// Written by user space at load time (`EbpfLoader::override_global`). It
 /// lives in `.rodata`, which the kernel freezes, so the verifier treats its
@@ -45,6 +47,32 @@ static CONFIG: ProbeConfig = ProbeConfig {
 #[inline(always)]
 pub fn config() -> &'static ProbeConfig {
     let ptr: *const ProbeConfig = &CONFIG;
+    // SAFETY: reading a local pointer; it points at a plain static.
+    unsafe { &*core::ptr::read_volatile(&ptr) }
+}
+
+/// Where the timewait programs read a timewait socket, written by user
+/// space at load time like [`CONFIG`]; zeroes when they are not loaded.
+#[unsafe(no_mangle)]
+static TW_CONFIG: TimewaitConfig = TimewaitConfig {
+    off_family: 0,
+    off_num: 0,
+    off_dport: 0,
+    off_rcv_saddr: 0,
+    off_daddr: 0,
+    off_v6_rcv_saddr: 0,
+    off_v6_daddr: 0,
+    off_substate: 0,
+    off_net: 0,
+    off_net_inum: 0,
+    flags: 0,
+    wakeup_bytes: 0,
+};
+
+/// [`TW_CONFIG`], read as [`config`] reads [`CONFIG`].
+#[inline(always)]
+pub fn timewait_config() -> &'static TimewaitConfig {
+    let ptr: *const TimewaitConfig = &TW_CONFIG;
     // SAFETY: reading a local pointer; it points at a plain static.
     unsafe { &*core::ptr::read_volatile(&ptr) }
 }

@@ -173,7 +173,7 @@ fn on_transition(
         0
     };
     let netns = if cfg.flags & FLAG_NETNS != 0 {
-        read_netns(ctx, skaddr, cfg)
+        read_netns(ctx, skaddr, cfg.off_sock_net, cfg.off_net_inum)
     } else {
         0
     };
@@ -268,7 +268,7 @@ fn addresses(
 /// each further batch while the reader lags (at most eight times per ring
 /// buffer's worth), never per event. The reader's timer collects the rest.
 #[inline(always)]
-fn wakeup_flag(wakeup_bytes: u32) -> u64 {
+pub(crate) fn wakeup_flag(wakeup_bytes: u32) -> u64 {
     let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     // A power of two (user space makes it one): masks, not divisions.
     let batch = !(u64::from(wakeup_bytes).wrapping_sub(1));
@@ -400,10 +400,10 @@ fn sock_field<T>(ctx: &TracePointContext, skaddr: u64, offset: u32, field: SockF
     }
 }
 
-/// The inode number of the socket's network namespace, or 0 (counted).
+/// The inode number of the socket's network namespace (`struct net *` at
+/// `off_net` in the socket, `ns.inum` at `off_inum` in it), or 0 (counted).
 #[inline(always)]
-fn read_netns(ctx: &TracePointContext, skaddr: u64, cfg: &ProbeConfig) -> u32 {
-    let (off_net, off_inum) = (cfg.off_sock_net, cfg.off_net_inum);
+pub(crate) fn read_netns(ctx: &impl EbpfContext, skaddr: u64, off_net: u32, off_inum: u32) -> u32 {
     if off_net > MAX_STRUCT_OFFSET || off_inum > MAX_STRUCT_OFFSET {
         Failure::NetnsOffset(off_net.max(off_inum)).report(ctx);
         return 0;

@@ -157,6 +157,7 @@ impl DaemonArgs {
                 // Owners come from connect() and listen(), which leave CLOSE.
                 comm_always: false,
                 btf_path: self.btf.clone(),
+                timewait_hooks: true,
             },
             engine: EngineConfig {
                 max_sockets: self.max_sockets as usize,
@@ -264,6 +265,8 @@ impl TraceArgs {
                 state_time_entries: self.state_time_entries,
                 comm_always: true,
                 btf_path: self.btf.clone(),
+                // The stream shows full sockets' transitions only.
+                timewait_hooks: false,
             },
             filter: Filter {
                 ports: self.ports.clone(),

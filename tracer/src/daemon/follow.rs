@@ -15,7 +15,7 @@ use crate::{
     engine::{FullReconcile, Leak, OwnerAnswer},
     kernel::{
         clock::monotonic_ns,
-        event::{Comm, Transition},
+        event::{Comm, Record},
         ringbuf::EventReader,
     },
     serve::shared::{RateTracker, Shared},
@@ -43,7 +43,7 @@ pub struct Follow<'a> {
     pub options: DaemonOptions,
     pub reader: EventReader,
     /// Events decoded from the ring buffer, not yet applied.
-    pub batch: Vec<Transition>,
+    pub batch: Vec<Record>,
     pub schedule: DumpSchedule,
     pub rates: RateTracker,
     pub tick: tokio::time::Interval,
@@ -73,7 +73,10 @@ impl Follow<'_> {
         let (transitions, kernel) = shared.kernel_counters();
         let started = self
             .schedule
-            .due(Instant::now(), kernel.lost_events())
+            .due(
+                Instant::now(),
+                kernel.lost_events() + kernel.timewait_records_lost,
+            )
             .map(|kind| {
                 let mask = match kind {
                     DumpKind::Full => sockdiag::ALL_STATES,

@@ -33,7 +33,7 @@ use crate::{
     engine::{Engine, EngineConfig},
     kernel::{
         clock::monotonic_ns,
-        event::Transition,
+        event::Record,
         probe::{Probe, ProbeOptions},
         ringbuf::EventReader,
     },
@@ -85,6 +85,7 @@ pub async fn run(
     let startup::Attached { probe, timer_wheel } = attached;
     let mut engine = Engine::new(options.engine.clone());
     engine.set_timer_wheel(timer_wheel);
+    engine.set_timewait_followed(probe.timewait_tracking().is_hooks());
     let shared = Arc::new(Shared::new(engine, options.interval, options.netns_label));
     let cancel = CancellationToken::new();
 
@@ -150,7 +151,7 @@ async fn follow(
     let _kernel_log = crate::kernel::logs::forward(&mut probe);
     let mut reader = EventReader::new(probe.take_events()?).context("watching the ring buffer")?;
     shared.set_probe(probe);
-    let mut batch: Vec<Transition> = Vec::with_capacity(4096);
+    let mut batch: Vec<Record> = Vec::with_capacity(4096);
     let Some(seeded) = startup::seed(shared, &mut reader, &mut batch, shutdown).await? else {
         return Ok(());
     };
@@ -238,9 +239,9 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     tick
 }
 
-fn decode_into(shared: &Shared, bytes: &[u8], batch: &mut Vec<Transition>) {
+fn decode_into(shared: &Shared, bytes: &[u8], batch: &mut Vec<Record>) {
     shared.count_event();
-    match Transition::decode(bytes) {
+    match Record::decode(bytes) {
         Ok(t) => batch.push(t),
         Err(e) => {
             shared.count_invalid();

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::{
     engine::TimerWheel,
-    kernel::{clock::Jiffies, event::Transition, privileges, probe::Probe, ringbuf::EventReader},
+    kernel::{clock::Jiffies, event::Record, privileges, probe::Probe, ringbuf::EventReader},
     serve::shared::Shared,
     shutdown::Shutdown,
     sockets::{dump, sockdiag},
@@ -49,6 +49,7 @@ pub fn load_and_drop_privileges(options: &DaemonOptions) -> anyhow::Result<Attac
             probe.program_name()
         );
     }
+    log::info!("timewait sockets: {}", probe.timewait_tracking());
     let keep = [privileges::CAP_SYS_PTRACE, privileges::CAP_SYS_ADMIN];
     match privileges::keep_only(&keep) {
         Ok(kept) => {
@@ -92,7 +93,7 @@ pub struct Seeded {
 pub async fn seed(
     shared: &Shared,
     reader: &mut EventReader,
-    batch: &mut Vec<Transition>,
+    batch: &mut Vec<Record>,
     shutdown: &mut Shutdown,
 ) -> anyhow::Result<Option<Seeded>> {
     if let Some((full, timewait)) = dump::expected_sockets() {
@@ -133,7 +134,7 @@ pub async fn seed(
     engine.set_timewait_caps(seed.timewait_caps.iter().copied());
     engine.seed_complete(seed.end_ns);
     for t in batch.drain(..) {
-        engine.apply(&t);
+        engine.apply_record(&t);
     }
     drop(engine);
     Ok(Some(Seeded {

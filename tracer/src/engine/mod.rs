@@ -47,7 +47,7 @@ pub use timewait::{DestinationCount, TimerWheel, TimewaitReconcile};
 use tracer_common::{STATE_SLOTS, TcpState};
 pub use tuple::Tuple;
 
-use crate::kernel::event::{Comm, Transition};
+use crate::kernel::event::{Comm, Record, Transition};
 
 /// How long a timewait socket lives (TCP_TIMEWAIT_LEN, fixed in the kernel).
 pub const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;
@@ -62,6 +62,8 @@ pub struct Engine {
     timewait: TimewaitTable,
     /// When timewait timers really run.
     timer_wheel: TimerWheel,
+    /// The kernel's timewait programs report each timewait socket.
+    timewait_followed: bool,
     closed_during_dump: ClosedDuringDump,
     /// Sockets in CLOSE_WAIT by (since, id): oldest first.
     close_wait: BTreeSet<(u64, u64)>,
@@ -89,6 +91,7 @@ impl Engine {
             seeds: Seeds::default(),
             timewait: TimewaitTable::default(),
             timer_wheel: TimerWheel::default(),
+            timewait_followed: false,
             closed_during_dump: ClosedDuringDump::default(),
             close_wait: BTreeSet::new(),
             owners: Owners::default(),
@@ -249,6 +252,17 @@ impl Engine {
         found.len()
     }
 
+    /// Applies one record of the ring buffer.
+    pub fn apply_record(&mut self, record: &Record) {
+        match record {
+            Record::Transition(t) => self.apply(t),
+            Record::Timewait(change) => {
+                self.stats.timewait_records += 1;
+                self.apply_timewait(change);
+            }
+        }
+    }
+
     /// Applies one transition.
     pub fn apply(&mut self, t: &Transition) {
         self.stats.events += 1;
@@ -301,6 +315,7 @@ impl Engine {
             }
             return;
         }
+        self.carry_fin_wait2(t, &tuple, &mut sock);
         self.move_state(&mut sock, t);
         self.transition_side_effects(t, &tuple, sock.owner, tuple_learned);
 

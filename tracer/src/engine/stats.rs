@@ -5,6 +5,9 @@
 pub struct EngineStats {
     /// Transitions applied.
     pub events: u64,
+    /// Records of timewait sockets' lives applied (from the kernel's
+    /// timewait programs, where they run).
+    pub timewait_records: u64,
     /// Times the table disagreed with what the kernel said (an event whose
     /// old state was not the one we had, a dump that differed) and was fixed.
     pub corrections: u64,

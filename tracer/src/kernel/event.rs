@@ -1,5 +1,6 @@
-//! Decoding ring-buffer records into [`Transition`]s: the checked,
-//! typed form of a [`tracer_common::Event`].
+//! Decoding ring-buffer records into [`Record`]s: the checked, typed form
+//! of a [`tracer_common::Event`], a [`Transition`] of a full socket or a
+//! [`TimewaitChange`] from the timewait programs.
 
 use std::{
     fmt,
@@ -9,8 +10,8 @@ use std::{
 
 use tracer_common::{
     AF_INET, AF_INET6, DETAIL_BY_TIME_WAIT, DETAIL_CLOSER_KNOWN, DETAIL_ERR_KNOWN,
-    DETAIL_ERR_SHIFT, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, TASK_COMM_LEN, TcpState,
-    state::UnknownState,
+    DETAIL_ERR_SHIFT, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, DETAIL_TIMEWAIT_SOCK, Event,
+    TASK_COMM_LEN, TcpState, state::UnknownState,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +22,8 @@ pub enum DecodeError {
     State(u8),
     #[error("unknown address family {0}")]
     Family(u16),
+    #[error("timewait record with states {0} -> {1}")]
+    TimewaitStates(u8, u8),
 }
 
 impl From<UnknownState> for DecodeError {
@@ -81,6 +84,117 @@ impl fmt::Debug for Comm {
     }
 }
 
+/// One record of the ring buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    Transition(Transition),
+    Timewait(TimewaitChange),
+}
+
+impl Record {
+    /// Decodes a ring-buffer record.
+    pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+        if bytes.len() != std::mem::size_of::<Event>() {
+            return Err(DecodeError::Size(bytes.len()));
+        }
+        // SAFETY: the length matches and Event is plain integers; the ring
+        // buffer gives 8-byte alignment but read_unaligned does not rely on it.
+        let event: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if event.detail & DETAIL_TIMEWAIT_SOCK != 0 {
+            TimewaitChange::try_from(&event).map(Record::Timewait)
+        } else {
+            Transition::try_from(&event).map(Record::Transition)
+        }
+    }
+}
+
+/// A change in a timewait socket's life (see
+/// [`tracer_common::DETAIL_TIMEWAIT_SOCK`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimewaitChange {
+    /// Kernel CLOCK_MONOTONIC time, nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel address of the timewait socket.
+    pub twaddr: u64,
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub kind: TimewaitKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimewaitKind {
+    /// Made in this substate (TIME_WAIT, or FIN_WAIT2 for an orphaned
+    /// FIN_WAIT2), its timer set to this many jiffies.
+    Made {
+        substate: TcpState,
+        timer_jiffies: u64,
+    },
+    /// Its timer set again, in this substate (the peer's FIN turned
+    /// FIN_WAIT2 into TIME_WAIT, or a segment restarted the timer).
+    Rearmed {
+        substate: TcpState,
+        timer_jiffies: u64,
+    },
+    /// Gone from the kernel's tables, from this substate.
+    Gone { substate: TcpState },
+}
+
+impl TryFrom<&Event> for TimewaitChange {
+    type Error = DecodeError;
+
+    fn try_from(e: &Event) -> Result<Self, Self::Error> {
+        let (_, local, remote) = addresses(e)?;
+        let (old, new) = (
+            TcpState::try_from(e.oldstate)?,
+            TcpState::try_from(e.newstate)?,
+        );
+        let substate = |s: TcpState| match s {
+            TcpState::TimeWait | TcpState::FinWait2 => Ok(s),
+            _ => Err(DecodeError::TimewaitStates(e.oldstate, e.newstate)),
+        };
+        let timer_jiffies = e.old_state_ns;
+        let kind = match (old, new) {
+            (TcpState::Close, s) => TimewaitKind::Made {
+                substate: substate(s)?,
+                timer_jiffies,
+            },
+            (s, TcpState::Close) => TimewaitKind::Gone {
+                substate: substate(s)?,
+            },
+            (a, b) if a == b => TimewaitKind::Rearmed {
+                substate: substate(a)?,
+                timer_jiffies,
+            },
+            _ => return Err(DecodeError::TimewaitStates(e.oldstate, e.newstate)),
+        };
+        Ok(TimewaitChange {
+            ts_ns: e.ts_ns,
+            twaddr: e.skaddr,
+            netns: e.netns,
+            local: SocketAddr::new(local, e.sport),
+            remote: SocketAddr::new(remote, e.dport),
+            kind,
+        })
+    }
+}
+
+/// The family and the local and remote address of a record.
+fn addresses(e: &Event) -> Result<(Family, IpAddr, IpAddr), DecodeError> {
+    Ok(match e.family {
+        AF_INET => {
+            let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
+            (Family::V4, v4(&e.saddr), v4(&e.daddr))
+        }
+        AF_INET6 => (
+            Family::V6,
+            IpAddr::V6(Ipv6Addr::from(e.saddr)),
+            IpAddr::V6(Ipv6Addr::from(e.daddr)),
+        ),
+        other => return Err(DecodeError::Family(other)),
+    })
+}
+
 /// One TCP state transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
@@ -124,35 +238,13 @@ impl Transition {
     pub fn is_child_before_its_tuple(&self) -> bool {
         self.old == TcpState::Listen && self.new == TcpState::SynRecv && self.remote.port() == 0
     }
-
-    /// Decodes a ring-buffer record.
-    pub fn decode(bytes: &[u8]) -> Result<Transition, DecodeError> {
-        if bytes.len() != std::mem::size_of::<Event>() {
-            return Err(DecodeError::Size(bytes.len()));
-        }
-        // SAFETY: the length matches and Event is plain integers; the ring
-        // buffer gives 8-byte alignment but read_unaligned does not rely on it.
-        let event: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        Transition::try_from(&event)
-    }
 }
 
 impl TryFrom<&Event> for Transition {
     type Error = DecodeError;
 
     fn try_from(e: &Event) -> Result<Self, Self::Error> {
-        let (family, local, remote) = match e.family {
-            AF_INET => {
-                let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
-                (Family::V4, v4(&e.saddr), v4(&e.daddr))
-            }
-            AF_INET6 => (
-                Family::V6,
-                IpAddr::V6(Ipv6Addr::from(e.saddr)),
-                IpAddr::V6(Ipv6Addr::from(e.daddr)),
-            ),
-            other => return Err(DecodeError::Family(other)),
-        };
+        let (family, local, remote) = addresses(e)?;
         Ok(Transition {
             ts_ns: e.ts_ns,
             skaddr: e.skaddr,
@@ -211,9 +303,16 @@ pub(crate) mod tests {
             .to_vec()
     }
 
+    fn transition(bytes: &[u8]) -> Transition {
+        match Record::decode(bytes) {
+            Ok(Record::Transition(t)) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn decodes_ipv4() {
-        let t = Transition::decode(&as_bytes(&sample_event())).unwrap();
+        let t = transition(&as_bytes(&sample_event()));
         assert_eq!(t.old, TcpState::Established);
         assert_eq!(t.new, TcpState::FinWait1);
         assert_eq!(t.local, "127.0.0.1:40000".parse().unwrap());
@@ -240,13 +339,73 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_bad_records() {
-        assert_eq!(Transition::decode(&[0u8; 10]), Err(DecodeError::Size(10)));
+        assert_eq!(Record::decode(&[0u8; 10]), Err(DecodeError::Size(10)));
         let mut e = sample_event();
         e.newstate = 13;
         assert_eq!(Transition::try_from(&e), Err(DecodeError::State(13)));
         let mut e = sample_event();
         e.family = 1;
         assert_eq!(Transition::try_from(&e), Err(DecodeError::Family(1)));
+    }
+
+    /// A timewait record of `sample_event`'s four-tuple.
+    fn timewait_record(old: u8, new: u8, jiffies: u64) -> Record {
+        let mut e = sample_event();
+        e.detail = DETAIL_TIMEWAIT_SOCK;
+        (e.oldstate, e.newstate, e.old_state_ns) = (old, new, jiffies);
+        Record::decode(&as_bytes(&e)).unwrap()
+    }
+
+    #[test]
+    fn decodes_a_timewait_sockets_life() {
+        let Record::Timewait(made) = timewait_record(7, 6, 15_000) else {
+            panic!("not a timewait record");
+        };
+        assert_eq!(made.local, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(
+            (made.twaddr, made.netns),
+            (0xffff_8880_1234_5678, 4026531840)
+        );
+        let made_in = |substate| TimewaitKind::Made {
+            substate,
+            timer_jiffies: 15_000,
+        };
+        assert_eq!(made.kind, made_in(TcpState::TimeWait));
+        let kind = |r: Record| match r {
+            Record::Timewait(c) => c.kind,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            kind(timewait_record(7, 5, 15_000)),
+            made_in(TcpState::FinWait2)
+        );
+        assert_eq!(
+            kind(timewait_record(6, 6, 9)),
+            TimewaitKind::Rearmed {
+                substate: TcpState::TimeWait,
+                timer_jiffies: 9
+            }
+        );
+        assert_eq!(
+            kind(timewait_record(5, 7, 0)),
+            TimewaitKind::Gone {
+                substate: TcpState::FinWait2
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_timewait_records_that_no_kernel_writes() {
+        for (old, new) in [(1, 7), (7, 1), (5, 6), (7, 7)] {
+            let mut e = sample_event();
+            e.detail = DETAIL_TIMEWAIT_SOCK;
+            (e.oldstate, e.newstate) = (old, new);
+            assert_eq!(
+                Record::decode(&as_bytes(&e)),
+                Err(DecodeError::TimewaitStates(old, new)),
+                "{old} -> {new}"
+            );
+        }
     }
 
     #[test]

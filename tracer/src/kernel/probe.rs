@@ -14,16 +14,14 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
-use tracer_common::{
-    FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_SOCK_ERR, FLAG_SOCK_FLAGS, FLAG_STATE_TIME,
-    FLAG_TIME_WAIT_STACK, MAX_RECORD_SIZE, ProbeConfig, RecordLayout, Stat, TransitionMatrix,
-};
+use tracer_common::{ProbeConfig, RecordLayout, Stat, TransitionMatrix};
 
 use crate::{
     kernel::btf::{Btf, BtfError, VMLINUX_BTF},
-    kernel::kallsyms,
+    kernel::config::{probe_config, timewait_config},
     kernel::logs,
     kernel::privileges::{self, MissingCapabilities},
+    kernel::timewait_hooks::{self, Hooks, TimewaitTracking},
     kernel::tracefs::{self, Format, TracefsError},
 };
 
@@ -85,6 +83,8 @@ pub enum ProbeError {
     ProgramChoice(String),
     #[error("{SOCK_FLAGS_OFFSET_ENV}={0:?} is not an offset")]
     TestOffset(String),
+    #[error("{0}")]
+    HooksChoice(String),
     #[error("loading the eBPF object failed: {0}")]
     Load(aya::EbpfError),
     #[error("the kernel rejected the tracepoint program: {0}")]
@@ -116,6 +116,9 @@ pub struct ProbeOptions {
     pub comm_always: bool,
     /// Kernel BTF to read structure layouts from.
     pub btf_path: PathBuf,
+    /// Load the timewait programs where the kernel allows them (see
+    /// [`crate::kernel::timewait_hooks`]).
+    pub timewait_hooks: bool,
 }
 
 impl Default for ProbeOptions {
@@ -126,6 +129,7 @@ impl Default for ProbeOptions {
             state_time_entries: DEFAULT_STATE_TIME_ENTRIES,
             comm_always: true,
             btf_path: PathBuf::from(VMLINUX_BTF),
+            timewait_hooks: true,
         }
     }
 }
@@ -157,6 +161,9 @@ pub struct KernelStats {
     /// Closing sockets whose FIN could not be read (their predicted
     /// timewait socket may have the wrong substate until a dump).
     pub sock_field_read_failed: u64,
+    /// Records of timewait sockets' lives lost (ring buffer full, or the
+    /// socket unreadable); the next dump corrects what they would have said.
+    pub timewait_records_lost: u64,
 }
 
 impl KernelStats {
@@ -177,6 +184,9 @@ pub struct Probe {
     recursion_misses_offset: Option<u32>,
     config: ProbeConfig,
     program_name: &'static str,
+    /// The timewait programs, where the kernel took them.
+    hooks: Option<Hooks>,
+    timewait: TimewaitTracking,
 }
 
 impl Probe {
@@ -194,11 +204,18 @@ impl Probe {
             config.off_sock_flags = offset;
         }
         let program_name = choose_program(&config.record)?;
+        let hooks_wanted = timewait_hooks::wanted().map_err(ProbeError::HooksChoice)?;
+        let tw_config = timewait_config(&btf, &config);
         privileges::raise_memlock_limit();
 
         let log_level = logs::program_level();
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
+            .override_global(
+                "TW_CONFIG",
+                tw_config.as_ref().unwrap_or(&Default::default()),
+                true,
+            )
             .override_global(aya_log::LEVEL, &log_level, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .map_max_entries("STATE_SINCE", options.state_time_entries.max(1))
@@ -214,6 +231,21 @@ impl Probe {
             .attach(TP_CATEGORY, TP_NAME)
             .map_err(ProbeError::Program)?;
 
+        let (hooks, timewait) = match (hooks_wanted && options.timewait_hooks, tw_config) {
+            (false, _) if !options.timewait_hooks => (
+                None,
+                TimewaitTracking::Predicted("not wanted by this command".into()),
+            ),
+            (false, _) => (
+                None,
+                TimewaitTracking::Predicted(format!("{}=off", timewait_hooks::HOOKS_ENV)),
+            ),
+            (true, Err(e)) => (None, TimewaitTracking::Predicted(e.to_string())),
+            (true, Ok(_)) => match timewait_hooks::attach(&mut ebpf, &options.btf_path) {
+                Ok(hooks) => (Some(hooks), TimewaitTracking::Hooks),
+                Err(e) => (None, TimewaitTracking::Predicted(e)),
+            },
+        };
         let transitions = take_per_cpu(&mut ebpf, "TRANSITIONS")?;
         let stats = take_per_cpu(&mut ebpf, "STATS")?;
         let recursion_misses_offset = btf
@@ -227,13 +259,23 @@ impl Probe {
             recursion_misses_offset,
             config,
             program_name,
+            hooks,
+            timewait,
         })
+    }
+
+    /// How timewait sockets are followed on this kernel.
+    pub fn timewait_tracking(&self) -> &TimewaitTracking {
+        &self.timewait
     }
 
     /// Detaches the program but keeps its maps: after this, the counters
     /// and the ring buffer stop changing, so a final drain and a final read
     /// of the counters agree exactly.
     pub fn detach(&mut self) -> Result<(), ProbeError> {
+        if let Some(mut hooks) = self.hooks.take() {
+            hooks.detach(&mut self.ebpf);
+        }
         let Some(link) = self.link.take() else {
             return Ok(());
         };
@@ -317,6 +359,7 @@ impl Probe {
                 Stat::StateTimeUpdateFailed => &mut stats.state_time_update_failed,
                 Stat::BadConfig => &mut stats.bad_config,
                 Stat::SockFieldReadFailed => &mut stats.sock_field_read_failed,
+                Stat::TimewaitRecordLost => &mut stats.timewait_records_lost,
             };
             *field = value;
         }
@@ -428,147 +471,9 @@ fn sum_slot(
     Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
 }
 
-/// The program's configuration for this kernel: record offsets from the
-/// tracepoint's format file, structure offsets from BTF.
-pub fn probe_config(
-    format: &Format,
-    btf: &Btf,
-    options: &ProbeOptions,
-) -> Result<ProbeConfig, ProbeError> {
-    let field = |name: &str, sizes: &[u32]| -> Result<(u32, u32), ProbeError> {
-        let f = format
-            .fields
-            .get(name)
-            .ok_or_else(|| ProbeError::Layout(format!("no field `{name}`")))?;
-        if !sizes.contains(&f.size) {
-            return Err(ProbeError::Layout(format!(
-                "field `{name}` has size {}",
-                f.size
-            )));
-        }
-        // Scalars are read with aligned loads.
-        let align = if f.size > 8 { 1 } else { f.size };
-        if f.offset % align != 0 || f.offset + f.size > MAX_RECORD_SIZE {
-            return Err(ProbeError::Layout(format!(
-                "field `{name}` at offset {}",
-                f.offset
-            )));
-        }
-        Ok((f.offset, f.size))
-    };
-    let (off_protocol, size_protocol) = field("protocol", &[1, 2])?;
-    let record_size = format.record_size();
-    if record_size > MAX_RECORD_SIZE {
-        return Err(ProbeError::Layout(format!("record of {record_size} bytes")));
-    }
-    let mut flags = 0;
-    if options.state_time {
-        flags |= FLAG_STATE_TIME;
-    }
-    if options.comm_always {
-        flags |= FLAG_COMM_ALWAYS;
-    }
-    let sock = sock_offsets(btf);
-    flags |= sock.flags;
-    Ok(ProbeConfig {
-        record_size,
-        record: RecordLayout {
-            skaddr: field("skaddr", &[8])?.0,
-            oldstate: field("oldstate", &[4])?.0,
-            newstate: field("newstate", &[4])?.0,
-            sport: field("sport", &[2])?.0,
-            dport: field("dport", &[2])?.0,
-            family: field("family", &[2])?.0,
-            protocol: off_protocol,
-            protocol_size: size_protocol,
-            saddr: field("saddr", &[4])?.0,
-            daddr: field("daddr", &[4])?.0,
-            saddr_v6: field("saddr_v6", &[16])?.0,
-            daddr_v6: field("daddr_v6", &[16])?.0,
-        },
-        off_sock_net: sock.net,
-        off_net_inum: sock.net_inum,
-        off_sock_flags: sock.flags_field,
-        off_sock_err: sock.err,
-        _pad: 0,
-        tcp_time_wait: sock.tcp_time_wait,
-        flags,
-        wakeup_bytes: wakeup_bytes(options.ring_buffer_bytes),
-    })
-}
-
-/// Where the kernel program finds what it reads in `struct sock`, from
-/// BTF, and the `FLAG_*` of those found. Each is nice to have: without one
-/// the events lack that detail, and the log says what it costs.
-#[derive(Debug, Default)]
-struct SockOffsets {
-    flags: u32,
-    net: u32,
-    net_inum: u32,
-    flags_field: u32,
-    err: u32,
-    tcp_time_wait: [u64; 2],
-}
-
-fn sock_offsets(btf: &Btf) -> SockOffsets {
-    let mut found = SockOffsets::default();
-    // Without CONFIG_NET_NS the kernel has no `skc_net.net`.
-    let net = btf.member_offset("sock", &["__sk_common", "skc_net", "net"]);
-    let net_inum = btf.member_offset("net", &["ns", "inum"]);
-    match (net, net_inum) {
-        (Ok(a), Ok(b)) => (found.flags, found.net, found.net_inum) = (FLAG_NETNS, a, b),
-        (Err(e), _) | (_, Err(e)) => log::warn!("network namespaces will read as 0: {e}"),
-    }
-    // `sk_flags` is `__sk_common.skc_flags` in the kernels we test; older
-    // ones had it in `struct sock` itself.
-    let flags_field = btf
-        .member_offset("sock", &["__sk_common", "skc_flags"])
-        .or_else(|_| btf.member_offset("sock", &["sk_flags"]));
-    match flags_field {
-        Ok(off) => (found.flags, found.flags_field) = (found.flags | FLAG_SOCK_FLAGS, off),
-        Err(e) => {
-            log::warn!("orphaned FIN_WAIT2 sockets will show as TIME_WAIT until a dump: {e}")
-        }
-    }
-    // The kernel program tells closes that leave a timewait socket from
-    // those that do not by looking for tcp_time_wait() in the stack.
-    match kallsyms::function_range("tcp_time_wait") {
-        Ok(range) => {
-            (found.flags, found.tcp_time_wait) = (found.flags | FLAG_TIME_WAIT_STACK, range)
-        }
-        Err(e) => log::warn!(
-            "closes without a timewait socket (resets, SO_LINGER 0) will count one until a dump: {e}"
-        ),
-    }
-    match btf.member_offset("sock", &["sk_err"]) {
-        Ok(off) => (found.flags, found.err) = (found.flags | FLAG_SOCK_ERR, off),
-        Err(e) => log::warn!("closes will not say their error: {e}"),
-    }
-    found
-}
-
-/// When the program wakes the reader: each time another quarter of the
-/// ring buffer waits (1 MiB, about 10,000 events, by default), leaving
-/// three quarters for what arrives while the reader wakes. The reader
-/// drains on a timer as well ([`crate::kernel::ringbuf::DRAIN_INTERVAL`]), so fewer
-/// events wait no longer than that. Each wake-up of the daemon costs tens
-/// of microseconds of scheduling; at 64 KiB per wake-up they took about a
-/// third of its CPU under churn.
-pub fn wakeup_bytes(ring_buffer_bytes: u32) -> u32 {
-    // A power of two, as the program expects: the ring buffer's size is one.
-    (ring_buffer_bytes / 4).next_power_of_two()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wake_ups_come_every_quarter_of_the_ring_buffer() {
-        assert_eq!(wakeup_bytes(DEFAULT_RING_BUFFER_BYTES), 1 << 20);
-        assert_eq!(wakeup_bytes(MIN_RING_BUFFER_BYTES), 1024);
-        assert_eq!(wakeup_bytes(MAX_RING_BUFFER_BYTES), 1 << 28);
-    }
 
     #[test]
     fn kernel_releases() {

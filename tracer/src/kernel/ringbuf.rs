@@ -1,7 +1,7 @@
 //! Reading the kernel's event ring buffer from async code.
 //!
 //! The program wakes the reader only when enough data waits (see
-//! [`crate::kernel::probe::wakeup_bytes`]): a wake-up per event would cost more than
+//! [`crate::kernel::config::wakeup_bytes`]): a wake-up per event would cost more than
 //! everything else together. What waits below that is collected every
 //! [`DRAIN_INTERVAL`].
 

@@ -138,6 +138,26 @@ const FAMILIES: &[Family] = &[
         },
     },
     Family {
+        name: "tcpstate_timewait_records_lost_total",
+        help: "Records of timewait sockets' lives (made, substate changed, gone) the kernel's timewait programs could not deliver (ring buffer full, socket unreadable); the next dump corrects what they would have said. Always 0 where timewait sockets are predicted (tcpstate_timewait_tracking).",
+        kind: MetricType::COUNTER,
+        labels: &[],
+        per_netns: false,
+        samples: |r, out| out.add(r.kernel.timewait_records_lost as f64, &[]),
+    },
+    Family {
+        name: "tcpstate_timewait_tracking",
+        help: "How timewait sockets are known, value 1: method kernel (the kernel's timewait programs report each one's start, substate change and end: exact without dumps), or predicted (from each close, where the kernel refuses tracing programs; dumps correct them every few seconds).",
+        kind: MetricType::GAUGE,
+        labels: &["method"],
+        per_netns: false,
+        samples: |r, out| {
+            if let Some(method) = r.timewait_tracking {
+                out.add(1.0, &[method]);
+            }
+        },
+    },
+    Family {
         name: "tcpstate_events_invalid_total",
         help: "Events received that could not be decoded.",
         kind: MetricType::COUNTER,
@@ -383,6 +403,8 @@ struct Reading {
     kernel: KernelStats,
     /// Each namespace's source, by inode.
     sources: Vec<(u32, Source)>,
+    /// How timewait sockets are known (the probe's), once attached.
+    timewait_tracking: Option<&'static str>,
     events_received: u64,
     events_invalid: u64,
     /// Connections closed at the HTTP cap: newcomers turned away, and older
@@ -430,6 +452,7 @@ impl StateCollector {
             transitions,
             kernel,
             sources,
+            timewait_tracking: self.shared.timewait_tracking(),
             events_received: self.shared.events_received(),
             events_invalid: self.shared.events_invalid(),
             http_busy,

@@ -16,7 +16,7 @@ use crate::sockets::sources::Sources;
 use crate::{
     engine::Engine,
     kernel::clock::monotonic_ns,
-    kernel::event::Transition,
+    kernel::event::Record,
     kernel::probe::{KernelStats, Probe},
     serve::http::{listener::HttpStats, server::WebSecurityHandle},
     serve::metrics::GAUGED_STATES,
@@ -153,14 +153,21 @@ impl Shared {
     }
 
     /// Applies and empties a batch under one lock.
-    pub fn apply_batch(&self, batch: &mut Vec<Transition>) {
+    pub fn apply_batch(&self, batch: &mut Vec<Record>) {
         if batch.is_empty() {
             return;
         }
         let mut engine = self.engine();
         for t in batch.drain(..) {
-            engine.apply(&t);
+            engine.apply_record(&t);
         }
+    }
+
+    /// How timewait sockets are known (a metric label), once attached.
+    pub fn timewait_tracking(&self) -> Option<&'static str> {
+        lock(&self.probe)
+            .as_ref()
+            .map(|p| p.timewait_tracking().name())
     }
 
     /// The kernel's transition counters and the program's own counters.

@@ -14,7 +14,7 @@ use accepted::AcceptedTuples;
 
 use crate::{
     kernel::clock::{WallClock, monotonic_ns},
-    kernel::event::Transition,
+    kernel::event::{Record, Transition},
     kernel::logs,
     kernel::probe::{KernelStats, Probe, ProbeOptions},
     kernel::ringbuf::EventReader,
@@ -52,10 +52,15 @@ impl<W: Write> Printer<W> {
     /// Decodes a record and passes it through `accepted` (which may hold
     /// it back a moment) to the output.
     fn handle(&mut self, bytes: &[u8], accepted: &mut AcceptedTuples) {
-        self.events += 1;
-        match Transition::decode(bytes) {
-            Ok(t) => accepted.push(t, &mut |t| self.print(&t)),
+        match Record::decode(bytes) {
+            Ok(Record::Transition(t)) => {
+                self.events += 1;
+                accepted.push(t, &mut |t| self.print(&t));
+            }
+            // `trace` loads no timewait programs; nothing else writes these.
+            Ok(Record::Timewait(_)) => {}
             Err(e) => {
+                self.events += 1;
                 self.undecodable += 1;
                 log::warn!("skipping an event: {e}");
             }

@@ -64,7 +64,8 @@ pub fn guest_script(out: &Path, runs: &[(String, Vec<String>)]) -> String {
          mkdir -p /run/netns\n\
          # The host's limit on open files (the guest's default is 1024).\n\
          ulimit -n 20000\n\
-         export CI={ci} RUST_BACKTRACE=1{seed}\n\
+         # Debian's kernels load tracing programs: their tests must run.\n\
+         export CI={ci} RUST_BACKTRACE=1 TRACER_TEST_TRACING=1{seed}\n\
          uname -r > {out}/uname\n\
          # Whether sock_diag for TCP can load here, as the tests will need.\n\
          modprobe tcp_diag > {out}/modprobe.log 2>&1; echo $? > {out}/modprobe.rc\n"

@@ -1,7 +1,8 @@
-//! Timewait sockets: predicted from the full socket's last transition,
-//! ended by a new connection on the same four-tuple, reconciled with
-//! sock_diag dumps for everything the tracepoint cannot show (timer expiry,
-//! resets, sockets that never entered TIME_WAIT).
+//! Timewait sockets: where the kernel's timewait programs run, followed
+//! from their records (`followed`); elsewhere predicted from the full
+//! socket's last transition and ended by a new connection on the same
+//! four-tuple. Either way reconciled with sock_diag dumps for everything
+//! the events cannot show (timer expiry, resets, lost records).
 
 use std::net::SocketAddr;
 
@@ -10,6 +11,7 @@ use tracer_common::TcpState;
 use super::{DumpedSocket, Engine, HashMap, TIME_WAIT_LEN_NS, Tuple, slot};
 use crate::kernel::event::Transition;
 
+mod followed;
 mod table;
 mod wheel;
 
@@ -73,6 +75,10 @@ impl Engine {
     /// full socket after handing the connection to a timewait socket.
     pub(super) fn predict_timewait(&mut self, t: &Transition, tuple: Tuple) {
         if !t.old.may_leave_timewait(t.new) || !tuple.is_connection() {
+            return;
+        }
+        // The kernel's own record made (or did not make) the entry.
+        if self.timewait_followed {
             return;
         }
         // The kernel program saw whether tcp_time_wait() closed it.
@@ -176,7 +182,7 @@ impl Engine {
     /// TIME_WAIT one with a new 60 s timer; the kernel reports no event for
     /// that. (A remote peer's FIN is only seen by the next timewait dump.)
     pub(super) fn timewait_peer_closed(&mut self, peer: &Tuple, ts_ns: u64) {
-        if self.timewait.no_fin_wait2() {
+        if self.timewait.no_fin_wait2() || self.timewait_followed {
             return; // the common case costs no lookup
         }
         let ours = peer.reversed();
@@ -264,6 +270,12 @@ impl Engine {
     /// How the engine dates the end of a timewait socket's timer.
     pub fn set_timer_wheel(&mut self, wheel: TimerWheel) {
         self.timer_wheel = wheel;
+    }
+
+    /// Says that the kernel's timewait programs run: their records make,
+    /// change and end timewait sockets, and closes predict none.
+    pub fn set_timewait_followed(&mut self, followed: bool) {
+        self.timewait_followed = followed;
     }
 
     /// Brings the timewait table in line with a dump of every timewait

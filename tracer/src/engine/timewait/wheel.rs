@@ -38,6 +38,14 @@ fn level(delta: u64) -> u32 {
 }
 
 impl TimerWheel {
+    /// `jiffies` ticks in nanoseconds, when the kernel's HZ is known.
+    pub fn jiffies_ns(&self, jiffies: u64) -> Option<u64> {
+        match *self {
+            TimerWheel::Known(j) => Some(jiffies.saturating_mul(1_000_000_000) / j.hz.max(1)),
+            TimerWheel::Slack(_) => None,
+        }
+    }
+
     /// When a timewait timer that asked for `expires_ns` (CLOCK_MONOTONIC)
     /// runs.
     pub fn fires_ns(&self, expires_ns: u64) -> u64 {

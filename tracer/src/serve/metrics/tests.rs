@@ -43,9 +43,11 @@ fn reading(netns_label: bool) -> Reading {
             recursion_misses: 12,
             record_read_failed: 13,
             bad_config: 1,
+            timewait_records_lost: 14,
             ..KernelStats::default()
         },
         sources: vec![(NS_A, Source::Proc), (NS_B, Source::Proc)],
+        timewait_tracking: Some("kernel"),
         events_received: 20,
         events_invalid: 21,
         http_busy: 22,
@@ -124,6 +126,14 @@ fn values_land_in_their_own_series() {
             (l(&[("reason", "not_run")]), 12.0),
             (l(&[("reason", "read_failed")]), 14.0),
         ]
+    );
+    assert_eq!(
+        one("tcpstate_timewait_records_lost_total"),
+        [(l(&[]), 14.0)]
+    );
+    assert_eq!(
+        one("tcpstate_timewait_tracking"),
+        [(l(&[("method", "kernel")]), 1.0)]
     );
     assert_eq!(
         one("tcpstate_http_rejected_connections_total"),

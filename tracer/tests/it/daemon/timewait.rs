@@ -144,3 +144,90 @@ fn time_wait_gauge_stops_at_the_namespace_cap() {
     assert_eq!((ours(&mut http), truth()), (5, 5));
     assert!(daemon.stop().success());
 }
+
+/// Whether the daemon follows timewait sockets with the kernel's timewait
+/// programs, and if not, why (from its log).
+fn followed_in_the_kernel(daemon: &Daemon, http: &mut Http) -> bool {
+    let metrics = http.get("/metrics").body;
+    let kernel = prom::labelled(&metrics, "tcpstate_timewait_tracking", "method", "kernel");
+    let why = daemon
+        .stderr()
+        .lines()
+        .find(|l| l.contains("timewait sockets: "))
+        .unwrap_or("no line about timewait sockets in the log")
+        .to_owned();
+    testkit::require::tracing_programs(kernel == Some(1.0), &why)
+}
+
+#[test]
+fn a_remote_peers_fin_turns_fin_wait2_into_time_wait_without_a_dump() {
+    require_ebpf!();
+    // The client's namespace and the server's, joined by a veth pair.
+    let (client_ns, server_ns) = (NetNs::new("fw2c"), NetNs::new("fw2s"));
+    client_ns.link_to(&server_ns, "fw2", "10.97.0.1", "10.97.0.2");
+    let inode = ns_inode(&client_ns.path());
+    let daemon = Daemon::start(
+        tracer(),
+        &["--reconcile-interval", "1h", "--netns-label", "true"],
+    );
+    let mut http = daemon.client();
+    if !followed_in_the_kernel(&daemon, &mut http) {
+        assert!(daemon.stop().success());
+        return;
+    }
+    // How many FIN_WAIT2 stays were observed, and their total seconds.
+    let fin_wait2_stays = |http: &mut Http| {
+        let m = http.get("/metrics").body;
+        let of = |name| {
+            prom::samples(&m, name)
+                .get("state=FIN_WAIT2")
+                .copied()
+                .unwrap_or(0.0)
+        };
+        (
+            of("tcpstate_state_duration_seconds_count"),
+            of("tcpstate_state_duration_seconds_sum"),
+        )
+    };
+    let before = fin_wait2_stays(&mut http);
+    let listener = server_ns.run_inside(|| TcpListener::bind("10.97.0.2:0").expect("bind"));
+    let to = listener.local_addr().expect("address");
+    let client = client_ns.run_inside(move || std::net::TcpStream::connect(to).expect("connect"));
+    let (server, _) = listener.accept().expect("accept");
+    // The client closes first and the server does not answer yet: an
+    // orphaned FIN_WAIT2, which the kernel keeps as a timewait socket.
+    drop(client);
+    let client_side = |state: &str| ss::counts_in(&client_ns.name).get(state).copied();
+    wait_until("the orphaned FIN_WAIT2", Duration::from_secs(5), || {
+        client_side("FIN_WAIT2") == Some(1)
+    });
+    thread::sleep(Duration::from_secs(1));
+    // The client's ACK of the server's FIN goes nowhere, so the server
+    // stays in LAST_ACK: nothing on this host but the timewait socket
+    // itself shows that the FIN arrived.
+    client_ns.exec(&["ip", "route", "add", "blackhole", "10.97.0.2/32"]);
+    drop(server);
+    wait_until("the client's TIME_WAIT", Duration::from_secs(5), || {
+        client_side("TIME_WAIT") == Some(1) && client_side("FIN_WAIT2").is_none()
+    });
+    assert_eq!(
+        ss::counts_in(&server_ns.name).get("LAST_ACK"),
+        Some(&1),
+        "the server saw its FIN acknowledged"
+    );
+    wait_until("the gauges to follow", Duration::from_secs(3), || {
+        let ours = gauges_in(&http.get("/metrics").body, inode);
+        let state = |s| ours.get(s).copied().unwrap_or(0);
+        (state("TIME_WAIT"), state("FIN_WAIT2")) == (1, 0)
+    });
+    // The FIN_WAIT2 stay ended when the FIN came, a second or more after
+    // it began.
+    let after = fin_wait2_stays(&mut http);
+    assert_eq!(after.0, before.0 + 1.0, "FIN_WAIT2 stays observed");
+    assert!(
+        after.1 - before.1 >= 0.9,
+        "a FIN_WAIT2 stay of {} s",
+        after.1 - before.1
+    );
+    assert!(daemon.stop().success());
+}
