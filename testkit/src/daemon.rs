@@ -18,7 +18,6 @@ use crate::{
     process::Guarded,
     prom::samples,
     ss::{self, COMPARED},
-    wait_until,
 };
 
 /// Flags for a daemon whose ring buffer a burst overflows (the smallest,
@@ -223,10 +222,19 @@ pub fn compared(counts: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
 /// Waits until the daemon's gauges for namespace `inode` (with
 /// `--netns-label true`) equal `ss -N NAME` state by state.
 pub fn wait_for_namespace_gauges(http: &mut Http, name: &str, inode: u32, within: Duration) {
-    wait_until(&format!("{name}'s gauges to equal ss -N"), within, || {
-        let ours = gauges_in(&http.get("/metrics").body, inode);
-        compared(&ours) == compared(&ss::counts_in(name))
-    });
+    let deadline = Instant::now() + within;
+    loop {
+        let ours = compared(&gauges_in(&http.get("/metrics").body, inode));
+        let truth = compared(&ss::counts_in(name));
+        if ours == truth {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s gauges do not equal ss -N:\n  tracer: {ours:?}\n  ss:     {truth:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until, between two scrapes that agree with each other, ss agrees

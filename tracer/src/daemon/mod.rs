@@ -240,8 +240,13 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 }
 
 fn decode_into(shared: &Shared, bytes: &[u8], batch: &mut Vec<Record>) {
-    shared.count_event();
-    match Record::decode(bytes) {
+    let decoded = Record::decode(bytes);
+    // Transition events, as the kernel's transition counters count them;
+    // timewait records are the engine's (`tcpstate_timewait_records_lost_total`).
+    if !matches!(decoded, Ok(Record::Timewait(_))) {
+        shared.count_event();
+    }
+    match decoded {
         Ok(t) => batch.push(t),
         Err(e) => {
             shared.count_invalid();

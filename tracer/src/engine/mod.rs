@@ -64,6 +64,10 @@ pub struct Engine {
     timer_wheel: TimerWheel,
     /// The kernel's timewait programs report each timewait socket.
     timewait_followed: bool,
+    /// Followed timewait sockets that ended before their timer, lately
+    /// (when): a new connection's event on the tuple, which comes after
+    /// the kernel's record, says it was a reuse.
+    ended_early: HashMap<Tuple, u64>,
     closed_during_dump: ClosedDuringDump,
     /// Sockets in CLOSE_WAIT by (since, id): oldest first.
     close_wait: BTreeSet<(u64, u64)>,
@@ -92,6 +96,7 @@ impl Engine {
             timewait: TimewaitTable::default(),
             timer_wheel: TimerWheel::default(),
             timewait_followed: false,
+            ended_early: HashMap::default(),
             closed_during_dump: ClosedDuringDump::default(),
             close_wait: BTreeSet::new(),
             owners: Owners::default(),

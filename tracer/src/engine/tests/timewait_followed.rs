@@ -150,3 +150,16 @@ fn an_orphaned_fin_wait2_is_one_stay_from_the_full_socket_to_the_peers_fin() {
         fin_wait2.sum_seconds()
     );
 }
+
+#[test]
+fn an_early_end_followed_by_a_connection_on_its_tuple_is_a_reuse() {
+    let mut e = followed();
+    e.apply_record(&made(SEC, TimeWait));
+    // A connect takes the four-tuple: the kernel kills the timewait
+    // socket, then the connection's handshake completes.
+    e.apply(&ev(2 * SEC, 0x5000, Close, SynSent, "10.0.0.2:0", SRV));
+    e.apply_record(&tw(2 * SEC + 10, TimewaitKind::Gone { substate: TimeWait }));
+    e.apply(&ev(2 * SEC + 20, 0x5000, SynSent, Established, CLI, SRV));
+    assert_eq!(e.stats().timewait_reused, 1);
+    assert_eq!(e.stats().timewait_ended_early, 0);
+}

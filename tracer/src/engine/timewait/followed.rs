@@ -14,6 +14,9 @@ use crate::kernel::event::{TimewaitChange, TimewaitKind, Transition};
 /// A timer that ends within this much of its expiry counts as expired,
 /// not as ended early: the kernel runs it a bucket later than it asked.
 const EXPIRED_WITHIN_NS: u64 = 1_000_000_000;
+/// How long an early end waits for the new connection that would make it
+/// a reuse: that connection's next event follows within microseconds.
+const REUSE_WITHIN_NS: u64 = 2_000_000_000;
 
 impl Engine {
     /// Applies one record of a timewait socket's life.
@@ -138,8 +141,31 @@ impl Engine {
             self.stats.timewait_expired += 1;
         } else {
             self.stats.timewait_ended_early += 1;
+            self.ended_early.insert(*tuple, ts_ns);
         }
         // A dump under way may still list it: it must not come back.
         self.timewait.departed(*tuple, ts_ns);
+    }
+
+    /// A new connection on `tuple`: if the kernel's record ended a
+    /// timewait socket there just before, that end was this reuse.
+    /// Returns whether it was.
+    pub(in crate::engine) fn reuse_of_ended(&mut self, tuple: &Tuple, ts_ns: u64) -> bool {
+        match self.ended_early.remove(tuple) {
+            Some(ended) if ended <= ts_ns => {
+                self.stats.timewait_ended_early -= 1;
+                self.stats.timewait_reused += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets early ends too old to be told apart as reuses.
+    pub(in crate::engine) fn forget_early_ends(&mut self, now_ns: u64) {
+        if !self.ended_early.is_empty() {
+            let horizon = now_ns.saturating_sub(REUSE_WITHIN_NS);
+            self.ended_early.retain(|_, ended| *ended >= horizon);
+        }
     }
 }

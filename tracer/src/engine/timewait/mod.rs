@@ -217,6 +217,9 @@ impl Engine {
     /// A new connection took this four-tuple: the kernel destroyed the
     /// timewait socket that held it (only one made before this event).
     pub(super) fn timewait_reused(&mut self, tuple: &Tuple, ts_ns: u64) {
+        if self.timewait_followed && self.reuse_of_ended(tuple, ts_ns) {
+            return;
+        }
         match self.timewait.get(tuple) {
             Some(tw) if tw.learned_ns < ts_ns => {}
             _ => return,
@@ -245,6 +248,7 @@ impl Engine {
     /// Ends the timewait sockets whose timer has run by `now_ns` (see
     /// [`TimerWheel`]), between dumps. Returns how many ended.
     pub fn expire_timewait(&mut self, now_ns: u64) -> usize {
+        self.forget_early_ends(now_ns);
         let wheel = self.timer_wheel;
         let Some(cutoff) = wheel.fired_cutoff(now_ns) else {
             return 0;
