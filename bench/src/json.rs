@@ -81,7 +81,10 @@ impl Results {
                 "idle": self.idle.as_ref().map(level),
                 "levels": self.levels.iter().map(level).collect::<Vec<_>>(),
             },
-            "timewait_drift": self.timewait_drift.map(|d| json!({
+            "timewait_drift": self.timewait_drift.as_ref().map(|d| json!({
+                "method": d.method,
+                "cap": d.cap,
+                "samples_at_cap": d.full,
                 "samples": d.samples,
                 "worst": d.worst,
                 "mean": d.mean,

@@ -57,6 +57,9 @@ enum Part {
     Churn,
     /// Held connections: memory, start-up time, HTTP latency.
     Hold,
+    /// The TIME_WAIT gauge against `ss` under churn, alone (a warm-up,
+    /// then the scrapes): for a guest kernel where tracing programs load.
+    Drift,
 }
 
 #[derive(Parser)]
@@ -124,6 +127,10 @@ struct BenchArgs {
     /// Only this part of the bench.
     #[arg(long, value_enum)]
     only: Option<Part>,
+    /// Sets net.ipv4.tcp_max_tw_buckets for the run (restored after), so
+    /// that a slow machine fills its timewait table.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1000..=4_000_000))]
+    timewait_cap: Option<u64>,
     /// Churn client threads [default: 2 per CPU].
     #[arg(long, value_name = "N")]
     clients: Option<usize>,
@@ -245,6 +252,12 @@ fn plan(args: &BenchArgs, tracer: PathBuf, cpus: usize) -> anyhow::Result<Plan> 
 fn run_parts(args: &BenchArgs, plan: &Plan, results: &mut results::Results) -> anyhow::Result<()> {
     // Dropped last: restores every setting, also after an error.
     let mut sysctls = sysctl::Sysctls::default();
+    if let Some(cap) = args.timewait_cap {
+        sysctls.set("net.ipv4.tcp_max_tw_buckets", &cap.to_string())?;
+    }
+    if args.only == Some(Part::Drift) {
+        return rounds::drift_alone(plan, results);
+    }
     if args.only != Some(Part::Churn) && !plan.levels.is_empty() {
         capacity::prepare(plan, &mut sysctls)?;
         capacity::run(plan, results)?;

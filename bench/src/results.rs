@@ -97,8 +97,15 @@ pub struct Latency {
 }
 
 /// The TIME_WAIT gauge against `ss` under churn (see `drift`).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Drift {
+    /// How the daemon knew timewait sockets (`tcpstate_timewait_tracking`):
+    /// `kernel` or `predicted`.
+    pub method: String,
+    /// `net.ipv4.tcp_max_tw_buckets` during the run.
+    pub cap: u64,
+    /// Samples taken with the timewait table full (ss at 99 % of the cap).
+    pub full: usize,
     pub samples: usize,
     /// The largest |gauge - ss| / ss seen.
     pub worst: f64,

@@ -25,6 +25,31 @@ const DAEMON_PROG: &str = "inet_sock_set_s";
 /// the window opens.
 const SETTLE: Duration = Duration::from_millis(500);
 
+/// The drift row alone, after the same warm-up.
+pub fn drift_alone(plan: &Plan, results: &mut Results) -> anyhow::Result<()> {
+    let server = Server::start(plan.servers)?;
+    let warmup = plan.duration.min(Duration::from_secs(10));
+    eprintln!("bench: churn warm-up, {:.0} s", warmup.as_secs_f64());
+    server.churn(plan.clients, warmup)?;
+    measure_drift(plan, &server, results)
+}
+
+fn measure_drift(plan: &Plan, server: &Server, results: &mut Results) -> anyhow::Result<()> {
+    eprintln!("bench: TIME_WAIT gauge against ss under churn");
+    let drift = drift::measure(plan, server)?;
+    eprintln!(
+        "bench:   {} path: worst {:.2} %, mean {:.2} % over {} scrapes ({} at the cap of {})",
+        drift.method,
+        drift.worst * 100.0,
+        drift.mean * 100.0,
+        drift.samples,
+        drift.full,
+        drift.cap
+    );
+    results.timewait_drift = Some(drift);
+    Ok(())
+}
+
 pub fn run(plan: &Plan, sysctls: &mut Sysctls, results: &mut Results) -> anyhow::Result<()> {
     let server = Server::start(plan.servers)?;
     // The first run on a quiet machine would find an empty TIME_WAIT table
@@ -64,15 +89,7 @@ pub fn run(plan: &Plan, sysctls: &mut Sysctls, results: &mut Results) -> anyhow:
         }
     }
 
-    eprintln!("bench: TIME_WAIT gauge against ss under churn");
-    let drift = drift::measure(plan, &server)?;
-    eprintln!(
-        "bench:   worst {:.2} %, mean {:.2} % over {} scrapes",
-        drift.worst * 100.0,
-        drift.mean * 100.0,
-        drift.samples
-    );
-    results.timewait_drift = Some(drift);
+    measure_drift(plan, &server, results)?;
 
     sysctls.set("kernel.bpf_stats_enabled", "1")?;
     eprintln!("bench: kernel time per transition (bpf_stats_enabled=1)");
