@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{
     churn::Outcome,
     measure,
-    results::{Condition, Level, Results},
+    results::{Condition, Drift, Level, Results},
 };
 
 impl Results {
@@ -81,15 +81,7 @@ impl Results {
                 "idle": self.idle.as_ref().map(level),
                 "levels": self.levels.iter().map(level).collect::<Vec<_>>(),
             },
-            "timewait_drift": self.timewait_drift.as_ref().map(|d| json!({
-                "method": d.method,
-                "cap": d.cap,
-                "samples_at_cap": d.full,
-                "samples": d.samples,
-                "worst": d.worst,
-                "mean": d.mean,
-                "timewait_at_worst": d.timewait_at_worst,
-            })),
+            "timewait_drift": self.timewait_drift.as_ref().map(drift),
             "latency": self.latency.iter().map(|l| json!({
                 "path": l.path,
                 "connections_held": l.conns,
@@ -122,4 +114,16 @@ impl Results {
         }
         Ok(path)
     }
+}
+
+fn drift(d: &Drift) -> Value {
+    json!({
+        "method": d.method,
+        "cap": d.cap,
+        "samples_at_cap": d.full,
+        "samples": d.samples,
+        "worst": d.worst,
+        "mean": d.mean,
+        "timewait_at_worst": d.timewait_at_worst,
+    })
 }
