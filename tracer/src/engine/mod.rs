@@ -9,15 +9,21 @@
 //! * timewait sockets, by four-tuple: the tracepoint never reports them (the
 //!   kernel replaces the full socket), so they are predicted from
 //!   `FIN_WAIT1|FIN_WAIT2|CLOSING -> CLOSE`, removed when a new connection
-//!   takes their four-tuple, and otherwise reconciled with sock_diag dumps;
-//! * per-state gauges, time-in-state histograms, CLOSE_WAIT ages and owners.
+//!   takes their four-tuple, and otherwise reconciled with sock_diag dumps
+//!   (where the kernel's timewait programs run, their records say it all);
+//! * per-state gauges, time-in-state histograms, CLOSE_WAIT ages and owners;
+//! * how connections ended (`endings`): connect failures by destination
+//!   and reason, closes by cause.
 
 mod config;
 mod counts;
+pub mod endings;
 mod histogram;
 mod leaks;
 mod owners;
+mod ranked;
 mod reconcile;
+mod seeding;
 mod seeds;
 mod sock;
 mod stats;
@@ -48,6 +54,7 @@ use tracer_common::{STATE_SLOTS, TcpState};
 pub use tuple::Tuple;
 
 use crate::kernel::event::{Comm, Record, Transition};
+use endings::EndingCounts;
 
 /// How long a timewait socket lives (TCP_TIMEWAIT_LEN, fixed in the kernel).
 pub const TIME_WAIT_LEN_NS: u64 = 60_000_000_000;
@@ -76,6 +83,7 @@ pub struct Engine {
     durations: [Histogram; STATE_SLOTS],
     stats: EngineStats,
     leak_summary: LeakSummary,
+    endings: EndingCounts,
 }
 
 fn slot(s: TcpState) -> usize {
@@ -89,6 +97,7 @@ fn is_creation(t: &Transition) -> bool {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
+        let endings = EndingCounts::new(cfg.top_destinations);
         Engine {
             cfg,
             socks: HashMap::default(),
@@ -104,6 +113,7 @@ impl Engine {
             durations: Default::default(),
             stats: EngineStats::default(),
             leak_summary: LeakSummary::default(),
+            endings,
         }
     }
 
@@ -114,6 +124,9 @@ impl Engine {
     /// New limits (on SIGHUP). A lower `max_sockets` evicts on the next
     /// insertion; a new threshold applies from the next leak sweep.
     pub fn set_config(&mut self, cfg: EngineConfig) {
+        self.endings
+            .connect_failures
+            .set_limit(cfg.top_destinations);
         self.cfg = cfg;
     }
 
@@ -136,6 +149,11 @@ impl Engine {
         &self.durations
     }
 
+    /// How connections ended, counted.
+    pub fn endings(&self) -> &EndingCounts {
+        &self.endings
+    }
+
     pub fn stats(&self) -> EngineStats {
         self.stats
     }
@@ -143,87 +161,6 @@ impl Engine {
     /// Entries in the table (full and timewait sockets).
     pub fn tracked(&self) -> usize {
         self.socks.len() + self.timewait.len()
-    }
-
-    /// Loads a whole dump that ended at `end_ns`, at once:
-    /// [`Engine::seed_part`] then [`Engine::seed_complete`].
-    pub fn seed(&mut self, sockets: impl IntoIterator<Item = DumpedSocket>, end_ns: u64) {
-        self.seed_part(sockets, end_ns);
-        self.seed_complete(end_ns);
-    }
-
-    /// Makes room for the start-up dump before it arrives in parts, from
-    /// the kernel's count of sockets: growing by doubling would hold two
-    /// tables at a time. Parts beyond the estimate grow the tables.
-    pub fn reserve_seeds(&mut self, full: usize, timewait: usize) {
-        let full = full.min(self.cfg.max_sockets);
-        self.socks.reserve(full);
-        self.seeds.reserve(full);
-        self.timewait
-            .reserve(timewait.min(self.cfg.max_sockets - full));
-    }
-
-    /// Loads part of a dump, read by `read_ns`: at start-up the daemon
-    /// builds the table while the rest of the dump is still being read.
-    /// At start-up, call it before applying any event, and
-    /// [`Engine::seed_complete`] once every part is in.
-    pub fn seed_part(&mut self, sockets: impl IntoIterator<Item = DumpedSocket>, read_ns: u64) {
-        let sockets = sockets.into_iter();
-        let expected = sockets.size_hint().0.min(self.cfg.max_sockets);
-        self.socks.reserve(expected);
-        self.seeds.reserve(expected);
-        for d in sockets {
-            if d.timewait {
-                self.seed_timewait(&d, read_ns);
-                continue;
-            }
-            // Request sockets (half-open connections) show as SYN_RECV in a
-            // dump but never pass through the tracepoint: they would never
-            // leave. They are not tracked (README: SYN_RECV).
-            if d.state == TcpState::SynRecv || d.state == TcpState::Close {
-                continue;
-            }
-            // A connection is one socket, but a dump may list it twice:
-            // /proc/net/tcp is read in pieces while the kernel's table
-            // changes. (Listeners may share a tuple: SO_REUSEPORT.)
-            if d.tuple.is_connection() && self.seeds.contains(&d.tuple, &self.socks) {
-                self.stats.corrections += 1;
-                continue;
-            }
-            if !self.room_for_dumped() {
-                continue;
-            }
-            let owner = match d.owner {
-                Some((pid, comm)) => self.owners.retain(pid, comm),
-                None => 0,
-            };
-            if d.state == TcpState::Listen && owner != 0 {
-                self.owners.set_listener(d.tuple, owner);
-            }
-            self.counts.up(d.tuple.netns, d.state);
-            let sock = Sock {
-                tuple: d.tuple,
-                since_ns: read_ns,
-                owner,
-                state: d.state,
-                since_exact: false,
-                leak_logged: false,
-                owner_checked: false,
-                from_dump: true,
-                inode: if owner == 0 { d.inode } else { 0 },
-            };
-            let id = self.reseed(sock);
-            if d.state == TcpState::SynSent {
-                self.seeds.insert_connecting(&d.tuple, id);
-            }
-        }
-    }
-
-    /// The start-up dump is all in; it ended at `end_ns`. Events from
-    /// before then are matched against what it saw, so nothing is lost or
-    /// counted twice.
-    pub fn seed_complete(&mut self, end_ns: u64) {
-        self.seeds.set_end_ns(end_ns);
     }
 
     /// Names the owners of sockets seeded without one, from a scan of
@@ -271,6 +208,9 @@ impl Engine {
     /// Applies one transition.
     pub fn apply(&mut self, t: &Transition) {
         self.stats.events += 1;
+        if t.new == TcpState::Close {
+            self.endings.count(t);
+        }
         let tuple = Tuple::new(t.netns, t.local, t.remote);
         if self.apply_in_place(t, &tuple) {
             return;

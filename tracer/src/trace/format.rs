@@ -5,6 +5,7 @@ use std::{io, net::SocketAddr};
 
 use serde::Serialize;
 
+use super::lifetimes::End;
 use crate::{
     kernel::clock::{WallClock, local_time_of_day},
     kernel::event::Transition,
@@ -14,11 +15,13 @@ use crate::{
 /// cannot drift apart. Address columns fit any IPv4 address and port; longer
 /// IPv6 ones push the rest of their row right rather than being cut.
 macro_rules! table_line {
-    ($time:expr, $pid:expr, $comm:expr, $local:expr, $remote:expr, $old:expr, $new:expr, $ms:expr) => {
+    ($time:expr, $pid:expr, $comm:expr, $local:expr, $remote:expr, $old:expr, $new:expr, $ms:expr, $end:expr) => {
         format!(
-            "{:<12} {:<7} {:<15} {:<21} {:<21} {:<12} -> {:<12} {:>9}",
-            $time, $pid, $comm, $local, $remote, $old, $new, $ms
+            "{:<12} {:<7} {:<15} {:<21} {:<21} {:<12} -> {:<12} {:>9}  {}",
+            $time, $pid, $comm, $local, $remote, $old, $new, $ms, $end
         )
+        .trim_end()
+        .to_owned()
     };
 }
 
@@ -32,7 +35,8 @@ pub fn table_header() -> String {
         "RADDR:RPORT",
         "OLDSTATE",
         "NEWSTATE",
-        "MS"
+        "MS",
+        "END"
     )
 }
 
@@ -41,8 +45,25 @@ fn addr(a: &SocketAddr) -> String {
     a.to_string()
 }
 
+/// The END column of a connection's final row: how it ended, the error
+/// it carried, and how long it lived (`refused ECONNREFUSED 3.002s`).
+fn end_column(t: &Transition, end: Option<End>) -> String {
+    let Some(end) = end else {
+        return String::new();
+    };
+    let mut s = end.ending.name().to_owned();
+    if let Some(err) = t.sk_err.filter(|&e| e != 0) {
+        s.push(' ');
+        s.push_str(&errno_name(err));
+    }
+    if let Some(life) = end.lifetime {
+        s.push_str(&format!(" {:.3}s", life.as_secs_f64()));
+    }
+    s
+}
+
 /// One table row, without the newline.
-pub fn table_row(t: &Transition, clock: &WallClock) -> String {
+pub fn table_row(t: &Transition, end: Option<End>, clock: &WallClock) -> String {
     let ms = t
         .old_state
         .map(|d| format!("{:.3}", d.as_secs_f64() * 1e3))
@@ -55,7 +76,8 @@ pub fn table_row(t: &Transition, clock: &WallClock) -> String {
         addr(&t.remote),
         t.old.name(),
         t.new.name(),
-        ms
+        ms,
+        end_column(t, end)
     )
 }
 
@@ -96,10 +118,20 @@ pub struct JsonTransition {
     /// (`ECONNREFUSED`, `ECONNRESET`, `ETIMEDOUT`, `EHOSTUNREACH`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// On a connection's final `-> CLOSE`: how it ended, a connect
+    /// failure's reason (`refused`, `timeout`, `unreachable`, `aborted`,
+    /// `other`) or a close's cause (`fin`, `reset_received`, `reset_sent`,
+    /// `timeout`, `aborted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// On the same rows: milliseconds from the connection's first event;
+    /// absent when the stream began after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_ms: Option<f64>,
 }
 
 impl JsonTransition {
-    pub fn new(t: &Transition, clock: &WallClock) -> JsonTransition {
+    pub fn new(t: &Transition, end: Option<End>, clock: &WallClock) -> JsonTransition {
         JsonTransition {
             time: humantime::format_rfc3339_nanos(clock.wall(t.ts_ns)).to_string(),
             ts_ns: t.ts_ns,
@@ -119,6 +151,10 @@ impl JsonTransition {
             fin_received: t.fin_received,
             timewait: t.timewait_made,
             error: t.sk_err.filter(|&e| e != 0).map(errno_name),
+            cause: end.map(|e| e.ending.name().to_owned()),
+            lifetime_ms: end
+                .and_then(|e| e.lifetime)
+                .map(|d| d.as_nanos() as f64 / 1e6),
         }
     }
 }
@@ -145,8 +181,13 @@ pub fn errno_name(errno: u8) -> String {
 }
 
 /// Writes one JSON line.
-pub fn write_json(out: &mut impl io::Write, t: &Transition, clock: &WallClock) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &JsonTransition::new(t, clock))?;
+pub fn write_json(
+    out: &mut impl io::Write,
+    t: &Transition,
+    end: Option<End>,
+    clock: &WallClock,
+) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &JsonTransition::new(t, end, clock))?;
     out.write_all(b"\n")
 }
 
@@ -162,7 +203,7 @@ mod tests {
     #[test]
     fn table_row_columns_line_up_with_header() {
         let clock = WallClock::with_epoch_ns(1_700_000_000_000_000_000);
-        let row = table_row(&sample(), &clock);
+        let row = table_row(&sample(), None, &clock);
         let header = table_header();
         let col = |s: &str, name: &str| s.find(name).unwrap_or_else(|| panic!("{name} in {s}"));
         assert_eq!(col(&row, "4242"), col(&header, "PID"));
@@ -172,15 +213,15 @@ mod tests {
         assert_eq!(col(&row, "ESTABLISHED"), col(&header, "OLDSTATE"));
         assert_eq!(col(&row, "FIN_WAIT1"), col(&header, "NEWSTATE"));
         assert!(row.ends_with("    1.500"), "{row}");
-        assert_eq!(row.len(), header.len());
+        assert_eq!(row.len() + "  END".len(), header.len());
     }
 
     #[test]
     fn unknown_time_in_state_is_a_dash() {
         let mut t = sample();
         t.old_state = None;
-        assert!(table_row(&t, &WallClock::with_epoch_ns(0)).ends_with(" -"));
-        let j = JsonTransition::new(&t, &WallClock::with_epoch_ns(0));
+        assert!(table_row(&t, None, &WallClock::with_epoch_ns(0)).ends_with(" -"));
+        let j = JsonTransition::new(&t, None, &WallClock::with_epoch_ns(0));
         assert_eq!(j.old_state_ms, None);
     }
 
@@ -188,7 +229,7 @@ mod tests {
     fn json_fields_are_stable() {
         let clock = WallClock::with_epoch_ns(1_700_000_000_000_000_000);
         let mut out = Vec::new();
-        write_json(&mut out, &sample(), &clock).unwrap();
+        write_json(&mut out, &sample(), None, &clock).unwrap();
         let line = String::from_utf8(out).unwrap();
         assert!(line.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -212,6 +253,28 @@ mod tests {
     fn ipv6_addresses_are_bracketed_in_the_table() {
         let mut t = sample();
         t.local = "[::1]:40000".parse().unwrap();
-        assert!(table_row(&t, &WallClock::with_epoch_ns(0)).contains("[::1]:40000"));
+        assert!(table_row(&t, None, &WallClock::with_epoch_ns(0)).contains("[::1]:40000"));
+    }
+
+    #[test]
+    fn a_connections_last_row_says_how_it_ended() {
+        use crate::engine::endings::{ConnectFailure, Ending};
+        let mut t = sample();
+        (t.old, t.new, t.sk_err) = (
+            tracer_common::TcpState::SynSent,
+            tracer_common::TcpState::Close,
+            Some(libc::ECONNREFUSED as u8),
+        );
+        let end = Some(End {
+            ending: Ending::ConnectFailed(ConnectFailure::Refused),
+            lifetime: Some(std::time::Duration::from_micros(1500)),
+        });
+        let clock = WallClock::with_epoch_ns(0);
+        let row = table_row(&t, end, &clock);
+        assert!(row.ends_with("  refused ECONNREFUSED 0.002s"), "{row}");
+        let j = JsonTransition::new(&t, end, &clock);
+        assert_eq!(j.cause.as_deref(), Some("refused"));
+        assert_eq!(j.error.as_deref(), Some("ECONNREFUSED"));
+        assert_eq!(j.lifetime_ms, Some(1.5));
     }
 }

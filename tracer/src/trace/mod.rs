@@ -3,6 +3,7 @@
 mod accepted;
 pub mod filter;
 pub mod format;
+mod lifetimes;
 
 use std::io::{self, BufWriter, Write};
 
@@ -11,6 +12,7 @@ use anyhow::Context as _;
 pub use filter::Filter;
 
 use accepted::AcceptedTuples;
+use lifetimes::Lifetimes;
 
 use crate::{
     kernel::clock::{WallClock, monotonic_ns},
@@ -46,6 +48,8 @@ struct Printer<W: Write> {
     undecodable: u64,
     /// The first write error (a closed pipe, usually): printing stops there.
     error: Option<io::Error>,
+    /// When each connection began, for its final row.
+    lifetimes: Lifetimes,
 }
 
 impl<W: Write> Printer<W> {
@@ -68,15 +72,16 @@ impl<W: Write> Printer<W> {
     }
 
     fn print(&mut self, t: &Transition) {
+        let end = self.lifetimes.see(t);
         if self.error.is_some() || !self.filter.matches(t) {
             return;
         }
         self.printed += 1;
         let res = match self.format {
             OutputFormat::Table { .. } => {
-                writeln!(self.out, "{}", format::table_row(t, &self.clock))
+                writeln!(self.out, "{}", format::table_row(t, end, &self.clock))
             }
-            OutputFormat::Json => format::write_json(&mut self.out, t, &self.clock),
+            OutputFormat::Json => format::write_json(&mut self.out, t, end, &self.clock),
         };
         if let Err(e) = res {
             self.error = Some(e);
@@ -107,6 +112,7 @@ pub async fn run(options: TraceOptions, mut shutdown: Shutdown) -> anyhow::Resul
         printed: 0,
         undecodable: 0,
         error: None,
+        lifetimes: Lifetimes::default(),
     };
     if let OutputFormat::Table { header: true } = printer.format {
         writeln!(printer.out, "{}", format::table_header())?;
