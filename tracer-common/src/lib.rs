@@ -247,6 +247,61 @@ pub struct TimewaitConfig {
 
 const _: () = assert!(core::mem::size_of::<TimewaitConfig>() == 48);
 
+/// A record field the running kernel's tracepoint lacks.
+pub const NO_FIELD: u32 = u32::MAX;
+
+/// Where the programs on `tcp:tcp_send_reset` and `tcp:tcp_receive_reset`
+/// read: record offsets from their tracefs format files, structure
+/// offsets from BTF. Written by user space at load time (`RESET_CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetConfig {
+    /// `tcp_send_reset`: the socket (NULL for a reset sent for no socket,
+    /// Linux 6.10+), the packet answered, and `reason` (`enum
+    /// sk_rst_reason`, Linux 6.10+; [`NO_FIELD`] before).
+    pub send_skaddr: u32,
+    pub send_skbaddr: u32,
+    pub send_reason: u32,
+    /// `tcp_receive_reset`: the socket.
+    pub recv_skaddr: u32,
+    /// `skc_state` in `struct sock` (u8): the state the reset found.
+    pub off_sock_state: u32,
+    /// `dev` in `struct sk_buff` and `nd_net.net` in `struct net_device`:
+    /// the namespace of a reset sent for no socket.
+    pub off_skb_dev: u32,
+    pub off_dev_net: u32,
+    /// As in [`ProbeConfig`]: `struct sock` -> `struct net` -> `ns.inum`.
+    pub off_sock_net: u32,
+    pub off_net_inum: u32,
+    /// Bit set of `FLAG_*` ([`FLAG_NETNS`]).
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ResetConfig>() == 40);
+
+/// The key of the per-CPU map of resets: which namespace, which way, and
+/// the reason (sent) or the state (received).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ResetKey {
+    pub netns: u32,
+    /// [`RESET_SENT`] or [`RESET_RECEIVED`].
+    pub direction: u8,
+    /// Sent: the `enum sk_rst_reason` number, or [`RESET_REASON_UNKNOWN`].
+    /// Received: the TCP state number the socket was in.
+    pub value: u8,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<ResetKey>() == 8);
+
+pub const RESET_SENT: u8 = 0;
+pub const RESET_RECEIVED: u8 = 1;
+/// A reset sent on a kernel that gives no reason, or a reason past 254.
+pub const RESET_REASON_UNKNOWN: u8 = 255;
+/// Entries of the map of resets (keys, not resets: LRU beyond).
+pub const RESET_KEYS: u32 = 4096;
+
 /// The kernel program's own statistics, one slot each in its per-CPU
 /// statistics map: every path that loses or degrades an event is counted in
 /// one of these. Both sides index the map through this type only.
@@ -311,4 +366,6 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::TimewaitConfig {}
+    unsafe impl aya::Pod for super::ResetConfig {}
+    unsafe impl aya::Pod for super::ResetKey {}
 }

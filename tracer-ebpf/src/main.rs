@@ -4,6 +4,8 @@
 //! * `set_state`: the program on `sock:inet_sock_set_state`.
 //! * `timewait`: the programs on the kernel's timewait functions (fentry),
 //!   where the kernel allows them.
+//! * `resets`: the programs on `tcp:tcp_send_reset` and
+//!   `tcp:tcp_receive_reset`, counting in the kernel.
 //! * `maps`: the ring buffer, the per-CPU counters and the load-time config.
 //! * `failure`: every error path's count and debug log line (aya-log).
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -13,6 +15,8 @@
 mod failure;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod resets;
 #[cfg(target_arch = "bpf")]
 mod set_state;
 #[cfg(target_arch = "bpf")]

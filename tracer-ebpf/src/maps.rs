@@ -4,10 +4,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    ProbeConfig, RecordLayout, Stat, TIME_WAIT_STACK_DEPTH, TimewaitConfig, TransitionMatrix,
+    ProbeConfig, RESET_KEYS, RecordLayout, ResetConfig, ResetKey, Stat, TIME_WAIT_STACK_DEPTH,
+    TimewaitConfig, TransitionMatrix,
 };
 
 /// Written by user space at load time (`EbpfLoader::override_global`). It
@@ -76,6 +77,36 @@ pub fn timewait_config() -> &'static TimewaitConfig {
     // SAFETY: reading a local pointer; it points at a plain static.
     unsafe { &*core::ptr::read_volatile(&ptr) }
 }
+
+/// Where the reset programs read, written by user space at load time.
+#[unsafe(no_mangle)]
+static RESET_CONFIG: ResetConfig = ResetConfig {
+    send_skaddr: 0,
+    send_skbaddr: 0,
+    send_reason: 0,
+    recv_skaddr: 0,
+    off_sock_state: 0,
+    off_skb_dev: 0,
+    off_dev_net: 0,
+    off_sock_net: 0,
+    off_net_inum: 0,
+    flags: 0,
+};
+
+/// [`RESET_CONFIG`], read as [`config`] reads [`CONFIG`].
+#[inline(always)]
+pub fn reset_config() -> &'static ResetConfig {
+    let ptr: *const ResetConfig = &RESET_CONFIG;
+    // SAFETY: reading a local pointer; it points at a plain static.
+    unsafe { &*core::ptr::read_volatile(&ptr) }
+}
+
+/// Resets sent and received, by namespace and reason or state, per CPU:
+/// counted in the kernel, read at scrape time, never sent as events (a
+/// flood of resets costs a map update each).
+#[map]
+pub static RESETS: LruPerCpuHashMap<ResetKey, u64> =
+    LruPerCpuHashMap::with_max_entries(RESET_KEYS, 0);
 
 /// One [`tracer_common::Event`] per transition. User space sets the size
 /// (`--ring-buffer-size`); this is only the default.

@@ -21,6 +21,7 @@ use crate::{
     kernel::config::{probe_config, timewait_config},
     kernel::logs,
     kernel::privileges::{self, MissingCapabilities},
+    kernel::resets::{ResetCounts, ResetSetup, Resets},
     kernel::timewait_hooks::{self, Hooks, TimewaitTracking},
     kernel::tracefs::{self, Format, TracefsError},
 };
@@ -119,6 +120,8 @@ pub struct ProbeOptions {
     /// Load the timewait programs where the kernel allows them (see
     /// [`crate::kernel::timewait_hooks`]).
     pub timewait_hooks: bool,
+    /// Count resets in the kernel (see [`crate::kernel::resets`]).
+    pub reset_counters: bool,
 }
 
 impl Default for ProbeOptions {
@@ -130,6 +133,7 @@ impl Default for ProbeOptions {
             comm_always: true,
             btf_path: PathBuf::from(VMLINUX_BTF),
             timewait_hooks: true,
+            reset_counters: true,
         }
     }
 }
@@ -187,6 +191,7 @@ pub struct Probe {
     /// The timewait programs, where the kernel took them.
     hooks: Option<Hooks>,
     timewait: TimewaitTracking,
+    resets: Option<Resets>,
 }
 
 impl Probe {
@@ -206,6 +211,7 @@ impl Probe {
         let program_name = choose_program(&config.record)?;
         let hooks_wanted = timewait_hooks::wanted().map_err(ProbeError::HooksChoice)?;
         let tw_config = timewait_config(&btf, &config);
+        let reset_setup = ResetSetup::read(&root, &btf, &config);
         privileges::raise_memlock_limit();
 
         let log_level = logs::program_level();
@@ -216,6 +222,7 @@ impl Probe {
                 tw_config.as_ref().unwrap_or(&Default::default()),
                 true,
             )
+            .override_global("RESET_CONFIG", &reset_setup.config, true)
             .override_global(aya_log::LEVEL, &log_level, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .map_max_entries("STATE_SINCE", options.state_time_entries.max(1))
@@ -246,6 +253,9 @@ impl Probe {
                 Err(e) => (None, TimewaitTracking::Predicted(e)),
             },
         };
+        let resets = options
+            .reset_counters
+            .then(|| Resets::attach(&mut ebpf, reset_setup));
         let transitions = take_per_cpu(&mut ebpf, "TRANSITIONS")?;
         let stats = take_per_cpu(&mut ebpf, "STATS")?;
         let recursion_misses_offset = btf
@@ -261,7 +271,13 @@ impl Probe {
             program_name,
             hooks,
             timewait,
+            resets,
         })
+    }
+
+    /// Resets counted in the kernel since load.
+    pub fn reset_counts(&self) -> ResetCounts {
+        self.resets.as_ref().map(Resets::counts).unwrap_or_default()
     }
 
     /// How timewait sockets are followed on this kernel.

@@ -96,6 +96,8 @@ pub struct Field {
 #[derive(Debug, Clone, Default)]
 pub struct Format {
     pub fields: HashMap<String, Field>,
+    /// The `print fmt:` line, which names the values of enum fields.
+    pub print_fmt: String,
 }
 
 impl Format {
@@ -121,7 +123,12 @@ impl Format {
     /// Lines that do not look like that are skipped.
     pub fn parse(text: &str) -> Format {
         let mut fields = HashMap::new();
+        let mut print_fmt = String::new();
         for line in text.lines() {
+            if let Some(p) = line.strip_prefix("print fmt:") {
+                print_fmt = p.trim().to_owned();
+                continue;
+            }
             let mut decl = None;
             let (mut offset, mut size) = (None, None);
             for part in line.trim().split(';') {
@@ -147,7 +154,32 @@ impl Format {
                 .trim_start_matches('*');
             fields.insert(name.to_owned(), Field { offset, size });
         }
-        Format { fields }
+        Format { fields, print_fmt }
+    }
+
+    /// The names `print fmt` gives the numeric values of `field`
+    /// (`__print_symbolic(REC->field, { 0, "NOT_SPECIFIED" }, ...)`; the
+    /// kernel writes enum constants as numbers there). Entries written
+    /// with a name instead of a number are skipped.
+    pub fn symbols(&self, field: &str) -> Vec<(u32, String)> {
+        let start = format!("__print_symbolic(REC->{field},");
+        let Some(at) = self.print_fmt.find(&start) else {
+            return Vec::new();
+        };
+        let mut rest = &self.print_fmt[at + start.len()..];
+        let mut found = Vec::new();
+        while let Some(open) = rest.trim_start().strip_prefix('{') {
+            let Some(close) = open.find('}') else { break };
+            let entry = &open[..close];
+            rest = open[close + 1..].trim_start().trim_start_matches(',');
+            let Some((number, name)) = entry.split_once(',') else {
+                continue;
+            };
+            if let Ok(n) = number.trim().parse::<u32>() {
+                found.push((n, name.trim().trim_matches('"').to_owned()));
+            }
+        }
+        found
     }
 
     /// End of the last field: how much of the record the program must copy.
@@ -224,5 +256,26 @@ print fmt: \"family=%s ...\"
         );
         assert_eq!(f.fields.len(), 1);
         assert_eq!(f.fields["p"], Field { offset: 8, size: 8 });
+    }
+
+    #[test]
+    fn names_the_values_of_an_enum_field() {
+        let f = Format::parse(
+            "print fmt: \"state=%s reason=%s\", REC->state ? __print_symbolic(REC->state, \
+             { TCP_ESTABLISHED, \"TCP_ESTABLISHED\" }) : \"UNKNOWN\", \
+             __print_symbolic(REC->reason, { 0, \"NOT_SPECIFIED\" }, { 1, \"NO_SOCKET\" }, \
+             { 2, \"TCP_INVALID_ACK_SEQUENCE\" })\n",
+        );
+        assert_eq!(
+            f.symbols("reason"),
+            [
+                (0, "NOT_SPECIFIED".to_owned()),
+                (1, "NO_SOCKET".to_owned()),
+                (2, "TCP_INVALID_ACK_SEQUENCE".to_owned())
+            ]
+        );
+        // Written with names, not numbers: nothing to map.
+        assert!(f.symbols("state").is_empty());
+        assert!(f.symbols("absent").is_empty());
     }
 }
