@@ -2,6 +2,7 @@
 //! namespace of the machine, found without asking tracer.
 
 use std::{
+    collections::BTreeMap,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -39,6 +40,26 @@ impl NetNs {
 
     pub fn path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// The namespace's own TCP counters, as the kernel keeps them
+    /// (`Tcp:` in /proc/net/snmp: `AttemptFails`, `EstabResets`,
+    /// `OutRsts`, ...), read by a thread inside it.
+    pub fn tcp_counters(&self) -> BTreeMap<String, u64> {
+        let text = self.run_inside(|| {
+            // thread-self: /proc/self/net would be the main thread's namespace.
+            std::fs::read_to_string("/proc/thread-self/net/snmp").expect("read /proc/net/snmp")
+        });
+        let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+        let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+            panic!("no Tcp: lines in /proc/net/snmp:\n{text}");
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+            .filter_map(|(n, v)| Some((n.to_owned(), v.parse().ok()?)))
+            .collect()
     }
 
     /// Runs a command inside the namespace (`ip netns exec`); panics if

@@ -97,6 +97,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", default_value_t = 20, env = "TRACER_LEAK_TOP_N", value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub leak_top_n: u64,
 
+    /// Destinations with series of their own in the connect-failure
+    /// metrics, the most active lately; the rest share the label
+    /// `[other]` (1 to 1,000).
+    #[arg(long, value_name = "N", default_value_t = 20, env = "TRACER_TOP_DESTINATIONS", value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub top_destinations: u64,
+
     /// Size of the kernel ring buffer: a power of two from 4KiB to 1GiB.
     #[arg(long, value_name = "BYTES", default_value = "4MiB", env = "TRACER_RING_BUFFER_SIZE", value_parser = parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
@@ -158,11 +164,13 @@ impl DaemonArgs {
                 comm_always: false,
                 btf_path: self.btf.clone(),
                 timewait_hooks: true,
+                reset_counters: true,
             },
             engine: EngineConfig {
                 max_sockets: self.max_sockets as usize,
                 close_wait_threshold_ns: self.close_wait_threshold.as_nanos() as u64,
                 leak_top_n: self.leak_top_n as usize,
+                top_destinations: self.top_destinations as usize,
             },
             interval: self.reconcile_interval,
             http_max_connections: self.http_max_connections as usize,
@@ -267,6 +275,7 @@ impl TraceArgs {
                 btf_path: self.btf.clone(),
                 // The stream shows full sockets' transitions only.
                 timewait_hooks: false,
+                reset_counters: false,
             },
             filter: Filter {
                 ports: self.ports.clone(),

@@ -20,6 +20,7 @@ pub const LIVE: &[&str] = &[
     "close-wait-threshold",
     "max-sockets",
     "leak-top-n",
+    "top-destinations",
     "web-config-file",
 ];
 

@@ -3,7 +3,8 @@
 //! per-CPU counters. Nothing is copied on the event path; a scrape costs
 //! the same with ten sockets or a million.
 //!
-//! Each family is declared once, in [`FAMILIES`]: its name, help, type and
+//! Each family is declared once, in [`FAMILIES`] (or, for how connections
+//! end, in `endings`): its name, help, type and
 //! label names beside the function that makes its samples, which give label
 //! values in the order of those names (node_exporter's `typedDesc`). No
 //! second list has to stay in step, so a reordering cannot mislabel a series.
@@ -18,8 +19,8 @@ use prometheus::{
 use tracer_common::{STATE_SLOTS, TcpState, TransitionMatrix};
 
 use crate::{
-    engine::{EngineStats, Histogram},
-    kernel::probe::KernelStats,
+    engine::{EngineStats, Histogram, endings::CloseCause},
+    kernel::{probe::KernelStats, resets::ResetCounts},
     serve::shared::Shared,
     sockets::sources::Source,
 };
@@ -248,9 +249,14 @@ fn source_samples(r: &Reading, out: &mut Samples) {
     }
 }
 
+/// Every metric family, in the order /metrics lists them.
+fn families() -> impl Iterator<Item = &'static Family> {
+    FAMILIES.iter().chain(endings::FAMILIES)
+}
+
 /// Every metric family's name (histograms add `_bucket`, `_sum`, `_count`).
 pub fn family_names() -> impl Iterator<Item = &'static str> {
-    FAMILIES.iter().map(|f| f.name)
+    families().map(|f| f.name)
 }
 
 impl Family {
@@ -380,8 +386,7 @@ struct StateCollector {
 
 impl StateCollector {
     fn new(shared: Arc<Shared>) -> Result<StateCollector, prometheus::Error> {
-        let descs = FAMILIES
-            .iter()
+        let descs = families()
             .map(|f| f.desc(shared.netns_label()))
             .collect::<Result<_, _>>()?;
         Ok(StateCollector { shared, descs })
@@ -405,6 +410,14 @@ struct Reading {
     sources: Vec<(u32, Source)>,
     /// How timewait sockets are known (the probe's), once attached.
     timewait_tracking: Option<&'static str>,
+    /// Connect failures by destination (the placed ones) and reason, and
+    /// those of every other destination.
+    connect_failures: endings::ByDestination,
+    /// Connections closed, by namespace and cause
+    /// ([`crate::engine::endings::CloseCause`]).
+    closed: Vec<(u32, [u64; CloseCause::ALL.len()])>,
+    /// Resets counted in the kernel.
+    resets: ResetCounts,
     events_received: u64,
     events_invalid: u64,
     /// Connections closed at the HTTP cap: newcomers turned away, and older
@@ -416,7 +429,7 @@ struct Reading {
 impl StateCollector {
     fn read(&self) -> Reading {
         let netns_label = self.shared.netns_label();
-        let (counts, by_netns, durations, leaks, stats, tracked) = {
+        let (counts, by_netns, durations, leaks, stats, tracked, endings) = {
             let engine = self.shared.engine();
             let by_netns = if netns_label {
                 let mut v: Vec<(u32, [u64; STATE_SLOTS])> = engine
@@ -436,6 +449,7 @@ impl StateCollector {
                 engine.leak_summary().by_comm.clone(),
                 engine.stats(),
                 engine.tracked(),
+                engine.endings().clone(),
             )
         };
         let (transitions, kernel) = self.shared.kernel_counters();
@@ -453,6 +467,9 @@ impl StateCollector {
             kernel,
             sources,
             timewait_tracking: self.shared.timewait_tracking(),
+            connect_failures: endings.connect_failures.values(),
+            closed: endings.closed.into_iter().collect(),
+            resets: self.shared.reset_counts(),
             events_received: self.shared.events_received(),
             events_invalid: self.shared.events_invalid(),
             http_busy,
@@ -468,12 +485,10 @@ impl Collector for StateCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let reading = self.read();
-        FAMILIES
-            .iter()
-            .filter_map(|f| f.collect(&reading))
-            .collect()
+        families().filter_map(|f| f.collect(&reading)).collect()
     }
 }
 
+mod endings;
 #[cfg(test)]
 mod tests;

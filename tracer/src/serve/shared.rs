@@ -18,6 +18,7 @@ use crate::{
     kernel::clock::monotonic_ns,
     kernel::event::Record,
     kernel::probe::{KernelStats, Probe},
+    kernel::resets::ResetCounts,
     serve::http::{listener::HttpStats, server::WebSecurityHandle},
     serve::metrics::GAUGED_STATES,
     serve::snapshot::{
@@ -161,6 +162,14 @@ impl Shared {
         for t in batch.drain(..) {
             engine.apply_record(&t);
         }
+    }
+
+    /// Resets counted in the kernel (none before attaching).
+    pub fn reset_counts(&self) -> ResetCounts {
+        lock(&self.probe)
+            .as_ref()
+            .map(|p| p.reset_counts())
+            .unwrap_or_default()
     }
 
     /// How timewait sockets are known (a metric label), once attached.

@@ -48,6 +48,23 @@ fn reading(netns_label: bool) -> Reading {
         },
         sources: vec![(NS_A, Source::Proc), (NS_B, Source::Proc)],
         timewait_tracking: Some("kernel"),
+        // 10.0.0.9:443 failed in both namespaces: 4 refused, 1 timed out.
+        connect_failures: (
+            vec![
+                ((NS_A, "10.0.0.9:443".parse().unwrap()), [3, 1, 0, 0, 0]),
+                ((NS_B, "10.0.0.9:443".parse().unwrap()), [1, 0, 0, 0, 0]),
+            ],
+            [0, 0, 2, 0, 0],
+        ),
+        closed: vec![(NS_A, [20, 21, 22, 23, 24]), (NS_B, [10, 10, 10, 10, 10])],
+        resets: ResetCounts {
+            sent: Some(vec![
+                (NS_A, "no_socket".to_owned(), 40),
+                (NS_B, "no_socket".to_owned(), 1),
+                (NS_B, "unknown".to_owned(), 2),
+            ]),
+            received: Some(vec![(NS_A, SynSent, 50), (NS_B, Established, 51)]),
+        },
         events_received: 20,
         events_invalid: 21,
         http_busy: 22,
@@ -56,8 +73,7 @@ fn reading(netns_label: bool) -> Reading {
 }
 
 fn family(name: &str) -> &'static Family {
-    FAMILIES
-        .iter()
+    families()
         .find(|f| f.name == name)
         .unwrap_or_else(|| panic!("no family {name}"))
 }
@@ -93,10 +109,80 @@ fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 #[test]
+fn connect_failures_by_destination_add_up_without_the_netns_label() {
+    let r = reading(false);
+    let got = samples("tcpstate_connect_failures_total", &r);
+    let value = |dest: &str, reason: &str| {
+        got.iter()
+            .find(|(labels, _)| *labels == l(&[("destination", dest), ("reason", reason)]))
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(value("10.0.0.9:443", "refused"), Some(4.0));
+    assert_eq!(value("10.0.0.9:443", "timeout"), Some(1.0));
+    assert_eq!(
+        value("10.0.0.9:443", "aborted"),
+        Some(0.0),
+        "every reason has a series"
+    );
+    assert_eq!(value("[other]", "unreachable"), Some(2.0));
+    assert_eq!(got.len(), 10);
+    // With the label, one series set per namespace.
+    let r = reading(true);
+    let got = samples("tcpstate_connect_failures_total", &r);
+    let refused_a = l(&[
+        ("destination", "10.0.0.9:443"),
+        ("reason", "refused"),
+        ("netns", &NS_A.to_string()),
+    ]);
+    assert!(got.contains(&(refused_a, 3.0)), "{got:?}");
+    assert_eq!(got.len(), 15);
+}
+
+#[test]
+fn closes_by_cause() {
+    assert_eq!(
+        samples("tcpstate_connections_closed_total", &reading(false)),
+        [
+            (l(&[("cause", "fin")]), 30.0),
+            (l(&[("cause", "reset_received")]), 31.0),
+            (l(&[("cause", "reset_sent")]), 32.0),
+            (l(&[("cause", "timeout")]), 33.0),
+            (l(&[("cause", "aborted")]), 34.0),
+        ]
+    );
+    let by_ns = samples("tcpstate_connections_closed_total", &reading(true));
+    let a = NS_A.to_string();
+    assert!(by_ns.contains(&(l(&[("cause", "timeout"), ("netns", &a)]), 23.0)));
+    assert_eq!(by_ns.len(), 10);
+}
+
+#[test]
+fn resets_by_reason_and_state() {
+    assert_eq!(
+        samples("tcpstate_resets_sent_total", &reading(false)),
+        [
+            (l(&[("reason", "no_socket")]), 41.0),
+            (l(&[("reason", "unknown")]), 2.0),
+        ]
+    );
+    assert_eq!(
+        samples("tcpstate_resets_received_total", &reading(false)),
+        [
+            (l(&[("state", "ESTABLISHED")]), 51.0),
+            (l(&[("state", "SYN_SENT")]), 50.0),
+        ]
+    );
+    // A kernel without the tracepoint: no family at all.
+    let mut r = reading(false);
+    r.resets.sent = None;
+    assert!(family("tcpstate_resets_sent_total").collect(&r).is_none());
+}
+
+#[test]
 fn every_sample_carries_its_familys_label_names() {
     for netns_label in [false, true] {
         let r = reading(netns_label);
-        for f in FAMILIES {
+        for f in families() {
             let want = f.label_names(netns_label);
             let got = samples(f.name, &r);
             assert!(!got.is_empty(), "{} has no samples", f.name);

@@ -3,6 +3,7 @@
 //! ends it, its limits (ring buffer, socket table, capabilities), and its
 //! HTTP side. Needs root; in CI (CI=true) these tests must run.
 
+mod endings;
 mod gauges;
 mod http;
 mod leaks;
