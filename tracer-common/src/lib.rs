@@ -302,6 +302,60 @@ pub const RESET_REASON_UNKNOWN: u8 = 255;
 /// Entries of the map of resets (keys, not resets: LRU beyond).
 pub const RESET_KEYS: u32 = 4096;
 
+/// Where the programs on `tcp:tcp_retransmit_skb` and
+/// `tcp:tcp_retransmit_synack` read: record offsets from their format
+/// files (`RETRANSMIT_CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitConfig {
+    /// `tcp_retransmit_skb`: the socket, the remote end, and `err`
+    /// (Linux 6.12+: the retransmission failed unless 0; [`NO_FIELD`]
+    /// before, when only those that went out were reported).
+    pub skb_skaddr: u32,
+    pub skb_family: u32,
+    pub skb_dport: u32,
+    pub skb_daddr: u32,
+    pub skb_daddr_v6: u32,
+    pub skb_err: u32,
+    /// `tcp_retransmit_synack`: the listener and its local end.
+    pub synack_skaddr: u32,
+    pub synack_family: u32,
+    pub synack_sport: u32,
+    pub synack_saddr: u32,
+    pub synack_saddr_v6: u32,
+    /// As in [`ProbeConfig`]: `struct sock` -> `struct net` -> `ns.inum`.
+    pub off_sock_net: u32,
+    pub off_net_inum: u32,
+    /// Bit set of `FLAG_*` ([`FLAG_NETNS`]).
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<RetransmitConfig>() == 56);
+
+/// The key of the per-CPU map of retransmissions: a data retransmission
+/// toward a remote end, or a SYN-ACK retransmission of a listener.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RetransmitKey {
+    pub netns: u32,
+    /// [`RETRANSMIT_DATA`] or [`RETRANSMIT_SYNACK`].
+    pub kind: u8,
+    /// [`AF_INET`] or [`AF_INET6`] (as u8).
+    pub family: u8,
+    /// The remote port (data) or the listener's port (SYN-ACK), host order.
+    pub port: u16,
+    /// IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<RetransmitKey>() == 24);
+
+pub const RETRANSMIT_DATA: u8 = 0;
+pub const RETRANSMIT_SYNACK: u8 = 1;
+/// Entries of the map of retransmissions (LRU beyond: the least recent
+/// remote ends are forgotten, and their counts with them).
+pub const RETRANSMIT_KEYS: u32 = 16384;
+
 /// The kernel program's own statistics, one slot each in its per-CPU
 /// statistics map: every path that loses or degrades an event is counted in
 /// one of these. Both sides index the map through this type only.
@@ -368,4 +422,6 @@ mod pod {
     unsafe impl aya::Pod for super::TimewaitConfig {}
     unsafe impl aya::Pod for super::ResetConfig {}
     unsafe impl aya::Pod for super::ResetKey {}
+    unsafe impl aya::Pod for super::RetransmitConfig {}
+    unsafe impl aya::Pod for super::RetransmitKey {}
 }

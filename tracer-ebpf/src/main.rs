@@ -6,6 +6,8 @@
 //!   where the kernel allows them.
 //! * `resets`: the programs on `tcp:tcp_send_reset` and
 //!   `tcp:tcp_receive_reset`, counting in the kernel.
+//! * `retransmits`: the programs on `tcp:tcp_retransmit_skb` and
+//!   `tcp:tcp_retransmit_synack`, counting in the kernel.
 //! * `maps`: the ring buffer, the per-CPU counters and the load-time config.
 //! * `failure`: every error path's count and debug log line (aya-log).
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -17,6 +19,8 @@ mod failure;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod resets;
+#[cfg(target_arch = "bpf")]
+mod retransmits;
 #[cfg(target_arch = "bpf")]
 mod set_state;
 #[cfg(target_arch = "bpf")]

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    ProbeConfig, RESET_KEYS, RecordLayout, ResetConfig, ResetKey, Stat, TIME_WAIT_STACK_DEPTH,
-    TimewaitConfig, TransitionMatrix,
+    ProbeConfig, RESET_KEYS, RETRANSMIT_KEYS, RecordLayout, ResetConfig, ResetKey,
+    RetransmitConfig, RetransmitKey, Stat, TIME_WAIT_STACK_DEPTH, TimewaitConfig, TransitionMatrix,
 };
 
 /// Written by user space at load time (`EbpfLoader::override_global`). It
@@ -41,15 +41,21 @@ static CONFIG: ProbeConfig = ProbeConfig {
     wakeup_bytes: 0,
 };
 
-/// The configuration, through a pointer the compiler cannot see through, so
-/// it does not fold the zeroes above into the program. Fields are then
-/// loaded where they are used (copying the whole struct first cost a spill
-/// per field).
+/// A load-time global, through a pointer the compiler cannot see through,
+/// so it does not fold the zeroes it was compiled with into the program.
+/// Fields are then loaded where they are used (copying the whole struct
+/// first cost a spill per field).
 #[inline(always)]
-pub fn config() -> &'static ProbeConfig {
-    let ptr: *const ProbeConfig = &CONFIG;
+fn frozen<T>(global: &'static T) -> &'static T {
+    let ptr: *const T = global;
     // SAFETY: reading a local pointer; it points at a plain static.
     unsafe { &*core::ptr::read_volatile(&ptr) }
+}
+
+/// [`CONFIG`], as user space wrote it.
+#[inline(always)]
+pub fn config() -> &'static ProbeConfig {
+    frozen(&CONFIG)
 }
 
 /// Where the timewait programs read a timewait socket, written by user
@@ -70,12 +76,10 @@ static TW_CONFIG: TimewaitConfig = TimewaitConfig {
     wakeup_bytes: 0,
 };
 
-/// [`TW_CONFIG`], read as [`config`] reads [`CONFIG`].
+/// [`TW_CONFIG`], as user space wrote it.
 #[inline(always)]
 pub fn timewait_config() -> &'static TimewaitConfig {
-    let ptr: *const TimewaitConfig = &TW_CONFIG;
-    // SAFETY: reading a local pointer; it points at a plain static.
-    unsafe { &*core::ptr::read_volatile(&ptr) }
+    frozen(&TW_CONFIG)
 }
 
 /// Where the reset programs read, written by user space at load time.
@@ -93,12 +97,10 @@ static RESET_CONFIG: ResetConfig = ResetConfig {
     flags: 0,
 };
 
-/// [`RESET_CONFIG`], read as [`config`] reads [`CONFIG`].
+/// [`RESET_CONFIG`], as user space wrote it.
 #[inline(always)]
 pub fn reset_config() -> &'static ResetConfig {
-    let ptr: *const ResetConfig = &RESET_CONFIG;
-    // SAFETY: reading a local pointer; it points at a plain static.
-    unsafe { &*core::ptr::read_volatile(&ptr) }
+    frozen(&RESET_CONFIG)
 }
 
 /// Resets sent and received, by namespace and reason or state, per CPU:
@@ -107,6 +109,37 @@ pub fn reset_config() -> &'static ResetConfig {
 #[map]
 pub static RESETS: LruPerCpuHashMap<ResetKey, u64> =
     LruPerCpuHashMap::with_max_entries(RESET_KEYS, 0);
+
+/// Where the retransmission programs read, written by user space.
+#[unsafe(no_mangle)]
+static RETRANSMIT_CONFIG: RetransmitConfig = RetransmitConfig {
+    skb_skaddr: 0,
+    skb_family: 0,
+    skb_dport: 0,
+    skb_daddr: 0,
+    skb_daddr_v6: 0,
+    skb_err: 0,
+    synack_skaddr: 0,
+    synack_family: 0,
+    synack_sport: 0,
+    synack_saddr: 0,
+    synack_saddr_v6: 0,
+    off_sock_net: 0,
+    off_net_inum: 0,
+    flags: 0,
+};
+
+/// [`RETRANSMIT_CONFIG`], as user space wrote it.
+#[inline(always)]
+pub fn retransmit_config() -> &'static RetransmitConfig {
+    frozen(&RETRANSMIT_CONFIG)
+}
+
+/// Retransmissions by namespace and remote end or listener, per CPU: a
+/// retransmission storm costs a map update each, never an event.
+#[map]
+pub static RETRANSMITS: LruPerCpuHashMap<RetransmitKey, u64> =
+    LruPerCpuHashMap::with_max_entries(RETRANSMIT_KEYS, 0);
 
 /// One [`tracer_common::Event`] per transition. User space sets the size
 /// (`--ring-buffer-size`); this is only the default.

@@ -76,9 +76,10 @@ fn packet_netns(ctx: &TracePointContext) -> u32 {
     read_netns(ctx, dev, cfg.off_dev_net, cfg.off_net_inum)
 }
 
-/// A field of the tracepoint's record at a configured offset.
+/// A field of a tracepoint's record at a configured offset (the reset
+/// and retransmission programs read their records this way).
 #[inline(always)]
-fn record<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
+pub(crate) fn record<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
     if offset as usize + core::mem::size_of::<T>() > MAX_RECORD_SIZE as usize {
         return None;
     }

@@ -22,6 +22,7 @@ use crate::{
     kernel::logs,
     kernel::privileges::{self, MissingCapabilities},
     kernel::resets::{ResetCounts, ResetSetup, Resets},
+    kernel::retransmits::{RetransmitCounts, RetransmitSetup, Retransmits},
     kernel::timewait_hooks::{self, Hooks, TimewaitTracking},
     kernel::tracefs::{self, Format, TracefsError},
 };
@@ -120,7 +121,8 @@ pub struct ProbeOptions {
     /// Load the timewait programs where the kernel allows them (see
     /// [`crate::kernel::timewait_hooks`]).
     pub timewait_hooks: bool,
-    /// Count resets in the kernel (see [`crate::kernel::resets`]).
+    /// Count resets and retransmissions in the kernel (see
+    /// [`crate::kernel::resets`], [`crate::kernel::retransmits`]).
     pub reset_counters: bool,
 }
 
@@ -192,6 +194,7 @@ pub struct Probe {
     hooks: Option<Hooks>,
     timewait: TimewaitTracking,
     resets: Option<Resets>,
+    retransmits: Option<Retransmits>,
 }
 
 impl Probe {
@@ -212,6 +215,7 @@ impl Probe {
         let hooks_wanted = timewait_hooks::wanted().map_err(ProbeError::HooksChoice)?;
         let tw_config = timewait_config(&btf, &config);
         let reset_setup = ResetSetup::read(&root, &btf, &config);
+        let retransmit_setup = RetransmitSetup::read(&root, &config);
         privileges::raise_memlock_limit();
 
         let log_level = logs::program_level();
@@ -223,6 +227,7 @@ impl Probe {
                 true,
             )
             .override_global("RESET_CONFIG", &reset_setup.config, true)
+            .override_global("RETRANSMIT_CONFIG", &retransmit_setup.config, true)
             .override_global(aya_log::LEVEL, &log_level, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .map_max_entries("STATE_SINCE", options.state_time_entries.max(1))
@@ -256,6 +261,9 @@ impl Probe {
         let resets = options
             .reset_counters
             .then(|| Resets::attach(&mut ebpf, reset_setup));
+        let retransmits = options
+            .reset_counters
+            .then(|| Retransmits::attach(&mut ebpf, retransmit_setup));
         let transitions = take_per_cpu(&mut ebpf, "TRANSITIONS")?;
         let stats = take_per_cpu(&mut ebpf, "STATS")?;
         let recursion_misses_offset = btf
@@ -272,7 +280,16 @@ impl Probe {
             hooks,
             timewait,
             resets,
+            retransmits,
         })
+    }
+
+    /// Retransmissions counted in the kernel since load.
+    pub fn retransmit_counts(&self) -> RetransmitCounts {
+        self.retransmits
+            .as_ref()
+            .map(Retransmits::counts)
+            .unwrap_or_default()
     }
 
     /// Resets counted in the kernel since load.

@@ -40,13 +40,6 @@ pub struct ResetSetup {
     received_format: Option<Format>,
 }
 
-/// A record field's offset, if the record has it with this size and it
-/// lies where the program may read it.
-fn field(format: &Format, name: &str, size: u32) -> Option<u32> {
-    let f = format.fields.get(name)?;
-    (f.size == size && f.offset + size <= MAX_RECORD_SIZE).then_some(f.offset)
-}
-
 impl ResetSetup {
     /// Reads the formats (a missing tracepoint is logged once) and BTF.
     pub fn read(tracefs: &Path, btf: &Btf, probe: &ProbeConfig) -> ResetSetup {
@@ -106,6 +99,33 @@ impl ResetSetup {
     }
 }
 
+/// Loads the program named after tracepoint `category:name` and attaches
+/// it; a failure is logged (its metric is then not exported).
+pub(crate) fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> bool {
+    let result = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program `{name}` is missing from the object"))
+        .and_then(|p| <&mut TracePoint>::try_from(p).map_err(|e| e.to_string()))
+        .and_then(|tp| {
+            tp.load().map_err(|e| e.to_string())?;
+            tp.attach(category, name).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(_) => true,
+        Err(e) => {
+            log::warn!("{category}:{name}: {e}; its metric is not exported");
+            false
+        }
+    }
+}
+
+/// A record field's offset, if the record has it with this size and it
+/// lies where the program may read it.
+pub(crate) fn field(format: &Format, name: &str, size: u32) -> Option<u32> {
+    let f = format.fields.get(name)?;
+    (f.size == size && f.offset + size <= MAX_RECORD_SIZE).then_some(f.offset)
+}
+
 /// The attached reset programs and their map.
 pub struct Resets {
     map: Option<PerCpuHashMap<MapData, ResetKey, u64>>,
@@ -119,25 +139,9 @@ impl Resets {
     /// Attaches the programs whose tracepoints this kernel has; a failure
     /// is logged and leaves that metric out.
     pub fn attach(ebpf: &mut Ebpf, setup: ResetSetup) -> Resets {
-        let mut attach = |program: &str, name: &str| -> bool {
-            let result = ebpf
-                .program_mut(program)
-                .ok_or_else(|| format!("program `{program}` is missing from the object"))
-                .and_then(|p| <&mut TracePoint>::try_from(p).map_err(|e| e.to_string()))
-                .and_then(|tp| {
-                    tp.load().map_err(|e| e.to_string())?;
-                    tp.attach(CATEGORY, name).map_err(|e| e.to_string())
-                });
-            match result {
-                Ok(_) => true,
-                Err(e) => {
-                    log::warn!("{CATEGORY}:{name}: {e}; its reset metric is not exported");
-                    false
-                }
-            }
-        };
-        let sent = setup.sent_format.is_some() && attach(SENT, SENT);
-        let received = setup.received_format.is_some() && attach(RECEIVED, RECEIVED);
+        let mut attach = |name: &str| attach_tracepoint(ebpf, CATEGORY, name);
+        let sent = setup.sent_format.is_some() && attach(SENT);
+        let received = setup.received_format.is_some() && attach(RECEIVED);
         let reasons = setup
             .sent_format
             .map(|f| f.symbols("reason"))
