@@ -44,15 +44,26 @@ impl NetNs {
 
     /// The namespace's own TCP counters, as the kernel keeps them
     /// (`Tcp:` in /proc/net/snmp: `AttemptFails`, `EstabResets`,
-    /// `OutRsts`, ...), read by a thread inside it.
+    /// `OutRsts`, ...).
     pub fn tcp_counters(&self) -> BTreeMap<String, u64> {
-        let text = self.run_inside(|| {
-            // thread-self: /proc/self/net would be the main thread's namespace.
-            std::fs::read_to_string("/proc/thread-self/net/snmp").expect("read /proc/net/snmp")
-        });
-        let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-        let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
-            panic!("no Tcp: lines in /proc/net/snmp:\n{text}");
+        self.kernel_counters("snmp", "Tcp:")
+    }
+
+    /// The namespace's `TcpExt:` counters (/proc/net/netstat:
+    /// `ListenOverflows`, `ListenDrops`, ...).
+    pub fn tcp_ext_counters(&self) -> BTreeMap<String, u64> {
+        self.kernel_counters("netstat", "TcpExt:")
+    }
+
+    /// One group of /proc/net/`file` (a line of names, a line of values),
+    /// read by a thread inside the namespace.
+    fn kernel_counters(&self, file: &str, group: &str) -> BTreeMap<String, u64> {
+        // thread-self: /proc/self/net would be the main thread's namespace.
+        let path = format!("/proc/thread-self/net/{file}");
+        let text = self.run_inside(move || std::fs::read_to_string(&path).expect("read /proc/net"));
+        let mut lines = text.lines().filter(|l| l.starts_with(group));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            panic!("no {group} lines in /proc/net/{file}:\n{text}");
         };
         names
             .split_whitespace()

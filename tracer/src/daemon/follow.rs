@@ -169,6 +169,7 @@ impl Follow<'_> {
         let shared = self.shared;
         let full = self.schedule.running() == Some(DumpKind::Full);
         record_sources(shared, std::mem::take(&mut dump.read_from), &dump.unread);
+        shared.set_listeners(&dump.listeners_read, std::mem::take(&mut dump.listeners));
         self.reader
             .drain_now(|bytes| decode_into(shared, bytes, &mut self.batch));
         shared.apply_batch(&mut self.batch);
@@ -189,6 +190,7 @@ impl Follow<'_> {
             dump.end_ns,
         );
         engine.set_timewait_caps(dump.timewait_caps.iter().copied());
+        engine.set_port_settings(dump.port_settings.iter().copied());
         drop(engine);
         if full {
             drop(std::mem::take(&mut dump.sockets));

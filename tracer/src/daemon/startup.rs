@@ -130,8 +130,10 @@ pub async fn seed(
         log::warn!("start-up dump skipped a namespace: {failure}");
     }
     record_sources(shared, std::mem::take(&mut seed.read_from), &seed.unread);
+    shared.set_listeners(&seed.listeners_read, std::mem::take(&mut seed.listeners));
     let mut engine = shared.engine();
     engine.set_timewait_caps(seed.timewait_caps.iter().copied());
+    engine.set_port_settings(seed.port_settings.iter().copied());
     engine.seed_complete(seed.end_ns);
     for t in batch.drain(..) {
         engine.apply_record(&t);

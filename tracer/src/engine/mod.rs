@@ -21,6 +21,7 @@ pub mod endings;
 mod histogram;
 mod leaks;
 mod owners;
+pub mod ports;
 mod ranked;
 mod reconcile;
 mod seeding;
@@ -36,6 +37,8 @@ use std::collections::BTreeSet;
 /// SipHash on these small keys, and still seeded per process, so that remote
 /// peers choosing addresses and ports cannot aim at one bucket.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The same for sets.
+pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 pub use config::EngineConfig;
 use counts::StateCounts;
@@ -84,6 +87,8 @@ pub struct Engine {
     stats: EngineStats,
     leak_summary: LeakSummary,
     endings: EndingCounts,
+    /// Each namespace's ephemeral port range and `tcp_tw_reuse`.
+    port_settings: HashMap<u32, ports::PortSettings>,
 }
 
 fn slot(s: TcpState) -> usize {
@@ -114,6 +119,7 @@ impl Engine {
             stats: EngineStats::default(),
             leak_summary: LeakSummary::default(),
             endings,
+            port_settings: HashMap::default(),
         }
     }
 

@@ -571,6 +571,7 @@ mod connecting;
 mod listener_tuple;
 mod orphans;
 mod owners;
+mod ports;
 mod seeding;
 mod timewait;
 mod timewait_followed;

@@ -19,9 +19,10 @@ use prometheus::{
 use tracer_common::{STATE_SLOTS, TcpState, TransitionMatrix};
 
 use crate::{
-    engine::{EngineStats, Histogram, endings::CloseCause},
+    engine::{EngineStats, Histogram, endings::CloseCause, ports::PortUse},
     kernel::{probe::KernelStats, resets::ResetCounts},
     serve::shared::Shared,
+    sockets::listeners::ListenerQueue,
     sockets::sources::Source,
 };
 
@@ -251,7 +252,12 @@ fn source_samples(r: &Reading, out: &mut Samples) {
 
 /// Every metric family, in the order /metrics lists them.
 fn families() -> impl Iterator<Item = &'static Family> {
-    FAMILIES.iter().chain(endings::FAMILIES)
+    FAMILIES
+        .iter()
+        .chain(endings::FAMILIES)
+        .chain(listeners::FAMILIES)
+        .chain(ports::FAMILIES)
+        .chain(retransmits::FAMILIES)
 }
 
 /// Every metric family's name (histograms add `_bucket`, `_sum`, `_count`).
@@ -418,6 +424,15 @@ struct Reading {
     closed: Vec<(u32, [u64; CloseCause::ALL.len()])>,
     /// Resets counted in the kernel.
     resets: ResetCounts,
+    /// Listeners' accept queues, and how many have a label of their own.
+    listeners: Vec<ListenerQueue>,
+    top_listeners: usize,
+    /// The destinations with the fewest ephemeral ports left.
+    ephemeral_ports: Vec<PortUse>,
+    /// Retransmissions by remote end and SYN-ACK retransmissions by
+    /// listener, as exported.
+    retransmits: Exported,
+    synack_retransmits: Exported,
     events_received: u64,
     events_invalid: u64,
     /// Connections closed at the HTTP cap: newcomers turned away, and older
@@ -429,7 +444,7 @@ struct Reading {
 impl StateCollector {
     fn read(&self) -> Reading {
         let netns_label = self.shared.netns_label();
-        let (counts, by_netns, durations, leaks, stats, tracked, endings) = {
+        let (counts, by_netns, durations, leaks, stats, tracked, endings, top_listeners, ports) = {
             let engine = self.shared.engine();
             let by_netns = if netns_label {
                 let mut v: Vec<(u32, [u64; STATE_SLOTS])> = engine
@@ -450,9 +465,12 @@ impl StateCollector {
                 engine.stats(),
                 engine.tracked(),
                 engine.endings().clone(),
+                engine.config().top_destinations,
+                engine.ephemeral_ports(engine.config().top_destinations),
             )
         };
         let (transitions, kernel) = self.shared.kernel_counters();
+        let [retransmits, synack_retransmits] = self.shared.retransmits(top_listeners);
         let sources = self.shared.sources().series();
         let (http_busy, http_evicted) = self.shared.http_rejected();
         Reading {
@@ -470,6 +488,11 @@ impl StateCollector {
             connect_failures: endings.connect_failures.values(),
             closed: endings.closed.into_iter().collect(),
             resets: self.shared.reset_counts(),
+            listeners: self.shared.listeners(),
+            top_listeners,
+            ephemeral_ports: ports,
+            retransmits,
+            synack_retransmits,
             events_received: self.shared.events_received(),
             events_invalid: self.shared.events_invalid(),
             http_busy,
@@ -490,5 +513,9 @@ impl Collector for StateCollector {
 }
 
 mod endings;
+mod listeners;
+mod ports;
+mod retransmits;
+pub use retransmits::Exported;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,8 @@
 //! loaded probe for its kernel counters, and a few atomics.
 
 use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -19,11 +21,15 @@ use crate::{
     kernel::event::Record,
     kernel::probe::{KernelStats, Probe},
     kernel::resets::ResetCounts,
+    serve::failing,
     serve::http::{listener::HttpStats, server::WebSecurityHandle},
+    serve::metrics::Exported,
     serve::metrics::GAUGED_STATES,
+    serve::placed::Placed,
     serve::snapshot::{
         DestinationEntry, EventCounts, LeakEntry, Snapshot, StateCount, TransitionRate,
     },
+    sockets::listeners::ListenerQueue,
 };
 
 /// At most this many leaks and destinations in a snapshot.
@@ -47,6 +53,11 @@ pub struct Shared {
     netns_label: bool,
     /// Where each namespace's sockets are read from.
     sources: Mutex<Sources>,
+    /// Each namespace's listeners and their accept queues, as the last
+    /// dump that read the namespace saw them.
+    listeners: Mutex<BTreeMap<u32, Vec<ListenerQueue>>>,
+    /// Which remote ends and listeners have retransmission series.
+    retransmit_places: Mutex<[Placed<(u32, SocketAddr)>; 2]>,
 }
 
 /// Per-second rates over the last interval.
@@ -89,6 +100,8 @@ impl Shared {
             http: Arc::new(HttpStats::default()),
             web_security: WebSecurityHandle::default(),
             sources: Mutex::new(Sources::default()),
+            listeners: Mutex::new(BTreeMap::new()),
+            retransmit_places: Mutex::new(Default::default()),
         }
     }
 
@@ -164,6 +177,43 @@ impl Shared {
         }
     }
 
+    /// A dump's listeners: those of each namespace it read replace the
+    /// earlier ones; namespaces it did not read keep theirs.
+    pub fn set_listeners(&self, read: &[u32], found: Vec<ListenerQueue>) {
+        let mut listeners = lock(&self.listeners);
+        for netns in read {
+            listeners.insert(*netns, Vec::new());
+        }
+        for l in found {
+            listeners.entry(l.netns).or_default().push(l);
+        }
+        listeners.retain(|_, v| !v.is_empty());
+    }
+
+    /// Every listener known, namespace by namespace.
+    pub fn listeners(&self) -> Vec<ListenerQueue> {
+        lock(&self.listeners).values().flatten().copied().collect()
+    }
+
+    /// Retransmissions counted in the kernel, by data and by SYN-ACK,
+    /// under at most `limit` labels each (see [`Placed`]).
+    pub fn retransmits(&self, limit: usize) -> [Exported; 2] {
+        let counts = lock(&self.probe)
+            .as_ref()
+            .map(|p| p.retransmit_counts())
+            .unwrap_or_default();
+        let now = Instant::now();
+        let mut places = lock(&self.retransmit_places);
+        let flat = |v: Vec<(u32, SocketAddr, u64)>| -> Vec<((u32, SocketAddr), u64)> {
+            v.into_iter().map(|(ns, end, n)| ((ns, end), n)).collect()
+        };
+        let [data, synack] = &mut *places;
+        [
+            counts.data.map(|v| data.export(now, limit, &flat(v))),
+            counts.synack.map(|v| synack.export(now, limit, &flat(v))),
+        ]
+    }
+
     /// Resets counted in the kernel (none before attaching).
     pub fn reset_counts(&self) -> ResetCounts {
         lock(&self.probe)
@@ -199,7 +249,7 @@ impl Shared {
     /// The JSON snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let now = monotonic_ns();
-        let (sockets, leaks, leaked_total, destinations, stats, tracked, threshold_ns) = {
+        let (sockets, leaks, leaked_total, destinations, stats, tracked, threshold_ns, endings) = {
             let e = self.engine();
             let sockets = GAUGED_STATES
                 .iter()
@@ -237,8 +287,10 @@ impl Shared {
                 e.stats(),
                 e.tracked(),
                 e.config().close_wait_threshold_ns,
+                e.endings().clone(),
             )
         };
+        let failing = failing::failing(&endings, self.reset_counts(), self.listeners());
         let rates = lock(&self.rates).clone();
         let lost = self.kernel_counters().1.lost_events();
         Snapshot {
@@ -261,6 +313,7 @@ impl Shared {
             close_wait_leaks: leaks,
             close_wait_leaked_total: leaked_total,
             time_wait_by_destination: destinations,
+            failing,
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub close_wait_leaked_total: u64,
     /// Timewait sockets by remote endpoint, most first (at most 100).
     pub time_wait_by_destination: Vec<DestinationEntry>,
+    /// Why connections fail (absent from daemons before it).
+    #[serde(default)]
+    pub failing: Failing,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,4 +81,48 @@ pub struct DestinationEntry {
     pub remote: String,
     pub netns: u32,
     pub count: u32,
+}
+
+/// Why connections fail, since the daemon started: the counters behind
+/// the connect-failure, close, reset and listener metrics. `tracer top`
+/// turns successive snapshots into rates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Failing {
+    /// Connect failures by destination (`IP:port`, or `[other]`) and
+    /// reason, most first; zero counts left out.
+    pub connect_failures: Vec<ConnectFailureEntry>,
+    /// Connections closed, by cause (every cause).
+    pub closed: Vec<CauseCount>,
+    /// Resets sent, by reason; absent where the kernel lacks the tracepoint.
+    pub resets_sent: Option<Vec<CauseCount>>,
+    /// Resets received, by the state the socket was in.
+    pub resets_received: Option<Vec<CauseCount>>,
+    /// Every listener's accept queue, fullest first (at most 100).
+    pub listeners: Vec<ListenerEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectFailureEntry {
+    pub destination: String,
+    /// 0 for `[other]`.
+    pub netns: u32,
+    pub reason: String,
+    pub total: u64,
+}
+
+/// A count by a cause, reason or state name, summed over namespaces.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CauseCount {
+    pub name: String,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListenerEntry {
+    pub listener: String,
+    pub netns: u32,
+    pub queued: u32,
+    pub limit: u32,
+    /// Connections it dropped since it began listening; null when unknown.
+    pub drops: Option<u32>,
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::Sender;
 use tracer_common::TcpState;
 
 use crate::{
-    engine::{DumpedSocket, Tuple},
+    engine::{DumpedSocket, Tuple, ports::PortSettings},
     kernel::clock::monotonic_ns,
     kernel::event::Comm,
     sockets::netns::{self, NetNsError},
@@ -27,6 +27,7 @@ use crate::{
 
 use super::{
     hidden::{HiddenNamespaces, Resolved},
+    listeners::{self, ListenerQueue},
     sources::ReadFrom,
 };
 
@@ -63,6 +64,18 @@ pub struct Dump {
     pub hidden_found: usize,
     /// Namespaces the engine held sockets in that no search found.
     pub namespaces_gone: usize,
+    /// `ip_local_port_range` and `tcp_tw_reuse` of each namespace entered.
+    pub port_settings: Vec<(u32, PortSettings)>,
+    /// The listeners' accept queues of every namespace read with sock_diag.
+    pub listeners: Vec<ListenerQueue>,
+    /// Those namespaces, by inode.
+    pub listeners_read: Vec<u32>,
+}
+
+/// The current namespace's ephemeral port settings; None if unreadable.
+fn port_settings() -> Option<PortSettings> {
+    let read = |name| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok();
+    PortSettings::parse(&read("ip_local_port_range")?, &read("tcp_tw_reuse")?)
 }
 
 /// The current namespace's cap on timewait sockets; None if unreadable.
@@ -245,6 +258,53 @@ fn read_here(
     }
 }
 
+/// What one namespace gave.
+struct Visit {
+    result: Result<(Vec<DumpedSocket>, ReadHere), String>,
+    timewait_cap: Option<u32>,
+    ports: Option<PortSettings>,
+    /// None when its listeners could not be read with sock_diag.
+    listeners: Option<Vec<ListenerQueue>>,
+}
+
+/// Reads namespace `ns` from inside it (entered unless it is `current`):
+/// its sockets, its listeners' queues, and its settings (the sysctl files
+/// answer for the namespace of whoever opens them).
+fn visit(
+    ns: &netns::NetNs,
+    current: Option<u32>,
+    states: u32,
+    skip: bool,
+    collector: Collector,
+    stream: &Option<Sender<Chunk>>,
+) -> Visit {
+    let inode = ns.inode;
+    let here = move || Visit {
+        listeners: (!skip).then(|| listeners::read_here(inode).ok()).flatten(),
+        timewait_cap: timewait_cap(),
+        ports: port_settings(),
+        result: read_here(states, skip, collector),
+    };
+    if Some(ns.inode) == current {
+        return here();
+    }
+    let failed = |result| Visit {
+        result,
+        timewait_cap: None,
+        ports: None,
+        listeners: None,
+    };
+    match netns::run_in(ns, here) {
+        Ok(visit) => visit,
+        // It may have passed sockets on before it failed: reading the
+        // namespace again could seed them twice.
+        Err(e @ NetNsError::Panicked { .. }) => failed(Err(e.to_string())),
+        // Without CAP_SYS_ADMIN (the systemd unit drops it), read the
+        // namespace's table through one of its processes instead.
+        Err(enter) => failed(read_through_a_process(ns, states, stream, enter)),
+    }
+}
+
 fn dump_to(
     states: u32,
     skip_sock_diag: &HashSet<u32>,
@@ -269,24 +329,21 @@ fn dump_to(
         }
         let collector = Collector::new(ns.inode, stream.clone());
         let skip = skip_sock_diag.contains(&ns.inode);
-        // Inside the namespace: its sockets and its cap on timewait sockets
-        // (the sysctl file answers for the namespace of whoever opens it).
-        let here = move || (read_here(states, skip, collector), timewait_cap());
-        let (result, cap) = if Some(ns.inode) == current {
-            here()
-        } else {
-            match netns::run_in(&ns, here) {
-                Ok(both) => both,
-                // It may have passed sockets on before it failed: reading
-                // the namespace again could seed them twice.
-                Err(e @ NetNsError::Panicked { .. }) => (Err(e.to_string()), None),
-                // Without CAP_SYS_ADMIN (the systemd unit drops it), read the
-                // namespace's table through one of its processes instead.
-                Err(enter) => (read_through_a_process(&ns, states, &stream, enter), None),
-            }
-        };
+        let Visit {
+            result,
+            timewait_cap: cap,
+            ports,
+            listeners,
+        } = visit(&ns, current, states, skip, collector, &stream);
         if let Some(cap) = cap {
             dump.timewait_caps.push((ns.inode, cap));
+        }
+        if let Some(ports) = ports {
+            dump.port_settings.push((ns.inode, ports));
+        }
+        if let Some(listeners) = listeners {
+            dump.listeners.extend(listeners);
+            dump.listeners_read.push(ns.inode);
         }
         let (found, how) = match result {
             Ok(found) => found,

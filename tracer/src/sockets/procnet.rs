@@ -98,6 +98,14 @@ fn parse_line(line: &str, family: Family, ticks_per_second: u64) -> Option<DiagS
         expires_ms: u32::try_from(when_ticks * 1000 / ticks_per_second).unwrap_or(u32::MAX),
         uid: f[7].parse().ok()?,
         inode: f[9].parse().ok()?,
+        // tx_queue:rx_queue; for a listener the accept queue is rx_queue,
+        // and /proc/net/tcp has neither its limit nor its drops.
+        rqueue: f[4]
+            .split_once(':')
+            .and_then(|(_, rx)| u32::from_str_radix(rx, 16).ok())
+            .unwrap_or(0),
+        wqueue: 0,
+        drops: None,
     })
 }
 

@@ -6,6 +6,9 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::serve::snapshot::{DestinationEntry, LeakEntry, Snapshot, TransitionRate};
 
+mod failing;
+pub use failing::{ListenerRow, RateRow};
+
 /// Samples kept per state for the sparkline.
 pub const HISTORY: usize = 60;
 
@@ -85,6 +88,8 @@ pub struct Model {
     /// Typing a filter (after `/`).
     pub editing: bool,
     pub help: bool,
+    /// The "Failing" view (key `f`) instead of the sockets view.
+    pub failing: bool,
 }
 
 /// What a key asks of the loop.
@@ -273,6 +278,10 @@ impl Model {
                 self.sort = Some(self.sort().next());
                 Action::Redraw
             }
+            Key::Char('f') => {
+                self.failing = !self.failing;
+                Action::Redraw
+            }
             Key::Char('/') => {
                 self.editing = true;
                 self.filter.clear();
@@ -428,6 +437,7 @@ pub(crate) mod tests {
                     count: 20,
                 },
             ],
+            failing: super::failing::tests::sample(uptime),
         }
     }
 

@@ -56,7 +56,36 @@ pub fn render(model: &Model) -> String {
     for d in model.destinations() {
         let _ = writeln!(out, "{:<46} {:>6}", d.remote, d.count);
     }
+    failing(model, &mut out);
     out
+}
+
+/// The failing view's tables: totals (one snapshot has no rates).
+fn failing(model: &Model, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\nCONNECT FAILURES                                TOTAL"
+    );
+    for r in model.connect_failures() {
+        let _ = writeln!(out, "{:<46} {:>6}", r.name, r.total);
+    }
+    let _ = writeln!(
+        out,
+        "\nCLOSES AND RESETS                               TOTAL"
+    );
+    for r in model.closes_and_resets() {
+        let _ = writeln!(out, "{:<46} {:>6}", r.name, r.total);
+    }
+    let _ = writeln!(
+        out,
+        "\nLISTENER                         QUEUE/LIMIT   DROPS"
+    );
+    for l in model.listeners() {
+        let e = l.entry;
+        let drops = e.drops.map_or("?".to_owned(), |d| d.to_string());
+        let queue = format!("{}/{}", e.queued, e.limit);
+        let _ = writeln!(out, "{:<32} {queue:>11} {drops:>7}", e.listener);
+    }
 }
 
 #[cfg(test)]
@@ -76,6 +105,9 @@ mod tests {
             "CLOSE_WAIT LEAKS (> 1m00s): 3",
             "4242     leaky-server     10.0.0.1:8080",
             "10.0.0.5:443",
+            "10.0.0.9:5432 refused",
+            "rst in SYN_SENT",
+            "0.0.0.0:8080                         128/128   18625",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

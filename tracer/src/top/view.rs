@@ -72,6 +72,8 @@ pub fn render(frame: &mut Frame, model: &Model, theme: Theme) {
             None => vec![Line::raw(format!("connecting to {} ...", model.endpoint))],
         };
         frame.render_widget(Paragraph::new(text).block(Block::bordered()), body);
+    } else if model.failing {
+        render_failing(frame, body, model, theme);
     } else {
         let [top, bottom] =
             Layout::vertical([Constraint::Length(14), Constraint::Min(0)]).areas(body);
@@ -110,9 +112,16 @@ fn render_header(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
             Span::raw(lost)
         });
         second.push(Span::raw(format!(
-            "  tracked {}  corrections {}",
+            "  tracked {}  corrections {}  ",
             s.events.tracked_sockets, s.events.corrections
         )));
+        let failing = model.failing_per_second();
+        let text = format!("failing {failing:.1}/s");
+        second.push(if failing > 0.0 {
+            Span::styled(text, theme.bad())
+        } else {
+            Span::raw(text)
+        });
     }
     if model.paused {
         first.push(Span::styled("  [PAUSED]", theme.warn()));
@@ -147,6 +156,12 @@ fn render_footer(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
             " resume  "
         } else {
             " pause  "
+        }),
+        Span::styled("f", theme.header()),
+        Span::raw(if model.failing {
+            " sockets  "
+        } else {
+            " failing  "
         }),
         Span::styled("s", theme.header()),
         Span::raw(format!(" sort: {}  ", model.sort().label())),
@@ -266,12 +281,86 @@ fn render_leaks(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
     frame.render_widget(table, area);
 }
 
+/// The failing view: connect failures by destination and reason (top,
+/// the whole width: addresses are long), closes and resets (bottom left),
+/// listeners' accept queues (bottom right); rates per second since the
+/// snapshot before.
+fn render_failing(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
+    let [left, bottom] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    let [ends, listeners] =
+        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(bottom);
+    let rate_table = |rows: Vec<crate::top::model::RateRow>, title: &'static str, what| {
+        let rows = rows.into_iter().map(|r| {
+            let style = if r.per_second > 0.0 {
+                theme.bad()
+            } else {
+                Style::default()
+            };
+            Row::new(vec![
+                Cell::from(r.name),
+                Cell::from(format!("{:.1}", r.per_second)),
+                Cell::from(r.total.to_string()),
+            ])
+            .style(style)
+        });
+        Table::new(
+            rows,
+            [
+                Constraint::Min(0),
+                Constraint::Length(6),
+                Constraint::Length(7),
+            ],
+        )
+        .header(Row::new([what, "/s", "TOTAL"]).style(theme.header()))
+        .block(Block::bordered().title(Span::styled(title, theme.title())))
+    };
+    let failures = rate_table(
+        model.connect_failures(),
+        " Connect failures ",
+        "DESTINATION REASON",
+    );
+    frame.render_widget(failures, left);
+    frame.render_widget(
+        rate_table(model.closes_and_resets(), " Closes and resets ", "HOW"),
+        ends,
+    );
+    let rows = model.listeners().into_iter().map(|l| {
+        let e = l.entry;
+        let full = e.limit > 0 && e.queued >= e.limit;
+        let style = if full || l.drops_per_second > 0.0 {
+            theme.bad()
+        } else {
+            Style::default()
+        };
+        Row::new(vec![
+            Cell::from(e.listener.clone()),
+            Cell::from(format!("{}/{}", e.queued, e.limit)),
+            Cell::from(format!("{:.1}", l.drops_per_second)),
+        ])
+        .style(style)
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Min(0),
+            Constraint::Length(11),
+            Constraint::Length(7),
+        ],
+    )
+    .header(Row::new(["LISTENER", "QUEUE", "DROP/s"]).style(theme.header()))
+    .block(Block::bordered().title(Span::styled(" Listeners ", theme.title())));
+    frame.render_widget(table, listeners);
+}
+
 fn render_help(frame: &mut Frame, area: Rect, theme: Theme) {
     let lines = vec![
         Line::styled("tracer top: keys", theme.title()),
         Line::raw(""),
         Line::raw("q, Esc    quit"),
         Line::raw("p         pause / resume updates"),
+        Line::raw("f         failing view: connect failures, closes,"),
+        Line::raw("          resets, listeners' queues / sockets view"),
         Line::raw("s         sort leaks: age, process, pid, local"),
         Line::raw("/         filter by port, pid or process name"),
         Line::raw("          (Enter or Esc ends typing)"),
@@ -441,6 +530,29 @@ mod tests {
         unsafe { std::env::set_var("NO_COLOR", "") };
         assert!(Theme::from_env().color, "an empty NO_COLOR does not count");
         unsafe { std::env::remove_var("NO_COLOR") };
+    }
+
+    #[test]
+    fn the_failing_view_fits_80x24() {
+        let mut m = model();
+        m.update(snapshot(12.0, 5));
+        m.handle_key(Key::Char('f'));
+        let screen = draw(&m, 80, 24);
+        for want in [
+            "Connect failures",
+            "10.0.0.9:5432 refused",
+            "Closes and resets",
+            "closed fin",
+            "rst in SYN_SENT",
+            "Listeners",
+            "0.0.0.0:8080",
+            "128/128",
+            "failing",
+        ] {
+            assert!(screen.contains(want), "{want} missing:\n{screen}");
+        }
+        m.handle_key(Key::Char('f'));
+        assert!(draw(&m, 80, 24).contains("CLOSE_WAIT leaks"));
     }
 
     #[test]

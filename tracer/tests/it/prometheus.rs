@@ -39,7 +39,7 @@ fn promtool(args: &[&str]) -> String {
 fn rules_config_and_rule_tests_pass_promtool() {
     let rules = deploy("prometheus/tracer-rules.yml");
     let text = promtool(&["check", "rules", rules.to_str().expect("path")]);
-    assert!(text.contains("SUCCESS: 5 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 7 rules found"), "{text}");
     let tests = deploy("prometheus/tracer-rules.test.yml");
     let text = promtool(&["test", "rules", tests.to_str().expect("path")]);
     assert!(text.contains("SUCCESS"), "{text}");
@@ -51,6 +51,8 @@ fn rules_config_and_rule_tests_pass_promtool() {
         "TcpCloseWaitLeak",
         "TcpTimeWaitPressure",
         "TcpConnectFailures",
+        "TcpListenOverflows",
+        "TcpEphemeralPortsLow",
         "TracerEventsLost",
         "TracerDown",
     ] {

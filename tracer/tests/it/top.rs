@@ -194,6 +194,35 @@ fn top_in_a_terminal_shows_ss_counts_and_the_leaking_process() {
 }
 
 #[test]
+fn the_failing_view_shows_a_refused_connect_in_a_terminal() {
+    require_ebpf!();
+    let daemon = leak_watching_daemon();
+    // A port nothing listens on: the connect is refused.
+    let closed = testkit::net::free_port().expect("a free port");
+    assert!(TcpStream::connect(closed).is_err(), "{closed} answered");
+    let command = format!(
+        "{} top --endpoint http://{} -d 0.3",
+        tracer_bin(),
+        daemon.addr
+    );
+    let tmux = Tmux::start("failing", 80, 24, &command);
+    tmux.wait_for("the sockets view", |s| s.contains("Sockets by state"));
+    tmux.keys("f");
+    let refused = format!("{closed} refused");
+    let screen = tmux.wait_for("the refused connect", |s| s.contains(&refused));
+    assert!(screen.contains("Connect failures"), "{screen}");
+    assert!(
+        screen.contains("Listeners") && screen.contains("QUEUE"),
+        "{screen}"
+    );
+    tmux.keys("f");
+    tmux.wait_for("the sockets view again", |s| s.contains("CLOSE_WAIT leaks"));
+    tmux.keys("q");
+    assert_eq!(tmux.wait_exit(), Some(0));
+    assert!(daemon.stop().success());
+}
+
+#[test]
 fn top_once_prints_text_and_exits() {
     require_ebpf!();
     let daemon = leak_watching_daemon();

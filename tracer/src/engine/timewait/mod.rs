@@ -36,6 +36,13 @@ pub(super) struct TimeWait {
     seen: u32,
 }
 
+impl TimeWait {
+    /// In substate TIME_WAIT (not an orphaned FIN_WAIT2).
+    pub(in crate::engine) fn is_time_wait(&self) -> bool {
+        self.substate == TcpState::TimeWait
+    }
+}
+
 /// What one reconciliation changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimewaitReconcile {

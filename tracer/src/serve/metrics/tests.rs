@@ -65,11 +65,115 @@ fn reading(netns_label: bool) -> Reading {
             ]),
             received: Some(vec![(NS_A, SynSent, 50), (NS_B, Established, 51)]),
         },
+        listeners: vec![
+            listener(NS_A, "0.0.0.0:80", 3, 128, 60),
+            listener(NS_B, "0.0.0.0:80", 1, 128, 1),
+            listener(NS_A, "[::]:8080", 0, 4096, 0),
+        ],
+        top_listeners: 1,
+        retransmits: Some((
+            vec![
+                ((NS_A, "10.0.0.5:443".parse().unwrap()), 70),
+                ((NS_B, "10.0.0.5:443".parse().unwrap()), 1),
+            ],
+            5,
+        )),
+        synack_retransmits: Some((vec![((NS_A, "0.0.0.0:80".parse().unwrap()), 3)], 0)),
+        ephemeral_ports: vec![
+            ports(NS_A, "10.0.0.5:443", 90, 10),
+            ports(NS_B, "10.0.0.5:443", 20, 80),
+        ],
         events_received: 20,
         events_invalid: 21,
         http_busy: 22,
         http_evicted: 23,
     }
+}
+
+fn ports(netns: u32, destination: &str, in_use: u32, free: u32) -> PortUse {
+    PortUse {
+        netns,
+        destination: destination.parse().unwrap(),
+        source: "10.0.0.1".parse().unwrap(),
+        in_use,
+        free,
+    }
+}
+
+#[test]
+fn retransmits_by_destination_and_other_and_absent_without_the_tracepoint() {
+    assert_eq!(
+        samples("tcpstate_retransmits_total", &reading(false)),
+        [
+            (l(&[("destination", "10.0.0.5:443")]), 71.0),
+            (l(&[("destination", "[other]")]), 5.0),
+        ]
+    );
+    let mut r = reading(false);
+    r.synack_retransmits = None;
+    assert!(
+        family("tcpstate_synack_retransmits_total")
+            .collect(&r)
+            .is_none()
+    );
+}
+
+#[test]
+fn ephemeral_ports_speak_for_the_scarcest_namespace_without_the_label() {
+    let r = reading(false);
+    assert_eq!(
+        samples("tcpstate_ephemeral_ports_free", &r),
+        [(l(&[("destination", "10.0.0.5:443")]), 10.0)]
+    );
+    assert_eq!(
+        samples("tcpstate_ephemeral_ports_in_use", &r),
+        [(l(&[("destination", "10.0.0.5:443")]), 90.0)]
+    );
+    assert_eq!(
+        samples("tcpstate_ephemeral_ports_free", &reading(true)).len(),
+        2
+    );
+}
+
+fn listener(netns: u32, local: &str, queued: u32, limit: u32, drops: u32) -> ListenerQueue {
+    ListenerQueue {
+        netns,
+        local: local.parse().unwrap(),
+        queued,
+        limit,
+        drops: Some(drops),
+    }
+}
+
+#[test]
+fn listeners_past_the_top_share_other() {
+    // One place: 0.0.0.0:80 (both namespaces summed without the label)
+    // dropped most.
+    let r = reading(false);
+    assert_eq!(
+        samples("tcpstate_listen_overflows_total", &r),
+        [
+            (l(&[("listener", "0.0.0.0:80")]), 61.0),
+            (l(&[("listener", "[other]")]), 0.0),
+        ]
+    );
+    assert_eq!(
+        samples("tcpstate_listen_queue_limit", &r),
+        [
+            (l(&[("listener", "0.0.0.0:80")]), 256.0),
+            (l(&[("listener", "[other]")]), 4096.0),
+        ]
+    );
+    // With the label, the place goes to NS_A's, the rest to [other].
+    let r = reading(true);
+    let a = NS_A.to_string();
+    assert_eq!(
+        samples("tcpstate_listen_queue_length", &r),
+        [
+            (l(&[("listener", "0.0.0.0:80"), ("netns", &a)]), 3.0),
+            (l(&[("listener", "[other]"), ("netns", "")]), 1.0),
+        ]
+    );
 }
 
 fn family(name: &str) -> &'static Family {

@@ -40,7 +40,23 @@ pub struct DiagSocket {
     /// idiag_expires: milliseconds until the timer fires.
     pub expires_ms: u32,
     pub uid: u32,
+    /// idiag_rqueue and idiag_wqueue: for a listener, its accept queue
+    /// and the queue's limit (the backlog); for others, bytes queued.
+    pub rqueue: u32,
+    pub wqueue: u32,
+    /// The socket's `sk_drops`, when the dump asked for memory info
+    /// ([`EXT_MEMINFO`]): for a listener, the connections it dropped
+    /// (`tcp_listendrop`: a full accept queue, and other drops before
+    /// accept).
+    pub drops: Option<u32>,
 }
+
+/// `idiag_ext` bit asking for `INET_DIAG_SKMEMINFO` (`1 << (7 - 1)`).
+pub const EXT_MEMINFO: u8 = 1 << 6;
+/// `INET_DIAG_SKMEMINFO` (`linux/inet_diag.h`), and `SK_MEMINFO_DROPS` in
+/// its array of u32 (`linux/sock_diag.h`).
+const ATTR_SKMEMINFO: u16 = 7;
+const MEMINFO_DROPS: usize = 8;
 
 /// `idiag_timer` values (`net/ipv4/inet_diag.c`).
 pub mod timer {
@@ -90,14 +106,23 @@ pub enum SockDiagError {
 
 /// Dumps TCP sockets of both families in the calling thread's network
 /// namespace, calling `f` for each; returns how many.
-pub fn dump(states: u32, mut f: impl FnMut(DiagSocket)) -> Result<usize, SockDiagError> {
+pub fn dump(states: u32, f: impl FnMut(DiagSocket)) -> Result<usize, SockDiagError> {
+    dump_with(states, 0, f)
+}
+
+/// [`dump`], asking for the attributes in `ext` ([`EXT_MEMINFO`]).
+pub fn dump_with(
+    states: u32,
+    ext: u8,
+    mut f: impl FnMut(DiagSocket),
+) -> Result<usize, SockDiagError> {
     let sock = NetlinkSocket::open()?;
     // The kernel sizes dump datagrams after the largest buffer we offer, up
     // to 32 KiB; 64 KiB is never too small.
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0;
     for (seq, family) in [(1, Family::V4), (2, Family::V6)] {
-        total += sock.dump_family(family, states, seq, &mut buf, &mut f)?;
+        total += sock.dump_family(family, states, ext, seq, &mut buf, &mut f)?;
     }
     Ok(total)
 }
@@ -205,9 +230,10 @@ pub fn parse_messages(
                 let Some(msg) = payload.first_chunk::<MSG_LEN>() else {
                     return Err(malformed("inet_diag_msg shorter than 72 bytes"));
                 };
-                let Some(socket) = decode(msg) else {
+                let Some(mut socket) = decode(msg) else {
                     return Err(malformed("inet_diag_msg with an unknown address family"));
                 };
+                socket.drops = meminfo_drops(&payload[MSG_LEN..]);
                 f(socket);
                 parsed.sockets += 1;
             }
@@ -215,6 +241,26 @@ pub fn parse_messages(
         }
     }
     Ok(parsed)
+}
+
+/// `SK_MEMINFO_DROPS` from the attributes after an `inet_diag_msg`, if
+/// they hold `INET_DIAG_SKMEMINFO` (netlink attributes: u16 length with
+/// the header, u16 type, payload, padded to 4 bytes).
+fn meminfo_drops(mut attrs: &[u8]) -> Option<u32> {
+    while let Some(hdr) = attrs.first_chunk::<4>() {
+        let len = usize::from(u16::from_ne_bytes([hdr[0], hdr[1]]));
+        let kind = u16::from_ne_bytes([hdr[2], hdr[3]]);
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind == ATTR_SKMEMINFO {
+            let at = 4 + MEMINFO_DROPS * 4;
+            let b = attrs.get(at..at + 4)?;
+            return (at + 4 <= len).then(|| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+        }
+        attrs = attrs.get(nlmsg_align(len)..)?;
+    }
+    None
 }
 
 /// Decodes a `struct inet_diag_msg`; None for a family other than
@@ -248,14 +294,17 @@ fn decode(m: &[u8; MSG_LEN]) -> Option<DiagSocket> {
         timer: m[2],
         // 40: if, 44: cookie[2], 52: expires, 56: rqueue, 60: wqueue.
         expires_ms: u32_at(52),
+        rqueue: u32_at(56),
+        wqueue: u32_at(60),
         uid: u32_at(64),
         inode: u32_at(68),
+        drops: None,
     })
 }
 
 /// The request: `nlmsghdr` + `inet_diag_req_v2` asking for every TCP socket
-/// of `family` in `states`.
-fn request(family: Family, states: u32, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
+/// of `family` in `states`, with the attributes in `ext`.
+fn request(family: Family, states: u32, ext: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
     let mut r = [0u8; NLMSG_HDRLEN + REQ_LEN];
     r[0..4].copy_from_slice(&((NLMSG_HDRLEN + REQ_LEN) as u32).to_ne_bytes());
     r[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -267,7 +316,8 @@ fn request(family: Family, states: u32, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN
         Family::V6 => libc::AF_INET6 as u8,
     };
     r[17] = libc::IPPROTO_TCP as u8;
-    // 18: ext (no extra attributes), 19: pad.
+    r[18] = ext;
+    // 19: pad.
     r[20..24].copy_from_slice(&states.to_ne_bytes());
     // 24..72: inet_diag_sockid, zero: no filter.
     r
@@ -298,11 +348,12 @@ impl NetlinkSocket {
         &self,
         family: Family,
         states: u32,
+        ext: u8,
         seq: u32,
         buf: &mut [u8],
         f: &mut impl FnMut(DiagSocket),
     ) -> Result<usize, SockDiagError> {
-        let req = request(family, states, seq);
+        let req = request(family, states, ext, seq);
         loop {
             // SAFETY: req is a valid buffer of req.len() bytes.
             let n = unsafe { libc::send(self.0.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };

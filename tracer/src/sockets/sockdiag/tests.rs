@@ -59,6 +59,9 @@ fn v4_established() -> DiagSocket {
         timer: timer::KEEPALIVE,
         expires_ms: 7200000,
         uid: 1000,
+        rqueue: 7,
+        wqueue: 9,
+        drops: None,
     }
 }
 
@@ -72,6 +75,9 @@ fn v6_listen() -> DiagSocket {
         timer: timer::NONE,
         expires_ms: 0,
         uid: 0,
+        rqueue: 7,
+        wqueue: 9,
+        drops: None,
     }
 }
 
@@ -85,6 +91,9 @@ fn v4_time_wait() -> DiagSocket {
         timer: timer::TIME_WAIT,
         expires_ms: 59_876,
         uid: 0,
+        rqueue: 7,
+        wqueue: 9,
+        drops: None,
     }
 }
 
@@ -107,13 +116,13 @@ fn masks() {
 
 #[test]
 fn request_layout() {
-    let r = request(Family::V6, 1 << 10, 7);
+    let r = request(Family::V6, 1 << 10, EXT_MEMINFO, 7);
     assert_eq!(r.len(), 72);
     assert_eq!(u32::from_ne_bytes([r[0], r[1], r[2], r[3]]), 72);
     assert_eq!(u16::from_ne_bytes([r[4], r[5]]), 20);
     assert_eq!(u16::from_ne_bytes([r[6], r[7]]), 0x301);
     assert_eq!(u32::from_ne_bytes([r[8], r[9], r[10], r[11]]), 7);
-    assert_eq!((r[16], r[17]), (10, 6));
+    assert_eq!((r[16], r[17], r[18]), (10, 6, 64));
     assert_eq!(u32::from_ne_bytes([r[20], r[21], r[22], r[23]]), 1 << 10);
     assert!(r[24..].iter().all(|&b| b == 0));
 }
@@ -335,4 +344,26 @@ fn parses_many_sockets_quickly() {
     let parsed = parse_messages(&buf, 1, &mut |s| n += s.inode as usize & 1).unwrap();
     assert_eq!(parsed.sockets, 100_000);
     assert!(start.elapsed() < std::time::Duration::from_millis(500));
+}
+
+#[test]
+fn a_listeners_drops_come_from_its_memory_info() {
+    let mut msg = diag_msg(&v6_listen());
+    // After the 5-byte attribute (padded to 8): INET_DIAG_SKMEMINFO, nine
+    // u32, drops last.
+    msg.resize(MSG_LEN + 8, 0);
+    msg.extend_from_slice(&40u16.to_ne_bytes());
+    msg.extend_from_slice(&ATTR_SKMEMINFO.to_ne_bytes());
+    for i in 0..9u32 {
+        msg.extend_from_slice(&(if i == 8 { 17 } else { i }).to_ne_bytes());
+    }
+    let mut buf = Vec::new();
+    push_msg(&mut buf, SOCK_DIAG_BY_FAMILY, 1, &msg);
+    let (_, got) = collect(&buf, 1).unwrap();
+    assert_eq!(got[0].drops, Some(17));
+    assert_eq!((got[0].rqueue, got[0].wqueue), (7, 9));
+    // Without the attribute, none.
+    assert_eq!(meminfo_drops(&[5, 0, 8, 0, 0, 0, 0, 0]), None);
+    // A truncated attribute is not read past.
+    assert_eq!(meminfo_drops(&[40, 0, 7, 0, 1, 2]), None);
 }

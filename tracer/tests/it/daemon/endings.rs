@@ -186,3 +186,152 @@ fn connections_closed_by_cause_agree_with_the_kernels_counters() {
     );
     assert!(daemon.stop().success());
 }
+
+/// `ss -N NAME -lnt`'s Recv-Q and Send-Q of the listener on `port`.
+fn ss_listen_queue(ns: &NetNs, port: u16) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("ss")
+        .args(["-N", &ns.name, "-Hlnt"])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 4 && f[3].ends_with(&format!(":{port}")))
+                .then(|| Some((f[1].parse().ok()?, f[2].parse().ok()?)))
+                .flatten()
+        })
+}
+
+#[test]
+fn a_listener_that_never_accepts_shows_its_full_queue_and_drops() {
+    require_ebpf!();
+    let ns = NetNs::new("backlog");
+    let inode = ns_inode(&ns.path());
+    let daemon = Daemon::start(tracer(), &["--netns-label", "true"]);
+    let mut http = daemon.client();
+    // A backlog of 1 and nobody accepting; six connects: the queue fills,
+    // the kernel drops the other handshakes' SYNs (and their retries).
+    let (listener, port) = ns.run_inside(|| {
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let at: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        listener.bind(&at.into()).expect("bind");
+        listener.listen(1).expect("listen");
+        let port = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("port")
+            .port();
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let clients: Vec<Socket> = (0..6)
+            .map(|_| {
+                let c = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+                c.set_nonblocking(true).expect("nonblocking");
+                let _ = c.connect(&to.into());
+                c
+            })
+            .collect();
+        // Past the first retry of the dropped SYNs, then no more of them.
+        thread::sleep(Duration::from_millis(1500));
+        drop(clients);
+        (listener, port)
+    });
+    let label = format!("listener=127.0.0.1:{port}");
+    let ours = |http: &mut Http, family: &str| {
+        in_namespace(http, family, inode)
+            .get(&label)
+            .copied()
+            .unwrap_or(0)
+    };
+    let (queued, limit) = ss_listen_queue(&ns, port).expect("ss shows the listener");
+    assert!(queued > 0, "the queue filled: {queued}");
+    wait_until("the queue as ss shows it", Duration::from_secs(15), || {
+        let drops = ns.tcp_ext_counters()["ListenDrops"];
+        ours(&mut http, "tcpstate_listen_queue_length") == queued
+            && ours(&mut http, "tcpstate_listen_queue_limit") == limit
+            && ours(&mut http, "tcpstate_listen_overflows_total") == drops
+            && drops > 0
+    });
+    assert_eq!(
+        ns.tcp_ext_counters()["ListenOverflows"],
+        ns.tcp_ext_counters()["ListenDrops"]
+    );
+    drop(listener);
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn ephemeral_ports_left_toward_a_destination_are_what_ss_implies() {
+    require_ebpf!();
+    let (client, server) = (NetNs::new("epc"), NetNs::new("eps"));
+    client.link_to(&server, "ep", "10.95.0.1", "10.95.0.2");
+    // 100 ephemeral ports; not loopback, so tcp_tw_reuse=2 reuses none.
+    client.exec(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40099"]);
+    client.exec(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=2"]);
+    let inode = ns_inode(&client.path());
+    let daemon = Daemon::start(tracer(), &["--netns-label", "true"]);
+    let mut http = daemon.client();
+    let listener = server.run_inside(|| TcpListener::bind("10.95.0.2:0").expect("bind"));
+    let to = listener.local_addr().expect("address");
+    // 30 connections closed by the client first (its side keeps
+    // TIME_WAIT), 5 open.
+    let open = client.run_inside(move || {
+        let mut open = Vec::new();
+        for i in 0..35 {
+            let c = TcpStream::connect(to).expect("connect");
+            if i < 30 {
+                drop(c);
+            } else {
+                open.push(c);
+            }
+        }
+        open
+    });
+    // The server closes its ends of the closed ones (the client's become
+    // TIME_WAIT) and keeps the open ones.
+    let mut accepted = Vec::new();
+    listener.set_nonblocking(true).expect("nonblocking");
+    thread::sleep(Duration::from_millis(300));
+    while let Ok((mut s, _)) = listener.accept() {
+        s.set_nonblocking(true).expect("nonblocking");
+        if !matches!(s.read(&mut [0u8; 1]), Ok(0)) {
+            accepted.push(s);
+        }
+    }
+    assert_eq!(accepted.len(), 5, "open connections");
+    // Whatever the kernel holds toward `to` from the range, as ss lists it.
+    let taken_by_ss = || {
+        let out = std::process::Command::new("ss")
+            .args(["-N", &client.name, "-Htan", "dst", &to.to_string()])
+            .output()
+            .expect("ss");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_some_and(|p| (40000..=40099).contains(&p))
+            })
+            .count() as u64
+    };
+    let label = format!("destination={to}");
+    let ours =
+        |http: &mut Http, family: &str| in_namespace(http, family, inode).get(&label).copied();
+    wait_until("the ports as ss implies", Duration::from_secs(15), || {
+        let taken = taken_by_ss();
+        taken == 35
+            && ours(&mut http, "tcpstate_ephemeral_ports_in_use") == Some(taken)
+            && ours(&mut http, "tcpstate_ephemeral_ports_free") == Some(100 - taken)
+    });
+    // With tcp_tw_reuse=1 a connect may take the TIME_WAIT ones: free
+    // again once a dump reads the new setting.
+    client.exec(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
+    wait_until("TIME_WAIT counted free", Duration::from_secs(25), || {
+        ours(&mut http, "tcpstate_ephemeral_ports_free") == Some(95)
+    });
+    drop((open, accepted));
+    assert!(daemon.stop().success());
+}

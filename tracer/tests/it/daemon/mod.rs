@@ -10,5 +10,6 @@ mod leaks;
 mod limits;
 mod owners;
 mod random;
+mod retransmits;
 mod timewait;
 mod truth;

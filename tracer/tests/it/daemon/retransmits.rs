@@ -1,0 +1,155 @@
+//! Retransmissions counted in the kernel, against the namespace's own
+//! counters (`RetransSegs` in /proc/net/snmp, `TCPSynRetrans` in
+//! /proc/net/netstat): a connection whose peer's ACKs go nowhere, and a
+//! handshake whose SYN came from an address that never answers.
+
+use std::{
+    io::Write as _,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use testkit::{
+    daemon::Daemon,
+    http::Http,
+    netns::{NetNs, ns_inode},
+    prom, require_ebpf, wait_until,
+};
+
+use crate::tracer;
+
+/// `family`'s value for `label` in namespace `inode`, if exported.
+fn value(http: &mut Http, family: &str, label: &str, inode: u32) -> Option<u64> {
+    let netns = format!("netns={inode}");
+    prom::samples(&http.get("/metrics").body, family)
+        .into_iter()
+        .find(|(labels, _)| {
+            let mut parts = labels.split(',');
+            parts.clone().any(|l| l == label) && parts.any(|l| l == netns)
+        })
+        .map(|(_, v)| v as u64)
+}
+
+#[test]
+fn data_retransmissions_toward_a_destination_equal_retrans_segs() {
+    require_ebpf!();
+    let (client, server) = (NetNs::new("rtc"), NetNs::new("rts"));
+    client.link_to(&server, "rt", "10.94.0.1", "10.94.0.2");
+    let inode = ns_inode(&client.path());
+    let daemon = Daemon::start(tracer(), &["--netns-label", "true"]);
+    let mut http = daemon.client();
+    let listener = server.run_inside(|| TcpListener::bind("10.94.0.2:0").expect("bind"));
+    let to = listener.local_addr().expect("address");
+    let mut stream = client.run_inside(move || TcpStream::connect(to).expect("connect"));
+    let (_accepted, _) = listener.accept().expect("accept");
+    // From now on the server's ACKs go nowhere: the client retransmits
+    // what it writes, every RTO (200 ms, doubling).
+    server.exec(&["ip", "route", "add", "blackhole", "10.94.0.1/32"]);
+    stream.write_all(b"never acknowledged").expect("write");
+    let label = format!("destination={to}");
+    wait_until(
+        "retransmissions as RetransSegs counts them",
+        Duration::from_secs(10),
+        || {
+            let kernel = client.tcp_counters()["RetransSegs"];
+            kernel >= 2
+                && value(&mut http, "tcpstate_retransmits_total", &label, inode) == Some(kernel)
+        },
+    );
+    assert!(daemon.stop().success());
+}
+
+/// The ones' complement sum of 16-bit words (RFC 1071).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 packet carrying a bare TCP SYN from `src` to `dst`.
+fn syn(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    tcp[12] = 5 << 4; // 20-byte header
+    tcp[13] = 0x02; // SYN
+    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.ip().octets());
+    pseudo.extend_from_slice(&dst.ip().octets());
+    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    let sum = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    // IPv4 header; the kernel fills in the length and the checksum.
+    let mut ip = vec![
+        0x45,
+        0,
+        0,
+        40,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        libc::IPPROTO_TCP as u8,
+        0,
+        0,
+    ];
+    ip.extend_from_slice(&src.ip().octets());
+    ip.extend_from_slice(&dst.ip().octets());
+    ip.extend_from_slice(&tcp);
+    ip
+}
+
+#[test]
+fn synack_retransmissions_of_a_listener_equal_tcp_syn_retrans() {
+    require_ebpf!();
+    let (client, server) = (NetNs::new("sac"), NetNs::new("sas"));
+    client.link_to(&server, "sa", "10.93.0.1", "10.93.0.2");
+    let inode = ns_inode(&server.path());
+    let daemon = Daemon::start(tracer(), &["--netns-label", "true"]);
+    let mut http = daemon.client();
+    let listener = server.run_inside(|| TcpListener::bind("10.93.0.2:0").expect("bind"));
+    let SocketAddr::V4(to) = listener.local_addr().expect("address") else {
+        panic!("not IPv4");
+    };
+    // A SYN from an address nobody has: the server's SYN-ACKs are never
+    // answered, and it retransmits them (after 1 s, 3 s, ...).
+    client.run_inside(move || {
+        let raw = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .expect("raw socket");
+        let from = SocketAddrV4::new(Ipv4Addr::new(10, 93, 0, 77), 40404);
+        let dst = SocketAddr::V4(SocketAddrV4::new(*to.ip(), 0));
+        raw.send_to(&syn(from, to), &dst.into())
+            .expect("send the SYN");
+    });
+    let label = format!("listener={to}");
+    wait_until(
+        "SYN-ACK retransmissions as TCPSynRetrans counts them",
+        Duration::from_secs(10),
+        || {
+            let kernel = server.tcp_ext_counters()["TCPSynRetrans"];
+            kernel >= 1
+                && value(
+                    &mut http,
+                    "tcpstate_synack_retransmits_total",
+                    &label,
+                    inode,
+                ) == Some(kernel)
+        },
+    );
+    drop(listener);
+    assert!(daemon.stop().success());
+}
