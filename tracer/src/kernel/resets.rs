@@ -43,13 +43,7 @@ pub struct ResetSetup {
 impl ResetSetup {
     /// Reads the formats (a missing tracepoint is logged once) and BTF.
     pub fn read(tracefs: &Path, btf: &Btf, probe: &ProbeConfig) -> ResetSetup {
-        let format = |name: &str| match Format::read(tracefs, CATEGORY, name) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                log::info!("{CATEGORY}:{name} unavailable ({e}): its reset metric is not exported");
-                None
-            }
-        };
+        let format = |name| read_format(tracefs, CATEGORY, name);
         let (sent_format, received_format) = (format(SENT), format(RECEIVED));
         let offset = |s: &str, path: &[&str]| btf.member_offset(s, path).ok();
         let state = offset("sock_common", &["skc_state"]);
@@ -67,7 +61,7 @@ impl ResetSetup {
             off_net_inum: probe.off_net_inum,
             flags: probe.flags & FLAG_NETNS,
         };
-        let mut sent_format = sent_format.filter(|f| {
+        let sent_format = sent_format.filter(|f| {
             config.send_skaddr = field(f, "skaddr", 8).unwrap_or(NO_FIELD);
             config.send_skbaddr = field(f, "skbaddr", 8).unwrap_or(NO_FIELD);
             config.send_reason = field(f, "reason", 4).unwrap_or(NO_FIELD);
@@ -93,7 +87,7 @@ impl ResetSetup {
         log::debug!("reset programs' config: {config:?}");
         ResetSetup {
             config,
-            sent_format: sent_format.take(),
+            sent_format,
             received_format,
         }
     }
@@ -115,6 +109,18 @@ pub(crate) fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> 
         Err(e) => {
             log::warn!("{category}:{name}: {e}; its metric is not exported");
             false
+        }
+    }
+}
+
+/// The format of tracepoint `category:name`; None, logged once, when this
+/// kernel lacks it (its metric is then not exported).
+pub(crate) fn read_format(tracefs: &Path, category: &str, name: &str) -> Option<Format> {
+    match Format::read(tracefs, category, name) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            log::info!("{category}:{name} unavailable ({e}): its metric is not exported");
+            None
         }
     }
 }

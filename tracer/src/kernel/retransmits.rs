@@ -20,7 +20,7 @@ use tracer_common::{
 };
 
 use crate::kernel::{
-    resets::{attach_tracepoint, field},
+    resets::{attach_tracepoint, field, read_format},
     tracefs::Format,
 };
 
@@ -47,13 +47,7 @@ pub struct RetransmitSetup {
 
 impl RetransmitSetup {
     pub fn read(tracefs: &Path, probe: &ProbeConfig) -> RetransmitSetup {
-        let format = |name: &str| match Format::read(tracefs, CATEGORY, name) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                log::info!("{CATEGORY}:{name} unavailable ({e}): its metric is not exported");
-                None
-            }
-        };
+        let format = |name| read_format(tracefs, CATEGORY, name);
         let mut c = RetransmitConfig {
             off_sock_net: probe.off_sock_net,
             off_net_inum: probe.off_net_inum,

@@ -441,6 +441,19 @@ struct Reading {
     http_evicted: u64,
 }
 
+impl Reading {
+    /// The `netns` label value a sample of namespace `netns` carries:
+    /// its inode with `--netns-label true`, empty (namespaces add up, and
+    /// the label is not exported) without.
+    fn netns_value(&self, netns: u32) -> String {
+        if self.netns_label {
+            netns.to_string()
+        } else {
+            String::new()
+        }
+    }
+}
+
 impl StateCollector {
     fn read(&self) -> Reading {
         let netns_label = self.shared.netns_label();

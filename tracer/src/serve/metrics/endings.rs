@@ -46,7 +46,7 @@ pub(super) const FAMILIES: &[Family] = &[
                 let rows = sent
                     .iter()
                     .map(|(ns, reason, n)| (*ns, reason.as_str(), *n));
-                add_by_netns(out, r.netns_label, rows);
+                add_by_netns(r, out, rows);
             }
         },
     },
@@ -61,7 +61,7 @@ pub(super) const FAMILIES: &[Family] = &[
                 let rows = received
                     .iter()
                     .map(|(ns, state, n)| (*ns, state.name(), *n));
-                add_by_netns(out, r.netns_label, rows);
+                add_by_netns(r, out, rows);
             }
         },
     },
@@ -70,18 +70,13 @@ pub(super) const FAMILIES: &[Family] = &[
 /// One sample per (namespace, label value) with the netns label, one per
 /// label value summed over namespaces without.
 fn add_by_netns<'a>(
+    r: &Reading,
     out: &mut Samples,
-    netns_label: bool,
     rows: impl Iterator<Item = (u32, &'a str, u64)>,
 ) {
     let mut summed: BTreeMap<(String, &str), u64> = BTreeMap::new();
     for (netns, value, n) in rows {
-        let ns = if netns_label {
-            netns.to_string()
-        } else {
-            String::new()
-        };
-        *summed.entry((ns, value)).or_default() += n;
+        *summed.entry((r.netns_value(netns), value)).or_default() += n;
     }
     for ((ns, value), n) in summed {
         out.add(n as f64, &[value, &ns]);
@@ -92,11 +87,7 @@ fn add_by_netns<'a>(
 fn closed_samples(r: &Reading, out: &mut Samples) {
     let mut rows: BTreeMap<String, [u64; CloseCause::ALL.len()]> = BTreeMap::new();
     for (netns, counts) in &r.closed {
-        let key = if r.netns_label {
-            netns.to_string()
-        } else {
-            String::new()
-        };
+        let key = r.netns_value(*netns);
         let row = rows.entry(key).or_default();
         for (sum, n) in row.iter_mut().zip(counts) {
             *sum += n;
@@ -130,11 +121,7 @@ fn connect_failure_samples(r: &Reading, out: &mut Samples) {
     let (placed, other) = &r.connect_failures;
     let mut rows: BTreeMap<(String, String), [u64; ConnectFailure::ALL.len()]> = BTreeMap::new();
     for ((netns, destination), counts) in placed {
-        let netns = if r.netns_label {
-            netns.to_string()
-        } else {
-            String::new()
-        };
+        let netns = r.netns_value(*netns);
         let row = rows.entry((destination.to_string(), netns)).or_default();
         for (sum, n) in row.iter_mut().zip(counts) {
             *sum += n;

@@ -65,11 +65,7 @@ fn placed(r: &Reading) -> Vec<(String, String)> {
 }
 
 fn key(r: &Reading, l: &ListenerQueue) -> (String, String) {
-    let netns = if r.netns_label {
-        l.netns.to_string()
-    } else {
-        String::new()
-    };
+    let netns = r.netns_value(l.netns);
     (netns, l.local.to_string())
 }
 

@@ -33,11 +33,7 @@ pub(super) const FAMILIES: &[Family] = &[
 fn add(r: &Reading, out: &mut Samples, value: impl Fn(&PortUse) -> u32) {
     let mut rows: BTreeMap<(SocketAddr, String), &PortUse> = BTreeMap::new();
     for p in &r.ephemeral_ports {
-        let netns = if r.netns_label {
-            p.netns.to_string()
-        } else {
-            String::new()
-        };
+        let netns = r.netns_value(p.netns);
         rows.entry((p.destination, netns))
             .and_modify(|e| {
                 if p.free < e.free {

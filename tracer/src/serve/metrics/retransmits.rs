@@ -37,11 +37,7 @@ fn add(r: &Reading, out: &mut Samples, exported: &Exported) {
     };
     let mut rows: BTreeMap<(String, String), u64> = BTreeMap::new();
     for ((netns, end), n) in placed {
-        let netns = if r.netns_label {
-            netns.to_string()
-        } else {
-            String::new()
-        };
+        let netns = r.netns_value(*netns);
         *rows.entry((end.to_string(), netns)).or_default() += n;
     }
     for ((end, netns), n) in rows {
