@@ -21,7 +21,7 @@ use tracer_common::{STATE_SLOTS, TcpState, TransitionMatrix};
 use crate::{
     engine::{EngineStats, Histogram, endings::CloseCause, ports::PortUse},
     kernel::{probe::KernelStats, resets::ResetCounts},
-    serve::shared::Shared,
+    serve::{placed::Exported, shared::Shared},
     sockets::listeners::ListenerQueue,
     sockets::sources::Source,
 };
@@ -529,6 +529,5 @@ mod endings;
 mod listeners;
 mod ports;
 mod retransmits;
-pub use retransmits::Exported;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,11 @@
 //! `[other]`. (The kernel's map is an LRU: a key it forgets takes its count
 //! along.)
 
-use std::{collections::HashMap, hash::Hash, time::Instant};
+use std::{collections::HashMap, hash::Hash, net::SocketAddr, time::Instant};
+
+/// One family's exported counts by (netns, end): those placed, then
+/// `[other]`'s; None where the kernel lacks the tracepoint.
+pub type Exported = Option<(Vec<((u32, SocketAddr), u64)>, u64)>;
 
 /// How often the places are given again.
 const RANK_EVERY_SECS: u64 = 60;

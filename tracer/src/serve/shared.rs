@@ -23,9 +23,8 @@ use crate::{
     kernel::resets::ResetCounts,
     serve::failing,
     serve::http::{listener::HttpStats, server::WebSecurityHandle},
-    serve::metrics::Exported,
     serve::metrics::GAUGED_STATES,
-    serve::placed::Placed,
+    serve::placed::{Exported, Placed},
     serve::snapshot::{
         DestinationEntry, EventCounts, LeakEntry, Snapshot, StateCount, TransitionRate,
     },

@@ -2,15 +2,12 @@
 //! [`crate::kernel::retransmits`]), by remote end and by listener, bounded
 //! as [`crate::serve::placed`] says.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::collections::BTreeMap;
 
 use prometheus::proto::MetricType;
 
 use super::{Family, Reading, Samples, endings::OTHER};
-
-/// One family's exported counts: ((netns, end), count) placed, then
-/// `[other]`'s; None where the kernel lacks the tracepoint.
-pub type Exported = Option<(Vec<((u32, SocketAddr), u64)>, u64)>;
+use crate::serve::placed::Exported;
 
 pub(super) const FAMILIES: &[Family] = &[
     Family {
