@@ -317,6 +317,11 @@ pub struct RetransmitConfig {
     pub skb_daddr: u32,
     pub skb_daddr_v6: u32,
     pub skb_err: u32,
+    /// `tcp_retransmit_skb`'s local end: a connection a listener accepted
+    /// is counted by it ([`RETRANSMIT_SERVED`]).
+    pub skb_sport: u32,
+    pub skb_saddr: u32,
+    pub skb_saddr_v6: u32,
     /// `tcp_retransmit_synack`: the listener and its local end.
     pub synack_skaddr: u32,
     pub synack_family: u32,
@@ -330,7 +335,7 @@ pub struct RetransmitConfig {
     pub flags: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<RetransmitConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<RetransmitConfig>() == 68);
 
 /// The key of the per-CPU map of retransmissions: a data retransmission
 /// toward a remote end, or a SYN-ACK retransmission of a listener.
@@ -338,11 +343,12 @@ const _: () = assert!(core::mem::size_of::<RetransmitConfig>() == 56);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RetransmitKey {
     pub netns: u32,
-    /// [`RETRANSMIT_DATA`] or [`RETRANSMIT_SYNACK`].
+    /// [`RETRANSMIT_DATA`], [`RETRANSMIT_SERVED`] or [`RETRANSMIT_SYNACK`].
     pub kind: u8,
     /// [`AF_INET`] or [`AF_INET6`] (as u8).
     pub family: u8,
-    /// The remote port (data) or the listener's port (SYN-ACK), host order.
+    /// The remote port (data) or the listener's port (served, SYN-ACK),
+    /// host order.
     pub port: u16,
     /// IPv4 in the first four bytes.
     pub addr: [u8; 16],
@@ -350,8 +356,32 @@ pub struct RetransmitKey {
 
 const _: () = assert!(core::mem::size_of::<RetransmitKey>() == 24);
 
+/// A retransmission on a connection this host opened: keyed by its
+/// remote end.
 pub const RETRANSMIT_DATA: u8 = 0;
 pub const RETRANSMIT_SYNACK: u8 = 1;
+/// A retransmission on a connection a listener accepted: keyed by its
+/// local end (the listener's port), so a client's ephemeral port is never
+/// a key.
+pub const RETRANSMIT_SERVED: u8 = 2;
+
+/// A port some socket listens on, in a namespace: the key of the map of
+/// listening ports, which tells a retransmission on an accepted connection
+/// from one on a connection this host opened.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListeningKey {
+    pub netns: u32,
+    /// Host order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<ListeningKey>() == 8);
+
+/// Entries of the map of listening ports (LRU beyond: the ports least
+/// recently accepted on or retransmitted from are forgotten first).
+pub const LISTENING_KEYS: u32 = 8192;
 /// Entries of the map of retransmissions (LRU beyond: the least recent
 /// remote ends are forgotten, and their counts with them).
 pub const RETRANSMIT_KEYS: u32 = 16384;
@@ -424,4 +454,5 @@ mod pod {
     unsafe impl aya::Pod for super::ResetKey {}
     unsafe impl aya::Pod for super::RetransmitConfig {}
     unsafe impl aya::Pod for super::RetransmitKey {}
+    unsafe impl aya::Pod for super::ListeningKey {}
 }

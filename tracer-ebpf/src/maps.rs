@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    ProbeConfig, RESET_KEYS, RETRANSMIT_KEYS, RecordLayout, ResetConfig, ResetKey,
-    RetransmitConfig, RetransmitKey, Stat, TIME_WAIT_STACK_DEPTH, TimewaitConfig, TransitionMatrix,
+    LISTENING_KEYS, ListeningKey, ProbeConfig, RESET_KEYS, RETRANSMIT_KEYS, RecordLayout,
+    ResetConfig, ResetKey, RetransmitConfig, RetransmitKey, Stat, TIME_WAIT_STACK_DEPTH,
+    TimewaitConfig, TransitionMatrix,
 };
 
 /// Written by user space at load time (`EbpfLoader::override_global`). It
@@ -119,6 +120,9 @@ static RETRANSMIT_CONFIG: RetransmitConfig = RetransmitConfig {
     skb_daddr: 0,
     skb_daddr_v6: 0,
     skb_err: 0,
+    skb_sport: 0,
+    skb_saddr: 0,
+    skb_saddr_v6: 0,
     synack_skaddr: 0,
     synack_family: 0,
     synack_sport: 0,
@@ -140,6 +144,42 @@ pub fn retransmit_config() -> &'static RetransmitConfig {
 #[map]
 pub static RETRANSMITS: LruPerCpuHashMap<RetransmitKey, u64> =
     LruPerCpuHashMap::with_max_entries(RETRANSMIT_KEYS, 0);
+
+/// The ports sockets listen on, by namespace: learnt from every accepted
+/// connection (`SYN_RECV -> ESTABLISHED`: a listener's going LISTEN never
+/// passes the tracepoint) and from user space's dumps of listeners. The
+/// retransmission program counts a connection whose local port is one of
+/// these by that port, never by the client's.
+#[map]
+pub static LISTENING: LruHashMap<ListeningKey, u8> =
+    LruHashMap::with_max_entries(LISTENING_KEYS, 0);
+
+/// Marks `port` as listened on in `netns`. A lookup first: a busy server
+/// accepts often, and a lookup costs less than an update.
+#[inline(always)]
+pub fn mark_listening(netns: u32, port: u16) {
+    let key = ListeningKey {
+        netns,
+        port,
+        _pad: 0,
+    };
+    // SAFETY: the value is a plain u8 and only its presence is used.
+    if unsafe { LISTENING.get(key) }.is_none() {
+        let _ = LISTENING.insert(key, 1, 0);
+    }
+}
+
+/// Whether `port` is listened on in `netns`, as far as [`LISTENING`] knows.
+#[inline(always)]
+pub fn is_listening(netns: u32, port: u16) -> bool {
+    let key = ListeningKey {
+        netns,
+        port,
+        _pad: 0,
+    };
+    // SAFETY: as in `mark_listening`.
+    unsafe { LISTENING.get(key) }.is_some()
+}
 
 /// One [`tracer_common::Event`] per transition. User space sets the size
 /// (`--ring-buffer-size`); this is only the default.

@@ -37,7 +37,7 @@ use tracer_common::{
 
 use crate::{
     failure::{Failure, SockField},
-    maps::{EVENTS, STACK, STATE_SINCE, config, count_transition},
+    maps::{EVENTS, STACK, STATE_SINCE, config, count_transition, mark_listening},
 };
 
 const RECORD_WORDS: usize = MAX_RECORD_SIZE as usize / 8;
@@ -177,6 +177,12 @@ fn on_transition(
     } else {
         0
     };
+    let sport = record.field::<u16>(layout.sport)?;
+    // Only an accepted connection (or a simultaneous open, rare) leaves
+    // SYN_RECV, and its local port is its listener's.
+    if oldstate == TcpState::SynRecv as u32 && newstate == TcpState::Established as u32 {
+        mark_listening(netns, sport);
+    }
     let detail = if newstate == TcpState::Close as u32 {
         close_detail(ctx, skaddr, cfg, oldstate)
     } else {
@@ -187,7 +193,6 @@ fn on_transition(
     // leaves one open. Addresses move as 32-bit words: byte arrays built on
     // the stack compile to calls to a byte-by-byte memset.
     let family = record.field::<u16>(layout.family)?;
-    let sport = record.field::<u16>(layout.sport)?;
     let dport = record.field::<u16>(layout.dport)?;
     let (saddr, daddr) = addresses(record, layout, family)?;
     let pid_tgid = bpf_get_current_pid_tgid();

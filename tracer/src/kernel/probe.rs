@@ -292,6 +292,14 @@ impl Probe {
             .unwrap_or_default()
     }
 
+    /// Tells the retransmission program which ports are listened on (see
+    /// [`Retransmits::mark_listening`]).
+    pub fn mark_listening(&mut self, ports: impl IntoIterator<Item = (u32, u16)>) {
+        if let Some(r) = &mut self.retransmits {
+            r.mark_listening(ports);
+        }
+    }
+
     /// Resets counted in the kernel since load.
     pub fn reset_counts(&self) -> ResetCounts {
         self.resets.as_ref().map(Resets::counts).unwrap_or_default()

@@ -1,7 +1,11 @@
 //! The retransmission counters: the programs on `tcp:tcp_retransmit_skb`
 //! and `tcp:tcp_retransmit_synack` (`tracer-ebpf/src/retransmits.rs`)
-//! count in a per-CPU map by namespace and remote end (data) or listener
-//! (SYN-ACK), read at scrape time. A kernel without a tracepoint gets one
+//! count in a per-CPU map by namespace and remote end (data on a
+//! connection this host opened), local end (data on one a listener
+//! accepted) or listener (SYN-ACK), read at scrape time. Which ports are
+//! listened on the kernel learns from accepted connections, and from the
+//! listeners of every dump ([`Retransmits::mark_listening`]), so
+//! connections older than the daemon are told apart too. A kernel without a tracepoint gets one
 //! log line and no metric for it.
 
 use std::{
@@ -12,11 +16,11 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuHashMap},
+    maps::{HashMap as KernelHashMap, MapData, PerCpuHashMap},
 };
 use tracer_common::{
-    AF_INET, AF_INET6, FLAG_NETNS, NO_FIELD, ProbeConfig, RETRANSMIT_DATA, RETRANSMIT_SYNACK,
-    RetransmitConfig, RetransmitKey,
+    AF_INET, AF_INET6, FLAG_NETNS, ListeningKey, NO_FIELD, ProbeConfig, RETRANSMIT_DATA,
+    RETRANSMIT_SERVED, RETRANSMIT_SYNACK, RetransmitConfig, RetransmitKey,
 };
 
 use crate::kernel::{
@@ -32,8 +36,12 @@ const SYNACK: &str = "tcp_retransmit_synack";
 /// count); None where the kernel lacks the tracepoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetransmitCounts {
-    /// Data (and SYN) retransmissions by remote end.
+    /// Data (and SYN) retransmissions by remote end, on connections this
+    /// host opened.
     pub data: Option<Vec<(u32, SocketAddr, u64)>>,
+    /// Data retransmissions by local end (the listener's port), on
+    /// connections a listener accepted.
+    pub served: Option<Vec<(u32, SocketAddr, u64)>>,
     /// SYN-ACK retransmissions by listener (its local end).
     pub synack: Option<Vec<(u32, SocketAddr, u64)>>,
 }
@@ -55,15 +63,8 @@ impl RetransmitSetup {
             skb_err: NO_FIELD,
             ..RetransmitConfig::default()
         };
-        let offsets = |f: &Format, names: [(&str, u32); 5]| -> Option<[u32; 5]> {
-            let mut out = [0; 5];
-            for (slot, (name, size)) in out.iter_mut().zip(names) {
-                *slot = field(f, name, size)?;
-            }
-            Some(out)
-        };
         let data = format(DATA).and_then(|f| {
-            let [sk, family, port, addr, addr_v6] = offsets(
+            let [sk, family, port, addr, addr_v6, sport, saddr, saddr_v6] = offsets(
                 &f,
                 [
                     ("skaddr", 8),
@@ -71,10 +72,14 @@ impl RetransmitSetup {
                     ("dport", 2),
                     ("daddr", 4),
                     ("daddr_v6", 16),
+                    ("sport", 2),
+                    ("saddr", 4),
+                    ("saddr_v6", 16),
                 ],
             )?;
             (c.skb_skaddr, c.skb_family, c.skb_dport) = (sk, family, port);
             (c.skb_daddr, c.skb_daddr_v6) = (addr, addr_v6);
+            (c.skb_sport, c.skb_saddr, c.skb_saddr_v6) = (sport, saddr, saddr_v6);
             c.skb_err = field(&f, "err", 4).unwrap_or(NO_FIELD);
             Some(())
         });
@@ -101,9 +106,23 @@ impl RetransmitSetup {
     }
 }
 
-/// The attached programs and their map.
+/// The offsets of the fields `names` (each with its size), or None when
+/// one is missing.
+fn offsets<const N: usize>(f: &Format, names: [(&str, u32); N]) -> Option<[u32; N]> {
+    let mut out = [0; N];
+    for (slot, (name, size)) in out.iter_mut().zip(names) {
+        *slot = field(f, name, size)?;
+    }
+    Some(out)
+}
+
+/// The attached programs and their maps.
 pub struct Retransmits {
     map: Option<PerCpuHashMap<MapData, RetransmitKey, u64>>,
+    /// The ports listened on, by namespace; None without the data program.
+    listening: Option<KernelHashMap<MapData, ListeningKey, u8>>,
+    /// Whether the programs tell namespaces apart (else every key's is 0).
+    netns: bool,
     data: bool,
     synack: bool,
 }
@@ -116,11 +135,44 @@ impl Retransmits {
             .then(|| ebpf.take_map("RETRANSMITS"))
             .flatten()
             .and_then(|m| PerCpuHashMap::try_from(m).ok());
-        Retransmits { map, data, synack }
+        let listening = data
+            .then(|| ebpf.take_map("LISTENING"))
+            .flatten()
+            .and_then(|m| KernelHashMap::try_from(m).ok());
+        Retransmits {
+            map,
+            listening,
+            netns: setup.config.flags & FLAG_NETNS != 0,
+            data,
+            synack,
+        }
+    }
+
+    /// Tells the kernel the ports listened on (a dump's listeners, by
+    /// namespace), so that retransmissions on connections accepted before
+    /// the daemon started are counted by listener too. Only adds: a port
+    /// whose listener closed still has connections it accepted, and the
+    /// map forgets the least recently used ports by itself.
+    pub fn mark_listening(&mut self, ports: impl IntoIterator<Item = (u32, u16)>) {
+        let Some(map) = &mut self.listening else {
+            return;
+        };
+        for (netns, port) in ports {
+            let key = ListeningKey {
+                netns: if self.netns { netns } else { 0 },
+                port,
+                _pad: 0,
+            };
+            if map.get(&key, 0).is_err()
+                && let Err(e) = map.insert(key, 1, 0)
+            {
+                log::debug!("marking port {port} of netns {netns} as listened on: {e}");
+            }
+        }
     }
 
     pub fn counts(&self) -> RetransmitCounts {
-        let mut by: [HashMap<(u32, SocketAddr), u64>; 2] = Default::default();
+        let mut by: [HashMap<(u32, SocketAddr), u64>; 3] = Default::default();
         if let Some(map) = &self.map {
             for entry in map.iter() {
                 let Ok((key, per_cpu)) = entry else { continue };
@@ -128,19 +180,21 @@ impl Retransmits {
                 let slot = match key.kind {
                     RETRANSMIT_DATA => 0,
                     RETRANSMIT_SYNACK => 1,
+                    RETRANSMIT_SERVED => 2,
                     _ => continue,
                 };
                 let n: u64 = per_cpu.iter().copied().fold(0, u64::wrapping_add);
                 *by[slot].entry((key.netns, end)).or_default() += n;
             }
         }
-        let [data, synack] = by.map(|m| {
+        let [data, synack, served] = by.map(|m| {
             let mut v: Vec<_> = m.into_iter().map(|((ns, end), n)| (ns, end, n)).collect();
             v.sort();
             v
         });
         RetransmitCounts {
             data: self.data.then_some(data),
+            served: self.data.then_some(served),
             synack: self.synack.then_some(synack),
         }
     }

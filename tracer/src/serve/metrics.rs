@@ -429,9 +429,11 @@ struct Reading {
     top_listeners: usize,
     /// The destinations with the fewest ephemeral ports left.
     ephemeral_ports: Vec<PortUse>,
-    /// Retransmissions by remote end and SYN-ACK retransmissions by
-    /// listener, as exported.
+    /// Retransmissions by remote end (connections opened here), by
+    /// listener (connections accepted here), and SYN-ACK retransmissions
+    /// by listener, as exported.
     retransmits: Exported,
+    listener_retransmits: Exported,
     synack_retransmits: Exported,
     events_received: u64,
     events_invalid: u64,
@@ -483,7 +485,8 @@ impl StateCollector {
             )
         };
         let (transitions, kernel) = self.shared.kernel_counters();
-        let [retransmits, synack_retransmits] = self.shared.retransmits(top_listeners);
+        let [retransmits, listener_retransmits, synack_retransmits] =
+            self.shared.retransmits(top_listeners);
         let sources = self.shared.sources().series();
         let (http_busy, http_evicted) = self.shared.http_rejected();
         Reading {
@@ -505,6 +508,7 @@ impl StateCollector {
             top_listeners,
             ephemeral_ports: ports,
             retransmits,
+            listener_retransmits,
             synack_retransmits,
             events_received: self.shared.events_received(),
             events_invalid: self.shared.events_invalid(),

@@ -56,7 +56,8 @@ pub struct Shared {
     /// dump that read the namespace saw them.
     listeners: Mutex<BTreeMap<u32, Vec<ListenerQueue>>>,
     /// Which remote ends and listeners have retransmission series.
-    retransmit_places: Mutex<[Placed<(u32, SocketAddr)>; 2]>,
+    /// Data by remote end, data by listener, SYN-ACKs by listener.
+    retransmit_places: Mutex<[Placed<(u32, SocketAddr)>; 3]>,
 }
 
 /// Per-second rates over the last interval.
@@ -187,6 +188,13 @@ impl Shared {
             listeners.entry(l.netns).or_default().push(l);
         }
         listeners.retain(|_, v| !v.is_empty());
+        if let Some(probe) = lock(&self.probe).as_mut() {
+            let ports = listeners
+                .values()
+                .flatten()
+                .map(|l| (l.netns, l.local.port()));
+            probe.mark_listening(ports);
+        }
     }
 
     /// Every listener known, namespace by namespace.
@@ -194,9 +202,10 @@ impl Shared {
         lock(&self.listeners).values().flatten().copied().collect()
     }
 
-    /// Retransmissions counted in the kernel, by data and by SYN-ACK,
-    /// under at most `limit` labels each (see [`Placed`]).
-    pub fn retransmits(&self, limit: usize) -> [Exported; 2] {
+    /// Retransmissions counted in the kernel: data by remote end, data by
+    /// listener and SYN-ACKs by listener, under at most `limit` labels each
+    /// (see [`Placed`]).
+    pub fn retransmits(&self, limit: usize) -> [Exported; 3] {
         let counts = lock(&self.probe)
             .as_ref()
             .map(|p| p.retransmit_counts())
@@ -206,9 +215,10 @@ impl Shared {
         let flat = |v: Vec<(u32, SocketAddr, u64)>| -> Vec<((u32, SocketAddr), u64)> {
             v.into_iter().map(|(ns, end, n)| ((ns, end), n)).collect()
         };
-        let [data, synack] = &mut *places;
+        let [data, served, synack] = &mut *places;
         [
             counts.data.map(|v| data.export(now, limit, &flat(v))),
+            counts.served.map(|v| served.export(now, limit, &flat(v))),
             counts.synack.map(|v| synack.export(now, limit, &flat(v))),
         ]
     }

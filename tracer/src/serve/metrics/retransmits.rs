@@ -12,11 +12,19 @@ use crate::serve::placed::Exported;
 pub(super) const FAMILIES: &[Family] = &[
     Family {
         name: "tcpstate_retransmits_total",
-        help: "Segments retransmitted (tcp:tcp_retransmit_skb: data, FINs and SYNs), by destination (IP:port; the --top-destinations most active lately, the rest [other]). Counted in the kernel; the namespace's RetransSegs counts the same.",
+        help: "Segments retransmitted on connections this host opened (tcp:tcp_retransmit_skb: data, FINs and SYNs), by destination (IP:port; the --top-destinations most active lately, the rest [other]). Counted in the kernel; with tcpstate_listener_retransmits_total it adds up to the namespace's RetransSegs.",
         kind: MetricType::COUNTER,
         labels: &["destination"],
         per_netns: true,
         samples: |r, out| add(r, out, &r.retransmits),
+    },
+    Family {
+        name: "tcpstate_listener_retransmits_total",
+        help: "Segments retransmitted on connections a listener accepted (tcp:tcp_retransmit_skb), by listener (the connections' local IP:port; the --top-destinations most active lately, the rest [other]): a client's ephemeral port is never a label. Counted in the kernel; with tcpstate_retransmits_total it adds up to the namespace's RetransSegs.",
+        kind: MetricType::COUNTER,
+        labels: &["listener"],
+        per_netns: true,
+        samples: |r, out| add(r, out, &r.listener_retransmits),
     },
     Family {
         name: "tcpstate_synack_retransmits_total",

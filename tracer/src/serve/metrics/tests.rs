@@ -78,6 +78,7 @@ fn reading(netns_label: bool) -> Reading {
             ],
             5,
         )),
+        listener_retransmits: Some((vec![((NS_B, "10.0.0.1:80".parse().unwrap()), 8)], 2)),
         synack_retransmits: Some((vec![((NS_A, "0.0.0.0:80".parse().unwrap()), 3)], 0)),
         ephemeral_ports: vec![
             ports(NS_A, "10.0.0.5:443", 90, 10),
@@ -107,6 +108,16 @@ fn retransmits_by_destination_and_other_and_absent_without_the_tracepoint() {
         [
             (l(&[("destination", "10.0.0.5:443")]), 71.0),
             (l(&[("destination", "[other]")]), 5.0),
+        ]
+    );
+    assert_eq!(
+        samples("tcpstate_listener_retransmits_total", &reading(true)),
+        [
+            (
+                l(&[("listener", "10.0.0.1:80"), ("netns", "4026532300")]),
+                8.0
+            ),
+            (l(&[("listener", "[other]"), ("netns", "")]), 2.0),
         ]
     );
     let mut r = reading(false);

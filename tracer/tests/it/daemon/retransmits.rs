@@ -31,31 +31,105 @@ fn value(http: &mut Http, family: &str, label: &str, inode: u32) -> Option<u64> 
         .map(|(_, v)| v as u64)
 }
 
+/// Every series of `family` in namespace `inode`.
+fn series(http: &mut Http, family: &str, inode: u32) -> Vec<String> {
+    let netns = format!("netns={inode}");
+    prom::samples(&http.get("/metrics").body, family)
+        .into_iter()
+        .filter(|(labels, _)| labels.split(',').any(|l| l == netns))
+        .map(|(labels, _)| labels)
+        .collect()
+}
+
+/// A connection from `client` (from address `from`) to a new listener of
+/// `server`.
+struct Connection {
+    stream: TcpStream,
+    accepted: TcpStream,
+    /// Kept open: a dump finds the port listened on.
+    _listener: TcpListener,
+    to: SocketAddr,
+}
+
+fn connection(client: &NetNs, from: &str, server: &NetNs) -> Connection {
+    let listener = server.run_inside(|| TcpListener::bind("10.94.0.2:0").expect("bind"));
+    let to = listener.local_addr().expect("address");
+    let from: SocketAddr = format!("{from}:0").parse().expect("address");
+    let stream = client.run_inside(move || {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.bind(&from.into()).expect("bind");
+        socket.connect(&to.into()).expect("connect");
+        TcpStream::from(socket)
+    });
+    let (accepted, _) = listener.accept().expect("accept");
+    Connection {
+        stream,
+        accepted,
+        _listener: listener,
+        to,
+    }
+}
+
 #[test]
-fn data_retransmissions_toward_a_destination_equal_retrans_segs() {
+fn data_retransmissions_by_destination_and_by_listener_equal_retrans_segs() {
     require_ebpf!();
     let (client, server) = (NetNs::new("rtc"), NetNs::new("rts"));
     client.link_to(&server, "rt", "10.94.0.1", "10.94.0.2");
-    let inode = ns_inode(&client.path());
+    client.exec(&["ip", "addr", "add", "10.94.0.3/24", "dev", "rt0"]);
+    let (client_ns, server_ns) = (ns_inode(&client.path()), ns_inode(&server.path()));
+    // Toward the server, one connection older than the daemon (its
+    // listener is known from the first dump) and one it sees accepted.
+    let older = connection(&client, "10.94.0.3", &server);
     let daemon = Daemon::start(tracer(), &["--netns-label", "true"]);
     let mut http = daemon.client();
-    let listener = server.run_inside(|| TcpListener::bind("10.94.0.2:0").expect("bind"));
-    let to = listener.local_addr().expect("address");
-    let mut stream = client.run_inside(move || TcpStream::connect(to).expect("connect"));
-    let (_accepted, _) = listener.accept().expect("accept");
-    // From now on the server's ACKs go nowhere: the client retransmits
-    // what it writes, every RTO (200 ms, doubling).
+    let newer = connection(&client, "10.94.0.3", &server);
+    let toward = connection(&client, "10.94.0.1", &server);
+    // What the client sends from 10.94.0.3 goes nowhere from now on: the
+    // server's data to it is never acknowledged, and the server
+    // retransmits. The server's ACKs to 10.94.0.1 go nowhere: the client
+    // retransmits what it writes.
+    client.exec(&["ip", "rule", "add", "from", "10.94.0.3", "table", "100"]);
+    client.exec(&["ip", "route", "add", "blackhole", "default", "table", "100"]);
     server.exec(&["ip", "route", "add", "blackhole", "10.94.0.1/32"]);
-    stream.write_all(b"never acknowledged").expect("write");
-    let label = format!("destination={to}");
+    for c in [&older, &newer] {
+        (&c.accepted)
+            .write_all(b"never acknowledged")
+            .expect("write");
+    }
+    (&toward.stream)
+        .write_all(b"never acknowledged")
+        .expect("write");
+    let destination = format!("destination={}", toward.to);
+    let listeners = [older.to, newer.to];
+    let served = |http: &mut Http| -> Option<u64> {
+        let family = "tcpstate_listener_retransmits_total";
+        listeners
+            .iter()
+            .map(|to| value(http, family, &format!("listener={to}"), server_ns))
+            .sum()
+    };
     wait_until(
-        "retransmissions as RetransSegs counts them",
+        "retransmissions as each side's RetransSegs counts them",
         Duration::from_secs(10),
         || {
-            let kernel = client.tcp_counters()["RetransSegs"];
-            kernel >= 2
-                && value(&mut http, "tcpstate_retransmits_total", &label, inode) == Some(kernel)
+            let client_kernel = client.tcp_counters()["RetransSegs"];
+            let server_kernel = server.tcp_counters()["RetransSegs"];
+            client_kernel >= 2
+                && server_kernel >= 4
+                && value(
+                    &mut http,
+                    "tcpstate_retransmits_total",
+                    &destination,
+                    client_ns,
+                ) == Some(client_kernel)
+                && served(&mut http) == Some(server_kernel)
         },
+    );
+    // The server's side is never labelled by a client's ephemeral port.
+    let server_side = series(&mut http, "tcpstate_retransmits_total", server_ns);
+    assert!(
+        server_side.is_empty(),
+        "the server's retransmissions went by destination: {server_side:?}"
     );
     assert!(daemon.stop().success());
 }
