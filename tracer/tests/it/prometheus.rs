@@ -22,6 +22,8 @@ use testkit::{
 
 use crate::tracer;
 
+mod alerts;
+
 fn deploy(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy")).join(path)
 }
