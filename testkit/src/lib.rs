@@ -23,6 +23,7 @@ pub mod http;
 pub mod leaky;
 pub mod net;
 pub mod netns;
+pub mod packet;
 pub mod pki;
 pub mod process;
 pub mod prom;

@@ -104,3 +104,38 @@ pub fn make_states(ip: &str, held: &mut Held) {
     drop(s);
     held.listeners.push(listener);
 }
+
+/// A listener of `server` at `ip` with a backlog of 1 that never accepts,
+/// and six connects to it from `client`, given up after the first retry of
+/// the SYNs it dropped: its queue full, its drop count (`ListenDrops`) up.
+pub fn full_listener(
+    server: &crate::netns::NetNs,
+    ip: &str,
+    client: &crate::netns::NetNs,
+) -> (Socket, SocketAddr) {
+    let at: SocketAddr = SocketAddr::new(ip.parse().expect("ip"), 0);
+    let (listener, at) = server.run_inside(move || {
+        let listener = Socket::new(Domain::for_address(at), Type::STREAM, None).expect("socket");
+        listener.bind(&at.into()).expect("bind");
+        listener.listen(1).expect("listen");
+        let at = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("address");
+        (listener, at)
+    });
+    client.run_inside(move || {
+        let clients: Vec<Socket> = (0..6)
+            .map(|_| {
+                let c = Socket::new(Domain::for_address(at), Type::STREAM, None).expect("socket");
+                c.set_nonblocking(true).expect("nonblocking");
+                let _ = c.connect(&at.into());
+                c
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(clients);
+    });
+    (listener, at)
+}

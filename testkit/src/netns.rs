@@ -55,6 +55,12 @@ impl NetNs {
         self.kernel_counters("netstat", "TcpExt:")
     }
 
+    /// The namespace's `Icmp:` counters (/proc/net/snmp: `InDestUnreachs`,
+    /// ...).
+    pub fn icmp_counters(&self) -> BTreeMap<String, u64> {
+        self.kernel_counters("snmp", "Icmp:")
+    }
+
     /// One group of /proc/net/`file` (a line of names, a line of values),
     /// read by a thread inside the namespace.
     fn kernel_counters(&self, file: &str, group: &str) -> BTreeMap<String, u64> {

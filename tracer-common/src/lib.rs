@@ -200,6 +200,16 @@ pub const TIME_WAIT_STACK_DEPTH: usize = 8;
 /// the kernel sets it before closing a socket on a reset (ECONNREFUSED,
 /// ECONNRESET, EPIPE), a timeout (ETIMEDOUT) or an ICMP error.
 pub const DETAIL_ERR_KNOWN: u32 = 1 << 4;
+/// [`Event::detail`]: the event is a `SYN_SENT -> CLOSE` and the program
+/// on `tcp:tcp_receive_reset` was watching, so [`DETAIL_RESET_RECEIVED`]
+/// says whether a reset answered the connect. ECONNREFUSED comes from a
+/// reset or from an ICMP port unreachable; this tells them apart.
+pub const DETAIL_RESET_KNOWN: u32 = 1 << 6;
+/// [`Event::detail`]: a reset arrived while the socket was in SYN_SENT.
+pub const DETAIL_RESET_RECEIVED: u32 = 1 << 7;
+/// Entries of the map of connects answered by a reset (each lives from the
+/// reset to the close right after it; LRU beyond).
+pub const SYN_SENT_RESET_KEYS: u32 = 4096;
 /// [`Event::detail`]: where `sk_err` (clamped to 0..=255) starts.
 pub const DETAIL_ERR_SHIFT: u32 = 8;
 /// [`Event::detail`]: the record is not a transition of a full socket but

@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
     LISTENING_KEYS, ListeningKey, ProbeConfig, RESET_KEYS, RETRANSMIT_KEYS, RecordLayout,
-    ResetConfig, ResetKey, RetransmitConfig, RetransmitKey, Stat, TIME_WAIT_STACK_DEPTH,
-    TimewaitConfig, TransitionMatrix,
+    ResetConfig, ResetKey, RetransmitConfig, RetransmitKey, SYN_SENT_RESET_KEYS, Stat,
+    TIME_WAIT_STACK_DEPTH, TimewaitConfig, TransitionMatrix,
 };
 
 /// Written by user space at load time (`EbpfLoader::override_global`). It
@@ -110,6 +110,35 @@ pub fn reset_config() -> &'static ResetConfig {
 #[map]
 pub static RESETS: LruPerCpuHashMap<ResetKey, u64> =
     LruPerCpuHashMap::with_max_entries(RESET_KEYS, 0);
+
+/// Sockets a reset reached in SYN_SENT, keyed by skaddr: marked by the
+/// program on `tcp:tcp_receive_reset`, taken by the close that follows
+/// (`SYN_SENT -> CLOSE`), which tells a refused connect from one an ICMP
+/// port unreachable ended (both leave ECONNREFUSED).
+#[map]
+pub static SYN_SENT_RESETS: LruHashMap<u64, u8> =
+    LruHashMap::with_max_entries(SYN_SENT_RESET_KEYS, 0);
+
+/// 1 once user space attached the program on `tcp:tcp_receive_reset`:
+/// only then does a connect without a mark in [`SYN_SENT_RESETS`] mean
+/// that no reset came.
+#[map]
+pub static RESETS_WATCHED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether the close of `skaddr` from SYN_SENT followed a reset: None when
+/// resets are not watched. Takes the mark.
+#[inline(always)]
+pub fn take_syn_sent_reset(skaddr: u64) -> Option<bool> {
+    if RESETS_WATCHED.get(0).copied() != Some(1) {
+        return None;
+    }
+    // SAFETY: the value is a plain u8 and only its presence is used.
+    let marked = unsafe { SYN_SENT_RESETS.get(skaddr) }.is_some();
+    if marked {
+        let _ = SYN_SENT_RESETS.remove(skaddr);
+    }
+    Some(marked)
+}
 
 /// Where the retransmission programs read, written by user space.
 #[unsafe(no_mangle)]

@@ -14,11 +14,11 @@ use aya_ebpf::{
 };
 use tracer_common::{
     FLAG_NETNS, MAX_RECORD_SIZE, MAX_STRUCT_OFFSET, NO_FIELD, RESET_REASON_UNKNOWN, RESET_RECEIVED,
-    RESET_SENT, ResetKey,
+    RESET_SENT, ResetKey, TcpState,
 };
 
 use crate::{
-    maps::{RESETS, reset_config},
+    maps::{RESETS, SYN_SENT_RESETS, reset_config},
     set_state::read_netns,
 };
 
@@ -58,6 +58,9 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
         0
     };
     count(netns, RESET_RECEIVED, state);
+    if state == TcpState::SynSent as u8 {
+        let _ = SYN_SENT_RESETS.insert(sk, 1, 0);
+    }
     0
 }
 

@@ -29,15 +29,18 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AF_INET, AF_INET6, DETAIL_BY_TIME_WAIT, DETAIL_CLOSER_KNOWN, DETAIL_ERR_KNOWN,
-    DETAIL_ERR_SHIFT, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS,
-    FLAG_SOCK_ERR, FLAG_SOCK_FLAGS, FLAG_STATE_TIME, FLAG_TIME_WAIT_STACK, IPPROTO_TCP,
-    MAX_RECORD_SIZE, MAX_STRUCT_OFFSET, ProbeConfig, RecordLayout, SOCK_DONE_BIT, TASK_COMM_LEN,
-    TIME_WAIT_STACK_DEPTH, TcpState, state::may_leave_timewait,
+    DETAIL_ERR_SHIFT, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, DETAIL_RESET_KNOWN,
+    DETAIL_RESET_RECEIVED, Event, FLAG_COMM_ALWAYS, FLAG_NETNS, FLAG_SOCK_ERR, FLAG_SOCK_FLAGS,
+    FLAG_STATE_TIME, FLAG_TIME_WAIT_STACK, IPPROTO_TCP, MAX_RECORD_SIZE, MAX_STRUCT_OFFSET,
+    ProbeConfig, RecordLayout, SOCK_DONE_BIT, TASK_COMM_LEN, TIME_WAIT_STACK_DEPTH, TcpState,
+    state::may_leave_timewait,
 };
 
 use crate::{
     failure::{Failure, SockField},
-    maps::{EVENTS, STACK, STATE_SINCE, config, count_transition, mark_listening},
+    maps::{
+        EVENTS, STACK, STATE_SINCE, config, count_transition, mark_listening, take_syn_sent_reset,
+    },
 };
 
 const RECORD_WORDS: usize = MAX_RECORD_SIZE as usize / 8;
@@ -324,6 +327,14 @@ fn close_detail(ctx: &TracePointContext, skaddr: u64, cfg: &ProbeConfig, oldstat
             err as u32
         };
         detail |= DETAIL_ERR_KNOWN | (err << DETAIL_ERR_SHIFT);
+    }
+    if oldstate == TcpState::SynSent as u32
+        && let Some(reset) = take_syn_sent_reset(skaddr)
+    {
+        detail |= DETAIL_RESET_KNOWN;
+        if reset {
+            detail |= DETAIL_RESET_RECEIVED;
+        }
     }
     if !may_leave_timewait(oldstate, TcpState::Close as u32) {
         return detail;

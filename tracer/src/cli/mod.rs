@@ -164,7 +164,7 @@ impl DaemonArgs {
                 comm_always: false,
                 btf_path: self.btf.clone(),
                 timewait_hooks: true,
-                reset_counters: true,
+                retransmit_counters: true,
             },
             engine: EngineConfig {
                 max_sockets: self.max_sockets as usize,
@@ -275,7 +275,7 @@ impl TraceArgs {
                 btf_path: self.btf.clone(),
                 // The stream shows full sockets' transitions only.
                 timewait_hooks: false,
-                reset_counters: false,
+                retransmit_counters: false,
             },
             filter: Filter {
                 ports: self.ports.clone(),

@@ -4,8 +4,9 @@
 //! which the kernel sets before it moves the socket to CLOSE (`tcp_reset`:
 //! ECONNREFUSED in SYN_SENT, EPIPE in CLOSE_WAIT, ECONNRESET elsewhere;
 //! `tcp_write_err`: ETIMEDOUT, or the soft ICMP error that preceded the
-//! timeout; `tcp_v4_err`/`tcp_v6_err`: an ICMP error in SYN_SENT;
-//! `tcp_abort`: ECONNABORTED).
+//! timeout; `tcp_v4_err`/`tcp_v6_err`: an ICMP error in SYN_SENT, port
+//! unreachable giving ECONNREFUSED like a reset, which the kernel program
+//! tells apart by whether a reset arrived; `tcp_abort`: ECONNABORTED).
 
 use std::net::SocketAddr;
 
@@ -52,12 +53,12 @@ impl EndingCounts {
 /// Why a connect failed (`SYN_SENT -> CLOSE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnectFailure {
-    /// A reset answered the SYN (ECONNREFUSED; the kernel gives an ICMP
-    /// port unreachable the same error).
+    /// A reset answered the SYN (ECONNREFUSED after a reset; where resets
+    /// are not watched, also after an ICMP port unreachable).
     Refused,
     /// The SYN retries ran out (ETIMEDOUT).
     Timeout,
-    /// An ICMP error: host or network unreachable, host down.
+    /// An ICMP error: host, network or port unreachable, host down.
     Unreachable,
     /// The application closed it first (no error), or `ss -K` killed it.
     Aborted,
@@ -148,7 +149,10 @@ impl Ending {
         }
         let err = t.sk_err.map(i32::from);
         match t.old {
-            TcpState::SynSent => Some(Ending::ConnectFailed(connect_failure(err))),
+            TcpState::SynSent => Some(Ending::ConnectFailed(connect_failure(
+                err,
+                t.reset_received,
+            ))),
             TcpState::SynRecv
             | TcpState::Established
             | TcpState::FinWait1
@@ -169,8 +173,11 @@ impl Ending {
     }
 }
 
-fn connect_failure(err: Option<i32>) -> ConnectFailure {
+/// `reset`: whether a reset answered the connect, None when not watched.
+fn connect_failure(err: Option<i32>, reset: Option<bool>) -> ConnectFailure {
     match err {
+        // No reset came: an ICMP port unreachable (`icmp_err_convert`).
+        Some(libc::ECONNREFUSED) if reset == Some(false) => ConnectFailure::Unreachable,
         Some(libc::ECONNREFUSED) => ConnectFailure::Refused,
         Some(libc::ETIMEDOUT) => ConnectFailure::Timeout,
         Some(
@@ -245,6 +252,24 @@ mod tests {
             Some(Ending::ConnectFailed(Other))
         );
         assert_eq!(failed(None), Some(Ending::ConnectFailed(Other)));
+    }
+
+    #[test]
+    fn econnrefused_without_a_reset_is_an_icmp_port_unreachable() {
+        let failed = |reset| {
+            let mut t = Transition::try_from(&sample_event()).expect("sample");
+            (t.old, t.new, t.sk_err) = (SynSent, Close, err(libc::ECONNREFUSED));
+            t.reset_received = reset;
+            Ending::of(&t)
+        };
+        use ConnectFailure::*;
+        assert_eq!(failed(Some(true)), Some(Ending::ConnectFailed(Refused)));
+        assert_eq!(
+            failed(Some(false)),
+            Some(Ending::ConnectFailed(Unreachable))
+        );
+        // Resets not watched: a reset is the likelier cause.
+        assert_eq!(failed(None), Some(Ending::ConnectFailed(Refused)));
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn ev(ts_ns: u64, sk: u64, old: TcpState, new: TcpState, local: &str, remote: &s
         fin_received: None,
         timewait_made: None,
         sk_err: None,
+        reset_received: None,
     }
 }
 

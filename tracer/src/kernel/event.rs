@@ -10,8 +10,9 @@ use std::{
 
 use tracer_common::{
     AF_INET, AF_INET6, DETAIL_BY_TIME_WAIT, DETAIL_CLOSER_KNOWN, DETAIL_ERR_KNOWN,
-    DETAIL_ERR_SHIFT, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, DETAIL_TIMEWAIT_SOCK, Event,
-    TASK_COMM_LEN, TcpState, state::UnknownState,
+    DETAIL_ERR_SHIFT, DETAIL_FIN_KNOWN, DETAIL_FIN_RECEIVED, DETAIL_RESET_KNOWN,
+    DETAIL_RESET_RECEIVED, DETAIL_TIMEWAIT_SOCK, Event, TASK_COMM_LEN, TcpState,
+    state::UnknownState,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -226,6 +227,10 @@ pub struct Transition {
     /// For a `-> CLOSE`, the socket's `sk_err` (0: none; ECONNREFUSED,
     /// ECONNRESET, ETIMEDOUT, ... say why it closed); `None` when not read.
     pub sk_err: Option<u8>,
+    /// For a `SYN_SENT -> CLOSE`, whether a reset had answered the connect
+    /// (see [`tracer_common::DETAIL_RESET_KNOWN`]); `None` when resets were
+    /// not watched.
+    pub reset_received: Option<bool>,
 }
 
 impl Transition {
@@ -264,6 +269,8 @@ impl TryFrom<&Event> for Transition {
                 .then_some(e.detail & DETAIL_BY_TIME_WAIT != 0),
             sk_err: (e.detail & DETAIL_ERR_KNOWN != 0)
                 .then_some((e.detail >> DETAIL_ERR_SHIFT) as u8),
+            reset_received: (e.detail & DETAIL_RESET_KNOWN != 0)
+                .then_some(e.detail & DETAIL_RESET_RECEIVED != 0),
         })
     }
 }
@@ -321,6 +328,23 @@ pub(crate) mod tests {
         assert_eq!((t.pid, t.tid), (4242, 4243));
         assert_eq!(t.old_state, Some(Duration::from_micros(1500)));
         assert_eq!(t.family, Family::V4);
+    }
+
+    #[test]
+    fn decodes_a_failed_connects_error_and_whether_a_reset_came() {
+        let mut e = sample_event();
+        (e.oldstate, e.newstate) = (TcpState::SynSent as u8, TcpState::Close as u8);
+        let err = (libc::ECONNREFUSED as u32) << DETAIL_ERR_SHIFT;
+        let decode = |e: &Event| {
+            let t = transition(&as_bytes(e));
+            (t.sk_err, t.reset_received)
+        };
+        e.detail = DETAIL_ERR_KNOWN | err;
+        assert_eq!(decode(&e), (Some(libc::ECONNREFUSED as u8), None));
+        e.detail = DETAIL_ERR_KNOWN | err | DETAIL_RESET_KNOWN;
+        assert_eq!(decode(&e).1, Some(false), "an ICMP port unreachable");
+        e.detail |= DETAIL_RESET_RECEIVED;
+        assert_eq!(decode(&e).1, Some(true), "refused by a reset");
     }
 
     #[test]

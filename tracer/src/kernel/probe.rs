@@ -121,9 +121,10 @@ pub struct ProbeOptions {
     /// Load the timewait programs where the kernel allows them (see
     /// [`crate::kernel::timewait_hooks`]).
     pub timewait_hooks: bool,
-    /// Count resets and retransmissions in the kernel (see
-    /// [`crate::kernel::resets`], [`crate::kernel::retransmits`]).
-    pub reset_counters: bool,
+    /// Count retransmissions in the kernel (see
+    /// [`crate::kernel::retransmits`]). The reset programs always load
+    /// ([`crate::kernel::resets`]).
+    pub retransmit_counters: bool,
 }
 
 impl Default for ProbeOptions {
@@ -135,7 +136,7 @@ impl Default for ProbeOptions {
             comm_always: true,
             btf_path: PathBuf::from(VMLINUX_BTF),
             timewait_hooks: true,
-            reset_counters: true,
+            retransmit_counters: true,
         }
     }
 }
@@ -258,11 +259,11 @@ impl Probe {
                 Err(e) => (None, TimewaitTracking::Predicted(e)),
             },
         };
-        let resets = options
-            .reset_counters
-            .then(|| Resets::attach(&mut ebpf, reset_setup));
+        // Always: the program on tcp_receive_reset also tells a refused
+        // connect from one an ICMP port unreachable ended.
+        let resets = Some(Resets::attach(&mut ebpf, reset_setup));
         let retransmits = options
-            .reset_counters
+            .retransmit_counters
             .then(|| Retransmits::attach(&mut ebpf, retransmit_setup));
         let transitions = take_per_cpu(&mut ebpf, "TRANSITIONS")?;
         let stats = take_per_cpu(&mut ebpf, "STATS")?;

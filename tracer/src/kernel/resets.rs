@@ -8,7 +8,7 @@ use std::{collections::HashMap, path::Path};
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuHashMap},
+    maps::{Array, MapData, PerCpuHashMap},
     programs::TracePoint,
 };
 use tracer_common::{
@@ -148,6 +148,9 @@ impl Resets {
         let mut attach = |name: &str| attach_tracepoint(ebpf, CATEGORY, name);
         let sent = setup.sent_format.is_some() && attach(SENT);
         let received = setup.received_format.is_some() && attach(RECEIVED);
+        if received {
+            watch_syn_sent_resets(ebpf);
+        }
         let reasons = setup
             .sent_format
             .map(|f| f.symbols("reason"))
@@ -210,5 +213,19 @@ impl Resets {
             None if value == RESET_REASON_UNKNOWN => "unknown".to_owned(),
             None => format!("reason_{value}"),
         }
+    }
+}
+
+/// Tells the transition program that resets are watched: from now on a
+/// connect closed with ECONNREFUSED and no reset seen was ended by an ICMP
+/// port unreachable (see `tracer_common::DETAIL_RESET_KNOWN`).
+fn watch_syn_sent_resets(ebpf: &mut Ebpf) {
+    let set = ebpf
+        .map_mut("RESETS_WATCHED")
+        .ok_or_else(|| "no map RESETS_WATCHED".to_owned())
+        .and_then(|m| Array::<_, u32>::try_from(m).map_err(|e| e.to_string()))
+        .and_then(|mut a| a.set(0, 1, 0).map_err(|e| e.to_string()));
+    if let Err(e) = set {
+        log::warn!("connects ended by an ICMP port unreachable will count as refused: {e}");
     }
 }

@@ -139,6 +139,7 @@ mod tests {
             fin_received: None,
             timewait_made: None,
             sk_err: None,
+            reset_received: None,
         }
     }
 

@@ -7,18 +7,22 @@
 use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::Duration,
 };
 
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 use testkit::{
     daemon::Daemon,
     http::Http,
-    net::{connect_pair, read_to_eof},
+    net::{self, connect_pair, read_to_eof},
     netns::{NetNs, ns_inode},
-    prom, require_ebpf, wait_until,
+    packet, prom, require_ebpf, wait_until,
 };
 
 use crate::tracer;
@@ -54,6 +58,65 @@ fn resets_for_no_socket_are_reported() -> bool {
         .is_ok_and(|f| f.contains("field:enum sk_rst_reason reason"))
 }
 
+/// A thread that answers each SYN to one port of a namespace with an ICMP
+/// port unreachable (raw sockets of that namespace: one sees every TCP
+/// packet it receives, the other sends the error).
+struct PortUnreachable {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<usize>,
+}
+
+impl PortUnreachable {
+    fn answer(ns: &NetNs, at: &str) -> PortUnreachable {
+        let SocketAddr::V4(at) = at.parse().expect("address") else {
+            panic!("IPv4 only");
+        };
+        let (tcp, out) = ns.run_inside(|| {
+            let raw = |p| Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(p)));
+            (
+                raw(libc::IPPROTO_TCP).expect("raw TCP socket"),
+                raw(libc::IPPROTO_RAW).expect("raw socket"),
+            )
+        });
+        tcp.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let mut sent = 0;
+            let mut buf = [0u8; 1500];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok(n) = (&tcp).read(&mut buf) else {
+                    continue;
+                };
+                let ip = &buf[..n];
+                let tcp_at = usize::from(ip[0] & 0x0f) * 4;
+                let Some(segment) = ip.get(tcp_at..tcp_at + 14) else {
+                    continue;
+                };
+                let port = u16::from_be_bytes([segment[2], segment[3]]);
+                let syn_only = segment[13] == 0x02;
+                if ip[16..20] != at.ip().octets() || port != at.port() || !syn_only {
+                    continue;
+                }
+                let error = packet::icmp_port_unreachable(*at.ip(), ip);
+                let to = SocketAddr::new(IpAddr::from([ip[12], ip[13], ip[14], ip[15]]), 0);
+                out.send_to(&error, &to.into())
+                    .expect("send the ICMP error");
+                sent += 1;
+            }
+            sent
+        });
+        PortUnreachable { stop, thread }
+    }
+
+    /// Stops answering; how many errors were sent.
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the answering thread")
+    }
+}
+
 #[test]
 fn connect_failures_are_counted_by_destination_and_reason() {
     require_ebpf!();
@@ -69,6 +132,23 @@ fn connect_failures_are_counted_by_destination_and_reason() {
         client.exec(&["ip", "route", "add", net, "via", "10.96.0.2"]);
     }
     client.exec(&["sysctl", "-qw", "net.ipv4.tcp_syn_retries=1"]);
+    // Port 10 answers with an ICMP port unreachable, as a firewall's
+    // REJECT does: the server's own resets from it go nowhere.
+    server.exec(&[
+        "ip",
+        "rule",
+        "add",
+        "to",
+        "10.96.0.1",
+        "ipproto",
+        "tcp",
+        "sport",
+        "10",
+        "table",
+        "100",
+    ]);
+    server.exec(&["ip", "route", "add", "blackhole", "default", "table", "100"]);
+    let rejecting = PortUnreachable::answer(&server, "10.96.0.2:10");
     let (inode, server_inode) = (ns_inode(&client.path()), ns_inode(&server.path()));
     let daemon = Daemon::start(tracer(), &["--netns-label", "true"]);
     let mut http = daemon.client();
@@ -92,12 +172,23 @@ fn connect_failures_are_counted_by_destination_and_reason() {
         [
             Some(libc::ECONNREFUSED),
             Some(libc::EHOSTUNREACH),
-            Some(libc::ETIMEDOUT)
+            Some(libc::ETIMEDOUT),
         ],
         "what connect() returned"
     );
+    let icmp_before = client.icmp_counters()["InDestUnreachs"];
+    let rejected = client.run_inside(|| connect_error("10.96.0.2:10"));
+    assert_eq!(rejected, Some(libc::ECONNREFUSED), "a port unreachable");
+    assert_eq!(rejecting.stop(), 1, "ICMP port unreachables sent");
+    assert_eq!(
+        client.icmp_counters()["InDestUnreachs"] - icmp_before,
+        1,
+        "the client took the ICMP error"
+    );
     let expected = counts(&[
         ("destination=10.96.0.2:9,reason=refused", 1),
+        // ECONNREFUSED too, but no reset came: an ICMP port unreachable.
+        ("destination=10.96.0.2:10,reason=unreachable", 1),
         ("destination=10.96.5.1:80,reason=unreachable", 1),
         ("destination=10.96.6.1:80,reason=timeout", 1),
         ("destination=10.96.6.2:80,reason=aborted", 1),
@@ -107,17 +198,18 @@ fn connect_failures_are_counted_by_destination_and_reason() {
     });
     // The kernel's own count of failed attempts (an application's close
     // in SYN_SENT is not one).
-    assert_eq!(client.tcp_counters()["AttemptFails"], 3);
+    assert_eq!(client.tcp_counters()["AttemptFails"], 4);
     // The refused connect received the one reset, in SYN_SENT.
     assert_eq!(
         in_namespace(&mut http, "tcpstate_resets_received_total", inode),
         counts(&[("state=SYN_SENT", 1)])
     );
-    // The server's namespace sent it, for no socket.
+    // The server's namespace sent it, for no socket, and one from port 10
+    // that went nowhere.
     let sent = in_namespace(&mut http, "tcpstate_resets_sent_total", server_inode);
     if resets_for_no_socket_are_reported() {
-        assert_eq!(sent, counts(&[("reason=no_socket", 1)]));
-        assert_eq!(server.tcp_counters()["OutRsts"], 1);
+        assert_eq!(sent, counts(&[("reason=no_socket", 2)]));
+        assert_eq!(server.tcp_counters()["OutRsts"], 2);
     } else {
         assert!(sent.is_empty(), "{sent:?}");
     }
@@ -212,31 +304,8 @@ fn a_listener_that_never_accepts_shows_its_full_queue_and_drops() {
     let mut http = daemon.client();
     // A backlog of 1 and nobody accepting; six connects: the queue fills,
     // the kernel drops the other handshakes' SYNs (and their retries).
-    let (listener, port) = ns.run_inside(|| {
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        let at: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        listener.bind(&at.into()).expect("bind");
-        listener.listen(1).expect("listen");
-        let port = listener
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .expect("port")
-            .port();
-        let to: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        let clients: Vec<Socket> = (0..6)
-            .map(|_| {
-                let c = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-                c.set_nonblocking(true).expect("nonblocking");
-                let _ = c.connect(&to.into());
-                c
-            })
-            .collect();
-        // Past the first retry of the dropped SYNs, then no more of them.
-        thread::sleep(Duration::from_millis(1500));
-        drop(clients);
-        (listener, port)
-    });
+    let (listener, at) = net::full_listener(&ns, "127.0.0.1", &ns);
+    let port = at.port();
     let label = format!("listener=127.0.0.1:{port}");
     let ours = |http: &mut Http, family: &str| {
         in_namespace(http, family, inode)

@@ -14,7 +14,7 @@ use testkit::{
     daemon::Daemon,
     http::Http,
     netns::{NetNs, ns_inode},
-    prom, require_ebpf, wait_until,
+    packet, prom, require_ebpf, wait_until,
 };
 
 use crate::tracer;
@@ -134,55 +134,6 @@ fn data_retransmissions_by_destination_and_by_listener_equal_retrans_segs() {
     assert!(daemon.stop().success());
 }
 
-/// The ones' complement sum of 16-bit words (RFC 1071).
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An IPv4 packet carrying a bare TCP SYN from `src` to `dst`.
-fn syn(src: SocketAddrV4, dst: SocketAddrV4) -> Vec<u8> {
-    let mut tcp = vec![0u8; 20];
-    tcp[0..2].copy_from_slice(&src.port().to_be_bytes());
-    tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
-    tcp[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
-    tcp[12] = 5 << 4; // 20-byte header
-    tcp[13] = 0x02; // SYN
-    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.ip().octets());
-    pseudo.extend_from_slice(&dst.ip().octets());
-    pseudo.extend_from_slice(&[0, libc::IPPROTO_TCP as u8, 0, 20]);
-    pseudo.extend_from_slice(&tcp);
-    let sum = checksum(&pseudo);
-    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    // IPv4 header; the kernel fills in the length and the checksum.
-    let mut ip = vec![
-        0x45,
-        0,
-        0,
-        40,
-        0,
-        0,
-        0x40,
-        0,
-        64,
-        libc::IPPROTO_TCP as u8,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&src.ip().octets());
-    ip.extend_from_slice(&dst.ip().octets());
-    ip.extend_from_slice(&tcp);
-    ip
-}
-
 #[test]
 fn synack_retransmissions_of_a_listener_equal_tcp_syn_retrans() {
     require_ebpf!();
@@ -206,7 +157,7 @@ fn synack_retransmissions_of_a_listener_equal_tcp_syn_retrans() {
         .expect("raw socket");
         let from = SocketAddrV4::new(Ipv4Addr::new(10, 93, 0, 77), 40404);
         let dst = SocketAddr::V4(SocketAddrV4::new(*to.ip(), 0));
-        raw.send_to(&syn(from, to), &dst.into())
+        raw.send_to(&packet::tcp_syn(from, to), &dst.into())
             .expect("send the SYN");
     });
     let label = format!("listener={to}");

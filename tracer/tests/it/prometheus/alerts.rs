@@ -14,13 +14,12 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     io::Read as _,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{TcpListener, TcpStream},
     thread,
     time::Duration,
 };
 
-use socket2::{Domain, Socket, Type};
-use testkit::{daemon::Daemon, http::Http, netns::NetNs, prom, require_ebpf, wait_until};
+use testkit::{daemon::Daemon, http::Http, net, netns::NetNs, prom, require_ebpf, wait_until};
 
 use super::{deploy, promtool};
 use crate::tracer;
@@ -120,37 +119,6 @@ fn no_alert(name: &str, eval: &str) -> String {
     format!("      - eval_time: {eval}\n        alertname: {name}\n        exp_alerts: []\n")
 }
 
-/// A listener on the server with a backlog of 1 that never accepts, and
-/// six connects to it from the client, given up after the first retry of
-/// the SYNs it dropped.
-fn overflow(client: &NetNs, server: &NetNs) -> (Socket, SocketAddr) {
-    let (listener, at) = server.run_inside(|| {
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        let at: SocketAddr = format!("{SERVER}:0").parse().expect("address");
-        listener.bind(&at.into()).expect("bind");
-        listener.listen(1).expect("listen");
-        let at = listener
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .expect("address");
-        (listener, at)
-    });
-    client.run_inside(move || {
-        let clients: Vec<Socket> = (0..6)
-            .map(|_| {
-                let c = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-                c.set_nonblocking(true).expect("nonblocking");
-                let _ = c.connect(&at.into());
-                c
-            })
-            .collect();
-        thread::sleep(Duration::from_millis(1500));
-        drop(clients);
-    });
-    (listener, at)
-}
-
 /// `n` connections to `listener` that the client closes first: its ends
 /// stay in TIME_WAIT, each holding a port of the range toward `listener`.
 fn time_waits(client: &NetNs, listener: &TcpListener, n: usize) {
@@ -187,7 +155,7 @@ fn alerts_fire_on_the_metrics_of_a_real_run() {
             TcpStream::connect(to.as_str()).expect_err("nothing listens on port 9");
         }
     });
-    let (_never_accepts, full) = overflow(&client, &server);
+    let (_never_accepts, full) = net::full_listener(&server, SERVER, &client);
     let listener = server.run_inside(|| TcpListener::bind(format!("{SERVER}:0")).expect("bind"));
     let busy = listener.local_addr().expect("address");
     time_waits(&client, &listener, 95);
