@@ -36,6 +36,10 @@ impl Model {
     /// Connect failures by destination and reason that pass the filter,
     /// fastest first, then most.
     pub fn connect_failures(&self) -> Vec<RateRow> {
+        self.connect_failure_rows(true)
+    }
+
+    fn connect_failure_rows(&self, filtered: bool) -> Vec<RateRow> {
         let Some((now, before, dt)) = self.failing_pair() else {
             return Vec::new();
         };
@@ -53,7 +57,9 @@ impl Model {
         let mut rows: Vec<RateRow> = now
             .connect_failures
             .iter()
-            .filter(|e| self.filter_matches(&[&e.destination, &e.reason], &[&e.destination]))
+            .filter(|e| {
+                !filtered || self.filter_matches(&[&e.destination, &e.reason], &[&e.destination])
+            })
             .map(|e| RateRow {
                 name: format!("{} {}", e.destination, e.reason),
                 per_second: rate(old.get(&key(e)).copied(), e.total, dt),
@@ -102,12 +108,16 @@ impl Model {
     /// Listeners that pass the filter, fullest first (as the daemon
     /// orders them), with their drops per second.
     pub fn listeners(&self) -> Vec<ListenerRow<'_>> {
+        self.listener_rows(true)
+    }
+
+    fn listener_rows(&self, filtered: bool) -> Vec<ListenerRow<'_>> {
         let Some((now, before, dt)) = self.failing_pair() else {
             return Vec::new();
         };
         now.listeners
             .iter()
-            .filter(|l| self.filter_matches(&[&l.listener], &[&l.listener]))
+            .filter(|l| !filtered || self.filter_matches(&[&l.listener], &[&l.listener]))
             .map(|l| {
                 let old = before
                     .and_then(|b| {
@@ -126,10 +136,19 @@ impl Model {
             .collect()
     }
 
-    /// Connect failures and listener drops per second, for the header.
+    /// Connect failures and listener drops per second, for the header: all
+    /// of them, whatever the view's filter (as the header's other figures).
     pub fn failing_per_second(&self) -> f64 {
-        let failures: f64 = self.connect_failures().iter().map(|r| r.per_second).sum();
-        let drops: f64 = self.listeners().iter().map(|l| l.drops_per_second).sum();
+        let failures: f64 = self
+            .connect_failure_rows(false)
+            .iter()
+            .map(|r| r.per_second)
+            .sum();
+        let drops: f64 = self
+            .listener_rows(false)
+            .iter()
+            .map(|l| l.drops_per_second)
+            .sum();
         failures + drops
     }
 }
@@ -205,5 +224,7 @@ pub(crate) mod tests {
         // The filter applies: a port that matches nothing hides them.
         m.filter = "9999".into();
         assert!(m.connect_failures().is_empty() && m.listeners().is_empty());
+        // The header's rate is the host's, as its other figures are.
+        assert_eq!(m.failing_per_second(), 7.0);
     }
 }
