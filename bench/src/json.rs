@@ -82,6 +82,18 @@ impl Results {
                 "levels": self.levels.iter().map(level).collect::<Vec<_>>(),
             },
             "timewait_drift": self.timewait_drift.as_ref().map(drift),
+            "storm": self.storm.as_ref().map(|s| json!({
+                "seconds": s.seconds,
+                "retransmissions": s.kernel,
+                "synack_retransmissions": s.synacks,
+                "exported": s.exported,
+                "kernel_after_scrape": s.kernel_after_scrape,
+                "exact": s.exact(),
+                "ring_buffer_events": s.events,
+                "program_runs": s.runs,
+                "program_run_time_ns": s.run_time_ns,
+                "daemon_cpu_s": s.daemon_cpu_s,
+            })),
             "latency": self.latency.iter().map(|l| json!({
                 "path": l.path,
                 "connections_held": l.conns,

@@ -27,6 +27,7 @@ mod report;
 mod results;
 mod rounds;
 mod stop;
+mod storm;
 mod sysctl;
 
 use std::{
@@ -60,6 +61,9 @@ enum Part {
     /// The TIME_WAIT gauge against `ss` under churn, alone (a warm-up,
     /// then the scrapes): for a guest kernel where tracing programs load.
     Drift,
+    /// A retransmission storm and a SYN flood: ring-buffer events, exact
+    /// counts, the programs' kernel time.
+    Storm,
 }
 
 #[derive(Parser)]
@@ -258,12 +262,21 @@ fn run_parts(args: &BenchArgs, plan: &Plan, results: &mut results::Results) -> a
     if args.only == Some(Part::Drift) {
         return rounds::drift_alone(plan, results);
     }
+
+    if args.only == Some(Part::Storm) {
+        return storm::run(plan, &mut sysctls, results);
+    }
     if args.only != Some(Part::Churn) && !plan.levels.is_empty() {
         capacity::prepare(plan, &mut sysctls)?;
         capacity::run(plan, results)?;
     }
     if args.only != Some(Part::Hold) {
         rounds::run(plan, &mut sysctls, results)?;
+    }
+    // Last: it turns BPF run statistics on, which the churn comparisons
+    // must run without.
+    if args.only.is_none() {
+        storm::run(plan, &mut sysctls, results)?;
     }
     Ok(())
 }

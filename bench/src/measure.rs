@@ -93,6 +93,33 @@ pub struct ProgStats {
 /// `prefix` (the kernel keeps 15 characters of a name), from
 /// `bpftool -j prog show`.
 pub fn prog_stats(pid: u32, prefix: &str) -> anyhow::Result<ProgStats> {
+    programs(pid, prefix)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("process {pid} holds no BPF program named {prefix}*"))
+}
+
+/// The statistics of every program held by `pid` whose name starts with
+/// `prefix`, added up (`id` is the first one's).
+pub fn prog_stats_all(pid: u32, prefix: &str) -> anyhow::Result<ProgStats> {
+    let found = programs(pid, prefix)?;
+    let first = found
+        .first()
+        .with_context(|| format!("process {pid} holds no BPF program named {prefix}*"))?;
+    Ok(found.iter().fold(
+        ProgStats {
+            id: first.id,
+            ..ProgStats::default()
+        },
+        |sum, p| ProgStats {
+            id: sum.id,
+            run_time_ns: sum.run_time_ns + p.run_time_ns,
+            run_cnt: sum.run_cnt + p.run_cnt,
+        },
+    ))
+}
+
+fn programs(pid: u32, prefix: &str) -> anyhow::Result<Vec<ProgStats>> {
     let ids = bpf_program_ids(pid);
     let out = Command::new("bpftool")
         .args(["-j", "prog", "show"])
@@ -108,12 +135,12 @@ pub fn prog_stats(pid: u32, prefix: &str) -> anyhow::Result<ProgStats> {
         serde_json::from_slice(&out.stdout).context("bpftool printed no JSON")?;
     let progs = progs.as_array().context("bpftool printed no list")?;
     let field = |p: &serde_json::Value, name: &str| p.get(name).and_then(|v| v.as_u64());
-    progs
+    Ok(progs
         .iter()
         .filter(|p| {
             field(p, "id").is_some_and(|id| u32::try_from(id).is_ok_and(|id| ids.contains(&id)))
         })
-        .find(|p| {
+        .filter(|p| {
             p.get("name")
                 .and_then(|n| n.as_str())
                 .is_some_and(|n| n.starts_with(prefix))
@@ -126,7 +153,7 @@ pub fn prog_stats(pid: u32, prefix: &str) -> anyhow::Result<ProgStats> {
             run_time_ns: field(p, "run_time_ns").unwrap_or(0),
             run_cnt: field(p, "run_cnt").unwrap_or(0),
         })
-        .with_context(|| format!("process {pid} holds no BPF program named {prefix}*"))
+        .collect())
 }
 
 /// Nearest-rank percentile of sorted values (`p` in 0..=100).

@@ -26,7 +26,12 @@ pub(crate) struct Row {
     pub met: Option<bool>,
 }
 
-fn row(metric: impl Into<String>, value: String, target: &str, met: Option<bool>) -> Row {
+pub(crate) fn row(
+    metric: impl Into<String>,
+    value: String,
+    target: &str,
+    met: Option<bool>,
+) -> Row {
     Row {
         metric: metric.into(),
         value,
@@ -45,6 +50,7 @@ impl Results {
         rows.extend(self.estimate_row());
         rows.extend(self.latency_rows());
         rows.extend(self.drift_row());
+        rows.extend(self.storm_row());
         rows
     }
 

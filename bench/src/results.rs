@@ -137,6 +137,7 @@ pub struct Results {
     pub levels: Vec<Level>,
     pub latency: Vec<Latency>,
     pub timewait_drift: Option<Drift>,
+    pub storm: Option<crate::storm::Storm>,
 }
 
 impl Results {
