@@ -87,8 +87,9 @@ pub struct Engine {
     stats: EngineStats,
     leak_summary: LeakSummary,
     endings: EndingCounts,
-    /// Each namespace's ephemeral port range and `tcp_tw_reuse`.
-    port_settings: HashMap<u32, ports::PortSettings>,
+    /// Ports taken toward each destination, and what decides it (each
+    /// namespace's ephemeral range and `tcp_tw_reuse`, the listened ports).
+    ports: ports::PortIndex,
 }
 
 fn slot(s: TcpState) -> usize {
@@ -119,7 +120,7 @@ impl Engine {
             stats: EngineStats::default(),
             leak_summary: LeakSummary::default(),
             endings,
-            port_settings: HashMap::default(),
+            ports: ports::PortIndex::default(),
         }
     }
 
@@ -463,6 +464,7 @@ impl Engine {
     /// Removes a socket's record, keeping the CLOSE_WAIT index in step.
     fn take_sock(&mut self, id: u64) -> Option<Sock> {
         let sock = self.socks.remove(&id)?;
+        self.unindex(&sock);
         if sock.state == TcpState::CloseWait {
             self.close_wait.remove(&(sock.since_ns, id));
         }
@@ -473,11 +475,24 @@ impl Engine {
         if sock.state == TcpState::CloseWait {
             self.close_wait.insert((sock.since_ns, id));
         }
+        if sock.state == TcpState::Listen {
+            self.ports.listener(&sock.tuple, true);
+        }
+        self.ports.add(&sock.tuple, None);
         if let Some(old) = self.socks.insert(id, sock) {
+            self.unindex(&old);
             // The kernel reused an address whose CLOSE we never saw.
             self.stats.corrections += 1;
             self.counts.down(old.tuple.netns, old.state);
             self.owners.release(old.owner);
+        }
+    }
+
+    /// Takes a record that leaves the table out of the port index.
+    fn unindex(&mut self, sock: &Sock) {
+        self.ports.remove(&sock.tuple, None);
+        if sock.state == TcpState::Listen {
+            self.ports.listener(&sock.tuple, false);
         }
     }
 

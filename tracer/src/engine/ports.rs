@@ -5,7 +5,7 @@
 //! every socket there holds one, TIME_WAIT included, until it ends. A
 //! TIME_WAIT socket that `net.ipv4.tcp_tw_reuse` lets a new connect take
 //! (1: any; 2, the default: a loopback source or destination) is counted
-//! as free. Counted when asked, as [`Engine::timewait_by_destination`] is.
+//! as free. Counted as entries come and go ([`PortIndex`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -83,51 +83,157 @@ pub struct PortUse {
 /// (netns, destination, source) -> (taken, reusable).
 type Taken = HashMap<(u32, SocketAddr, IpAddr), (u32, u32)>;
 
+/// The ports taken toward each destination, kept as entries come and go
+/// (a scan of the whole table at every scrape cost 14 ms at 100k sockets).
+/// What counts depends on each namespace's settings and on which ports are
+/// listened on; when either has changed for a port of the range by the
+/// next reading, the counts are made again from the table then. (A
+/// listener's record leaves the table and comes back with each of its
+/// events: only a port listened on before and not after, or the reverse,
+/// is a change.)
+#[derive(Debug, Default)]
+pub(super) struct PortIndex {
+    settings: HashMap<u32, PortSettings>,
+    /// LISTEN records by (netns, port): a listener's children hold its
+    /// port, which is not ephemeral.
+    listeners: HashMap<(u32, u16), u32>,
+    /// Ports whose listeners came or went since the last reading, and
+    /// whether they were listened on then.
+    crossed: HashMap<(u32, u16), bool>,
+    taken: Taken,
+    /// The slots of `taken` with two ports or more: busy destinations. A
+    /// destination toward which one socket holds a port is not running out
+    /// (a listener's children, whose listener has closed, look like that,
+    /// one for each client port), and reading them all at every scrape
+    /// would cost what the index saves.
+    busy: HashSet<(u32, SocketAddr, IpAddr)>,
+    /// The counts must be made again from the table.
+    stale: bool,
+}
+
+impl PortIndex {
+    /// The slot `t` counts in and whether it is reusable, if it counts.
+    /// `timewait`: the substate of a timewait entry, None for a full one.
+    fn slot(
+        &self,
+        t: &Tuple,
+        timewait: Option<TcpState>,
+    ) -> Option<((u32, SocketAddr, IpAddr), bool)> {
+        let settings = self.settings.get(&t.netns)?;
+        if !settings.contains(t.lport)
+            || !t.is_connection()
+            || self.listeners.contains_key(&(t.netns, t.lport))
+        {
+            return None;
+        }
+        let reusable = timewait == Some(TcpState::TimeWait) && settings.reusable(t);
+        Some(((t.netns, t.remote(), t.local().ip()), reusable))
+    }
+
+    /// An entry came into the table.
+    pub fn add(&mut self, t: &Tuple, timewait: Option<TcpState>) {
+        if let Some((key, reusable)) = self.slot(t, timewait) {
+            let slot = self.taken.entry(key).or_default();
+            slot.0 += 1;
+            slot.1 += u32::from(reusable);
+            if slot.0 == 2 {
+                self.busy.insert(key);
+            }
+        }
+    }
+
+    /// An entry left the table.
+    pub fn remove(&mut self, t: &Tuple, timewait: Option<TcpState>) {
+        let Some((key, reusable)) = self.slot(t, timewait) else {
+            return;
+        };
+        if let Some(slot) = self.taken.get_mut(&key) {
+            slot.0 = slot.0.saturating_sub(1);
+            slot.1 = slot.1.saturating_sub(u32::from(reusable));
+            if slot.0 < 2 {
+                self.busy.remove(&key);
+            }
+            if slot.0 == 0 {
+                self.taken.remove(&key);
+            }
+        }
+    }
+
+    /// A LISTEN record came (`added`) or left.
+    pub fn listener(&mut self, t: &Tuple, added: bool) {
+        let key = (t.netns, t.lport);
+        let n = self.listeners.entry(key).or_insert(0);
+        let before = *n;
+        *n = if added { *n + 1 } else { n.saturating_sub(1) };
+        let now = *n;
+        if now == 0 {
+            self.listeners.remove(&key);
+        }
+        if (before == 0) != (now == 0) {
+            self.crossed.entry(key).or_insert(before != 0);
+        }
+    }
+
+    /// Whether the counts must be made again: settings changed, or a port
+    /// of the range is listened on now and was not at the last reading,
+    /// or the reverse.
+    fn must_recount(&mut self) -> bool {
+        for ((netns, port), was) in std::mem::take(&mut self.crossed) {
+            let in_range = self.settings.get(&netns).is_some_and(|s| s.contains(port));
+            if in_range && was != self.listeners.contains_key(&(netns, port)) {
+                self.stale = true;
+            }
+        }
+        self.stale
+    }
+
+    /// Whether the next reading recounts.
+    #[cfg(test)]
+    pub fn is_stale(&mut self) -> bool {
+        self.must_recount()
+    }
+
+    /// The counts, and the busy slots.
+    #[cfg(test)]
+    pub fn taken(&self) -> (&Taken, &HashSet<(u32, SocketAddr, IpAddr)>) {
+        (&self.taken, &self.busy)
+    }
+
+    /// The same settings and listeners, no counts.
+    #[cfg(test)]
+    pub fn clone_rules_from(&mut self, other: &PortIndex) {
+        self.settings = other.settings.clone();
+        self.listeners = other.listeners.clone();
+    }
+
+    fn set(&mut self, netns: u32, settings: PortSettings) {
+        if self.settings.insert(netns, settings) != Some(settings) {
+            self.stale = true;
+        }
+    }
+}
+
 impl Engine {
     /// Each namespace's port settings, as read in the last dump;
     /// namespaces not listed keep theirs.
     pub fn set_port_settings(&mut self, settings: impl IntoIterator<Item = (u32, PortSettings)>) {
-        self.port_settings.extend(settings);
+        for (netns, s) in settings {
+            self.ports.set(netns, s);
+        }
     }
 
-    /// The `limit` destinations with the fewest ports left, fewest first.
+    /// The `limit` busy destinations (two ports taken or more from one
+    /// source address) with the fewest ports left, fewest first.
     /// Namespaces whose settings are unknown are left out.
-    pub fn ephemeral_ports(&self, limit: usize) -> Vec<PortUse> {
-        // A listener's port is not ephemeral, nor are its children's.
-        let listening: HashSet<(u32, u16)> = self
-            .socks
-            .values()
-            .filter(|s| s.state == TcpState::Listen)
-            .map(|s| (s.tuple.netns, s.tuple.lport))
-            .collect();
-        let mut taken: Taken = HashMap::default();
-        let mut count = |t: &Tuple, reusable: bool| {
-            let Some(settings) = self.port_settings.get(&t.netns) else {
-                return;
-            };
-            if !t.is_connection()
-                || !settings.contains(t.lport)
-                || listening.contains(&(t.netns, t.lport))
-            {
-                return;
-            }
-            let slot = taken
-                .entry((t.netns, t.remote(), t.local().ip()))
-                .or_default();
-            slot.0 += 1;
-            if reusable && settings.reusable(t) {
-                slot.1 += 1;
-            }
-        };
-        for s in self.socks.values() {
-            count(&s.tuple, false);
-        }
-        for (t, tw) in self.timewait.iter() {
-            count(t, tw.is_time_wait());
+    pub fn ephemeral_ports(&mut self, limit: usize) -> Vec<PortUse> {
+        if self.ports.must_recount() {
+            self.recount_ports();
         }
         let mut scarcest: HashMap<(u32, SocketAddr), PortUse> = HashMap::default();
-        for ((netns, destination, source), (in_use, reusable)) in taken {
-            let Some(settings) = self.port_settings.get(&netns) else {
+        for key @ &(netns, destination, source) in &self.ports.busy {
+            let (Some(settings), Some(&(in_use, reusable))) =
+                (self.ports.settings.get(&netns), self.ports.taken.get(key))
+            else {
                 continue;
             };
             let free = (settings.size() + reusable).saturating_sub(in_use);
@@ -151,6 +257,19 @@ impl Engine {
         all.sort_by_key(|p| (p.free, p.netns, p.destination));
         all.truncate(limit);
         all
+    }
+
+    /// Counts the ports again from the whole table.
+    fn recount_ports(&mut self) {
+        self.ports.taken.clear();
+        self.ports.busy.clear();
+        self.ports.stale = false;
+        for s in self.socks.values() {
+            self.ports.add(&s.tuple, None);
+        }
+        for (t, tw) in self.timewait.iter() {
+            self.ports.add(t, Some(tw.substate()));
+        }
     }
 }
 

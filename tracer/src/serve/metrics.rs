@@ -460,7 +460,9 @@ impl StateCollector {
     fn read(&self) -> Reading {
         let netns_label = self.shared.netns_label();
         let (counts, by_netns, durations, leaks, stats, tracked, endings, top_listeners, ports) = {
-            let engine = self.shared.engine();
+            let mut engine = self.shared.engine();
+            let top = engine.config().top_destinations;
+            let ports = engine.ephemeral_ports(top);
             let by_netns = if netns_label {
                 let mut v: Vec<(u32, [u64; STATE_SLOTS])> = engine
                     .counts_by_netns()
@@ -480,8 +482,8 @@ impl StateCollector {
                 engine.stats(),
                 engine.tracked(),
                 engine.endings().clone(),
-                engine.config().top_destinations,
-                engine.ephemeral_ports(engine.config().top_destinations),
+                top,
+                ports,
             )
         };
         let (transitions, kernel) = self.shared.kernel_counters();

@@ -106,7 +106,7 @@ impl Engine {
         };
         let stay = (tw.substate != substate && tw.entered_exact)
             .then(|| (tw.substate, ts_ns.saturating_sub(tw.entered_ns)));
-        let changed = self.timewait.update(tuple, |tw| {
+        let changed = self.update_timewait(tuple, |tw| {
             if tw.substate != substate {
                 tw.substate = substate;
                 tw.entered_ns = ts_ns;

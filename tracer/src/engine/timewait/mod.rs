@@ -37,9 +37,8 @@ pub(super) struct TimeWait {
 }
 
 impl TimeWait {
-    /// In substate TIME_WAIT (not an orphaned FIN_WAIT2).
-    pub(in crate::engine) fn is_time_wait(&self) -> bool {
-        self.substate == TcpState::TimeWait
+    pub(in crate::engine) fn substate(&self) -> TcpState {
+        self.substate
     }
 }
 
@@ -173,6 +172,7 @@ impl Engine {
             }
         }
         self.counts.up(tuple.netns, tw.substate);
+        self.ports.add(&tuple, Some(tw.substate));
         self.timewait.insert(tuple, tw);
         true
     }
@@ -180,7 +180,23 @@ impl Engine {
     pub(super) fn remove_timewait(&mut self, tuple: &Tuple) -> Option<TimeWait> {
         let tw = self.timewait.remove(tuple)?;
         self.counts.down(tuple.netns, tw.substate);
+        self.ports.remove(tuple, Some(tw.substate));
         Some(tw)
+    }
+
+    /// Changes an entry through `f` (see [`TimewaitTable::update`]),
+    /// keeping the port index in step with its substate.
+    pub(super) fn update_timewait(
+        &mut self,
+        tuple: &Tuple,
+        f: impl FnOnce(&mut TimeWait),
+    ) -> Option<(TcpState, TcpState)> {
+        let changed = self.timewait.update(tuple, f)?;
+        if changed.0 != changed.1 {
+            self.ports.remove(tuple, Some(changed.0));
+            self.ports.add(tuple, Some(changed.1));
+        }
+        Some(changed)
     }
 
     /// The peer of a connection closed (`LAST_ACK -> CLOSE`): its FIN was
@@ -202,7 +218,7 @@ impl Engine {
         let stay = tw
             .entered_exact
             .then(|| ts_ns.saturating_sub(tw.entered_ns));
-        self.timewait.update(&ours, |tw| {
+        self.update_timewait(&ours, |tw| {
             tw.substate = TcpState::TimeWait;
             tw.entered_ns = ts_ns;
             tw.entered_exact = true;
@@ -309,7 +325,7 @@ impl Engine {
                 continue;
             }
             let expires_ns = end_ns + u64::from(d.expires_ms) * 1_000_000;
-            let seen = self.timewait.update(&d.tuple, |tw| {
+            let seen = self.update_timewait(&d.tuple, |tw| {
                 tw.seen = generation;
                 tw.confirmed = true;
                 tw.expires_ns = expires_ns;
