@@ -9,9 +9,10 @@
 //! log line and no metric for it.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
+    time::{Duration, Instant},
 };
 
 use aya::{
@@ -31,6 +32,8 @@ use crate::kernel::{
 const CATEGORY: &str = "tcp";
 const DATA: &str = "tcp_retransmit_skb";
 const SYNACK: &str = "tcp_retransmit_synack";
+/// How often every listened port is told to the kernel again.
+const REMARK_EVERY: Duration = Duration::from_secs(60);
 
 /// Retransmissions counted since load, summed over CPUs: (netns, end,
 /// count); None where the kernel lacks the tracepoint.
@@ -123,6 +126,11 @@ pub struct Retransmits {
     listening: Option<KernelHashMap<MapData, ListeningKey, u8>>,
     /// Whether the programs tell namespaces apart (else every key's is 0).
     netns: bool,
+    /// Ports told to the kernel lately: each dump's listeners cost no
+    /// system call for those. Forgotten once a minute, in case the kernel's
+    /// map (an LRU) let some go.
+    marked: HashSet<ListeningKey>,
+    marked_since: Instant,
     data: bool,
     synack: bool,
 }
@@ -143,6 +151,8 @@ impl Retransmits {
             map,
             listening,
             netns: setup.config.flags & FLAG_NETNS != 0,
+            marked: HashSet::new(),
+            marked_since: Instant::now(),
             data,
             synack,
         }
@@ -157,12 +167,19 @@ impl Retransmits {
         let Some(map) = &mut self.listening else {
             return;
         };
+        if self.marked_since.elapsed() >= REMARK_EVERY {
+            self.marked.clear();
+            self.marked_since = Instant::now();
+        }
         for (netns, port) in ports {
             let key = ListeningKey {
                 netns: if self.netns { netns } else { 0 },
                 port,
                 _pad: 0,
             };
+            if !self.marked.insert(key) {
+                continue;
+            }
             if map.get(&key, 0).is_err()
                 && let Err(e) = map.insert(key, 1, 0)
             {
