@@ -85,24 +85,20 @@ fn add_by_netns<'a>(
 
 /// Every cause, per namespace with the netns label, summed without.
 fn closed_samples(r: &Reading, out: &mut Samples) {
-    let mut rows: BTreeMap<String, [u64; CloseCause::ALL.len()]> = BTreeMap::new();
-    for (netns, counts) in &r.closed {
-        let key = r.netns_value(*netns);
-        let row = rows.entry(key).or_default();
-        for (sum, n) in row.iter_mut().zip(counts) {
-            *sum += n;
-        }
-    }
     // Without the label, the series exist from the start (so `rate()`
     // sees the first close); with it, each namespace's from its first.
-    if rows.is_empty() && !r.netns_label {
-        rows.insert(String::new(), Default::default());
-    }
-    for (netns, counts) in &rows {
+    if r.closed.is_empty() && !r.netns_label {
         for cause in CloseCause::ALL {
-            out.add(counts[cause.index()] as f64, &[cause.name(), netns]);
+            out.add(0.0, &[cause.name(), ""]);
         }
+        return;
     }
+    let rows = r.closed.iter().flat_map(|(netns, counts)| {
+        CloseCause::ALL
+            .into_iter()
+            .map(move |c| (*netns, c.name(), counts[c.index()]))
+    });
+    add_by_netns(r, out, rows);
 }
 
 fn add_reasons(out: &mut Samples, counts: &[u64; ConnectFailure::ALL.len()], labels: &[&str]) {

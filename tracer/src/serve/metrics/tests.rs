@@ -258,11 +258,11 @@ fn closes_by_cause() {
     assert_eq!(
         samples("tcpstate_connections_closed_total", &reading(false)),
         [
+            (l(&[("cause", "aborted")]), 34.0),
             (l(&[("cause", "fin")]), 30.0),
             (l(&[("cause", "reset_received")]), 31.0),
             (l(&[("cause", "reset_sent")]), 32.0),
             (l(&[("cause", "timeout")]), 33.0),
-            (l(&[("cause", "aborted")]), 34.0),
         ]
     );
     let by_ns = samples("tcpstate_connections_closed_total", &reading(true));
