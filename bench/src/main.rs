@@ -8,7 +8,9 @@
 //!    that churn; 7. the kernel program's time per transition (`rounds`);
 //! 4. the daemon's memory with 10k, 100k and 1M connections held, 5. its
 //!    HTTP latency at 100k and 6. its time to ready at each level
-//!    (`capacity`).
+//!    (`capacity`); 8. a retransmission storm and a SYN flood against the
+//!    ring buffer and the kernel's counts (`storm`, last: it turns BPF
+//!    statistics on).
 //!
 //! Held connections come first: the churn leaves up to tcp_max_tw_buckets
 //! TIME_WAIT sockets for a minute, which would blur the idle memory reading.
