@@ -10,6 +10,7 @@ use super::{
     churn::Outcome,
     measure,
     results::{Condition, Drift, Level, Results},
+    storm::Storm,
 };
 
 impl Results {
@@ -82,18 +83,7 @@ impl Results {
                 "levels": self.levels.iter().map(level).collect::<Vec<_>>(),
             },
             "timewait_drift": self.timewait_drift.as_ref().map(drift),
-            "storm": self.storm.as_ref().map(|s| json!({
-                "seconds": s.seconds,
-                "retransmissions": s.kernel,
-                "synack_retransmissions": s.synacks,
-                "exported": s.exported,
-                "kernel_after_scrape": s.kernel_after_scrape,
-                "exact": s.exact(),
-                "ring_buffer_events": s.events,
-                "program_runs": s.runs,
-                "program_run_time_ns": s.run_time_ns,
-                "daemon_cpu_s": s.daemon_cpu_s,
-            })),
+            "storm": self.storm.as_ref().map(storm),
             "latency": self.latency.iter().map(|l| json!({
                 "path": l.path,
                 "connections_held": l.conns,
@@ -126,6 +116,21 @@ impl Results {
         }
         Ok(path)
     }
+}
+
+fn storm(s: &Storm) -> Value {
+    json!({
+        "seconds": s.seconds,
+        "retransmissions": s.kernel,
+        "synack_retransmissions": s.synacks,
+        "exported": s.exported,
+        "kernel_after_scrape": s.kernel_after_scrape,
+        "exact": s.exact(),
+        "ring_buffer_events": s.events,
+        "program_runs": s.runs,
+        "program_run_time_ns": s.run_time_ns,
+        "daemon_cpu_s": s.daemon_cpu_s,
+    })
 }
 
 fn drift(d: &Drift) -> Value {
