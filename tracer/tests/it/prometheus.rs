@@ -22,13 +22,11 @@ use testkit::{
 
 use crate::tracer;
 
-mod alerts;
-
-fn deploy(path: &str) -> PathBuf {
+pub(crate) fn deploy(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy")).join(path)
 }
 
-fn promtool(args: &[&str]) -> String {
+pub(crate) fn promtool(args: &[&str]) -> String {
     let (status, text) = tool_output(
         Command::new("promtool").args(args),
         "promtool (Debian package prometheus; `cargo xtask test` installs it)",

@@ -21,8 +21,10 @@ use std::{
 
 use testkit::{daemon::Daemon, http::Http, net, netns::NetNs, prom, require_ebpf, wait_until};
 
-use super::{deploy, promtool};
-use crate::tracer;
+use crate::{
+    prometheus::{deploy, promtool},
+    tracer,
+};
 
 /// Every address of the run is in this network: the input series are those
 /// whose labels name it, so other tests' sockets cannot add alerts.
