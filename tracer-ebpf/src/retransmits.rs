@@ -6,8 +6,9 @@
 //! [`crate::maps::RETRANSMITS`].
 //!
 //! match-proto: tracepoint tcp/tcp_retransmit_skb (4.15+): skaddr, family,
-//! sport, dport (host order), saddr, daddr, saddr_v6, daddr_v6, and from 6.12 `err` (the
-//! retransmission failed unless 0; before, only those sent were traced).
+//! sport, dport (host order), saddr, daddr, saddr_v6, daddr_v6, and from
+//! 6.12 `err` (the retransmission failed unless 0; before, only those sent
+//! were traced).
 //! tracepoint tcp/tcp_retransmit_synack (4.16+): skaddr (the listener),
 //! family, sport, saddr, saddr_v6. Offsets from the format files.
 

@@ -2,10 +2,10 @@
 //! programs, with the [`config`] made from [`tracefs`], [`btf`] and
 //! [`kallsyms`], and reads their counters; [`timewait_hooks`] are the
 //! optional programs on the kernel's timewait functions; [`resets`] and
-//! [`retransmits`] count in the kernel; [`ringbuf`] reads its ring buffer, [`event`] decodes the
-//! records, [`clock`] turns kernel time into wall time; [`logs`] forwards
-//! the program's own debug lines into our log; [`privileges`] explains what
-//! is missing when loading is refused.
+//! [`retransmits`] count in the kernel; [`ringbuf`] reads its ring buffer,
+//! [`event`] decodes the records, [`clock`] turns kernel time into wall
+//! time; [`logs`] forwards the program's own debug lines into our log;
+//! [`privileges`] explains what is missing when loading is refused.
 
 pub mod btf;
 pub mod clock;

@@ -194,7 +194,7 @@ pub struct Probe {
     /// The timewait programs, where the kernel took them.
     hooks: Option<Hooks>,
     timewait: TimewaitTracking,
-    resets: Option<Resets>,
+    resets: Resets,
     retransmits: Option<Retransmits>,
 }
 
@@ -261,7 +261,7 @@ impl Probe {
         };
         // Always: the program on tcp_receive_reset also tells a refused
         // connect from one an ICMP port unreachable ended.
-        let resets = Some(Resets::attach(&mut ebpf, reset_setup));
+        let resets = Resets::attach(&mut ebpf, reset_setup);
         let retransmits = options
             .retransmit_counters
             .then(|| Retransmits::attach(&mut ebpf, retransmit_setup));
@@ -303,7 +303,7 @@ impl Probe {
 
     /// Resets counted in the kernel since load.
     pub fn reset_counts(&self) -> ResetCounts {
-        self.resets.as_ref().map(Resets::counts).unwrap_or_default()
+        self.resets.counts()
     }
 
     /// How timewait sockets are followed on this kernel.

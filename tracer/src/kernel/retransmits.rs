@@ -5,8 +5,8 @@
 //! accepted) or listener (SYN-ACK), read at scrape time. Which ports are
 //! listened on the kernel learns from accepted connections, and from the
 //! listeners of every dump ([`Retransmits::mark_listening`]), so
-//! connections older than the daemon are told apart too. A kernel without a tracepoint gets one
-//! log line and no metric for it.
+//! connections older than the daemon are told apart too. A kernel
+//! without a tracepoint gets one log line and no metric for it.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -35,18 +35,18 @@ const SYNACK: &str = "tcp_retransmit_synack";
 /// How often every listened port is told to the kernel again.
 const REMARK_EVERY: Duration = Duration::from_secs(60);
 
-/// Retransmissions counted since load, summed over CPUs: (netns, end,
-/// count); None where the kernel lacks the tracepoint.
+/// Retransmissions counted since load, summed over CPUs: ((netns, end),
+/// count), by key; None where the kernel lacks the tracepoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetransmitCounts {
     /// Data (and SYN) retransmissions by remote end, on connections this
     /// host opened.
-    pub data: Option<Vec<(u32, SocketAddr, u64)>>,
+    pub data: Option<Vec<((u32, SocketAddr), u64)>>,
     /// Data retransmissions by local end (the listener's port), on
     /// connections a listener accepted.
-    pub served: Option<Vec<(u32, SocketAddr, u64)>>,
+    pub served: Option<Vec<((u32, SocketAddr), u64)>>,
     /// SYN-ACK retransmissions by listener (its local end).
-    pub synack: Option<Vec<(u32, SocketAddr, u64)>>,
+    pub synack: Option<Vec<((u32, SocketAddr), u64)>>,
 }
 
 /// This kernel's record offsets, and which tracepoints it has.
@@ -205,7 +205,7 @@ impl Retransmits {
             }
         }
         let [data, synack, served] = by.map(|m| {
-            let mut v: Vec<_> = m.into_iter().map(|((ns, end), n)| (ns, end, n)).collect();
+            let mut v: Vec<_> = m.into_iter().collect();
             v.sort();
             v
         });

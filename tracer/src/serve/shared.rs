@@ -212,14 +212,11 @@ impl Shared {
             .unwrap_or_default();
         let now = Instant::now();
         let mut places = lock(&self.retransmit_places);
-        let flat = |v: Vec<(u32, SocketAddr, u64)>| -> Vec<((u32, SocketAddr), u64)> {
-            v.into_iter().map(|(ns, end, n)| ((ns, end), n)).collect()
-        };
         let [data, served, synack] = &mut *places;
         [
-            counts.data.map(|v| data.export(now, limit, &flat(v))),
-            counts.served.map(|v| served.export(now, limit, &flat(v))),
-            counts.synack.map(|v| synack.export(now, limit, &flat(v))),
+            counts.data.map(|v| data.export(now, limit, &v)),
+            counts.served.map(|v| served.export(now, limit, &v)),
+            counts.synack.map(|v| synack.export(now, limit, &v)),
         ]
     }
 
