@@ -1,12 +1,16 @@
-//! The snapshot's `failing` section, from the engine's endings, the
-//! kernel's reset counters and the listeners of the last dumps.
+//! The snapshot's `failing` section, from the engine's endings and port
+//! counts, the kernel's reset counters and the listeners of the last
+//! dumps.
 
 use std::collections::BTreeMap;
 
 use crate::{
-    engine::endings::{CloseCause, ConnectFailure, EndingCounts},
+    engine::{
+        endings::{CloseCause, ConnectFailure, EndingCounts},
+        ports::PortUse,
+    },
     kernel::resets::ResetCounts,
-    serve::snapshot::{CauseCount, ConnectFailureEntry, Failing, ListenerEntry},
+    serve::snapshot::{CauseCount, ConnectFailureEntry, Failing, ListenerEntry, PortsEntry},
     sockets::listeners::ListenerQueue,
 };
 
@@ -18,6 +22,7 @@ pub fn failing(
     endings: &EndingCounts,
     resets: ResetCounts,
     listeners: Vec<ListenerQueue>,
+    ports: Vec<PortUse>,
 ) -> Failing {
     Failing {
         connect_failures: connect_failures(endings),
@@ -29,6 +34,16 @@ pub fn failing(
             .received
             .map(|v| summed(v.into_iter().map(|(_, s, n)| (s.name().to_owned(), n)))),
         listeners: listener_entries(listeners),
+        ephemeral_ports: ports
+            .into_iter()
+            .map(|p| PortsEntry {
+                destination: p.destination.to_string(),
+                netns: p.netns,
+                source: p.source.to_string(),
+                in_use: p.in_use,
+                free: p.free,
+            })
+            .collect(),
     }
 }
 
@@ -132,10 +147,18 @@ mod tests {
             limit,
             drops: Some(0),
         };
+        let ports = PortUse {
+            netns: 1,
+            destination: "10.0.0.5:443".parse().expect("address"),
+            source: "10.0.0.1".parse().expect("address"),
+            in_use: 90,
+            free: 10,
+        };
         let f = failing(
             &endings,
             resets,
             vec![queue("0.0.0.0:80", 1, 128), queue("0.0.0.0:81", 2, 2)],
+            vec![ports],
         );
         assert_eq!(
             f.connect_failures,
@@ -156,5 +179,15 @@ mod tests {
         );
         assert_eq!(f.resets_received, None);
         assert_eq!(f.listeners[0].listener, "0.0.0.0:81", "the full one first");
+        assert_eq!(
+            f.ephemeral_ports,
+            [PortsEntry {
+                destination: "10.0.0.5:443".into(),
+                netns: 1,
+                source: "10.0.0.1".into(),
+                in_use: 90,
+                free: 10,
+            }]
+        );
     }
 }

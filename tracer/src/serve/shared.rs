@@ -255,8 +255,20 @@ impl Shared {
     /// The JSON snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let now = monotonic_ns();
-        let (sockets, leaks, leaked_total, destinations, stats, tracked, threshold_ns, endings) = {
-            let e = self.engine();
+        let (
+            sockets,
+            leaks,
+            leaked_total,
+            destinations,
+            stats,
+            tracked,
+            threshold_ns,
+            endings,
+            ports,
+        ) = {
+            let mut e = self.engine();
+            let top = e.config().top_destinations;
+            let ports = e.ephemeral_ports(top);
             let sockets = GAUGED_STATES
                 .iter()
                 .map(|s| StateCount {
@@ -294,9 +306,10 @@ impl Shared {
                 e.tracked(),
                 e.config().close_wait_threshold_ns,
                 e.endings().clone(),
+                ports,
             )
         };
-        let failing = failing::failing(&endings, self.reset_counts(), self.listeners());
+        let failing = failing::failing(&endings, self.reset_counts(), self.listeners(), ports);
         let rates = lock(&self.rates).clone();
         let lost = self.kernel_counters().1.lost_events();
         Snapshot {

@@ -99,6 +99,10 @@ pub struct Failing {
     pub resets_received: Option<Vec<CauseCount>>,
     /// Every listener's accept queue, fullest first (at most 100).
     pub listeners: Vec<ListenerEntry>,
+    /// The busy destinations with the fewest ephemeral ports left, fewest
+    /// first (the `tcpstate_ephemeral_ports_*` series).
+    #[serde(default)]
+    pub ephemeral_ports: Vec<PortsEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -115,6 +119,16 @@ pub struct ConnectFailureEntry {
 pub struct CauseCount {
     pub name: String,
     pub total: u64,
+}
+
+/// The ports toward one destination, from its scarcest source address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortsEntry {
+    pub destination: String,
+    pub netns: u32,
+    pub source: String,
+    pub in_use: u32,
+    pub free: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -86,6 +86,13 @@ fn failing(model: &Model, out: &mut String) {
         let queue = format!("{}/{}", e.queued, e.limit);
         let _ = writeln!(out, "{:<32} {queue:>11} {drops:>7}", e.listener);
     }
+    let _ = writeln!(
+        out,
+        "\nEPHEMERAL PORTS                         FREE    USED"
+    );
+    for p in model.ephemeral_ports() {
+        let _ = writeln!(out, "{:<38} {:>6} {:>7}", p.destination, p.free, p.in_use);
+    }
 }
 
 #[cfg(test)]
@@ -108,6 +115,7 @@ mod tests {
             "10.0.0.9:5432 refused",
             "rst in SYN_SENT",
             "0.0.0.0:8080                         128/128   18625",
+            "10.0.0.8:6379                            1232   27000",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

@@ -281,13 +281,15 @@ fn render_leaks(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
     frame.render_widget(table, area);
 }
 
-/// The failing view: connect failures by destination and reason (top,
-/// the whole width: addresses are long), closes and resets (bottom left),
-/// listeners' accept queues (bottom right); rates per second since the
-/// snapshot before.
+/// The failing view: connect failures by destination and reason (top
+/// left) and the destinations with the fewest ephemeral ports left (top
+/// right), closes and resets (bottom left), listeners' accept queues
+/// (bottom right); rates per second since the snapshot before.
 fn render_failing(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
-    let [left, bottom] =
+    let [top, bottom] =
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    let [left, ports] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
     let [ends, listeners] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(bottom);
     let rate_table = |rows: Vec<crate::top::model::RateRow>, title: &'static str, what| {
@@ -321,6 +323,7 @@ fn render_failing(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
         "DESTINATION REASON",
     );
     frame.render_widget(failures, left);
+    render_ports(frame, ports, model, theme);
     frame.render_widget(
         rate_table(model.closes_and_resets(), " Closes and resets ", "HOW"),
         ends,
@@ -353,6 +356,36 @@ fn render_failing(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
     frame.render_widget(table, listeners);
 }
 
+/// Ephemeral ports left toward the scarcest destinations: red under a
+/// tenth of the range (as the TcpEphemeralPortsLow alert).
+fn render_ports(frame: &mut Frame, area: Rect, model: &Model, theme: Theme) {
+    let rows = model.ephemeral_ports().into_iter().map(|p| {
+        let range = u64::from(p.free) + u64::from(p.in_use);
+        let style = if u64::from(p.free) * 10 < range {
+            theme.bad()
+        } else {
+            Style::default()
+        };
+        Row::new(vec![
+            Cell::from(p.destination.clone()),
+            Cell::from(p.free.to_string()),
+            Cell::from(p.in_use.to_string()),
+        ])
+        .style(style)
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Min(0),
+            Constraint::Length(6),
+            Constraint::Length(6),
+        ],
+    )
+    .header(Row::new(["DESTINATION", "FREE", "USED"]).style(theme.header()))
+    .block(Block::bordered().title(Span::styled(" Ephemeral ports ", theme.title())));
+    frame.render_widget(table, area);
+}
+
 fn render_help(frame: &mut Frame, area: Rect, theme: Theme) {
     let lines = vec![
         Line::styled("tracer top: keys", theme.title()),
@@ -360,7 +393,7 @@ fn render_help(frame: &mut Frame, area: Rect, theme: Theme) {
         Line::raw("q, Esc    quit"),
         Line::raw("p         pause / resume updates"),
         Line::raw("f         failing view: connect failures, closes,"),
-        Line::raw("          resets, listeners' queues / sockets view"),
+        Line::raw("          resets, listeners, ports / sockets view"),
         Line::raw("s         sort leaks: age, process, pid, local"),
         Line::raw("/         filter by port, pid or process name"),
         Line::raw("          (Enter or Esc ends typing)"),
@@ -547,6 +580,9 @@ mod tests {
             "Listeners",
             "0.0.0.0:8080",
             "128/128",
+            "Ephemeral ports",
+            "10.0.0.8:6379",
+            "1232",
             "failing",
         ] {
             assert!(screen.contains(want), "{want} missing:\n{screen}");

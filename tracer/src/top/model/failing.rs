@@ -1,11 +1,12 @@
-//! The "Failing" view's rows: connect failures, closes, resets and
-//! listeners from the snapshot's `failing` section, with rates from the
-//! snapshot before (per second over the time between them).
+//! The "Failing" view's rows: connect failures, closes, resets,
+//! listeners and ephemeral ports from the snapshot's `failing` section,
+//! with rates from the snapshot before (per second over the time between
+//! them).
 
 use std::collections::HashMap;
 
 use super::Model;
-use crate::serve::snapshot::{CauseCount, Failing, ListenerEntry};
+use crate::serve::snapshot::{CauseCount, Failing, ListenerEntry, PortsEntry};
 
 /// One rate row.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +137,18 @@ impl Model {
             .collect()
     }
 
+    /// Destinations with the fewest ephemeral ports left that pass the
+    /// filter, fewest first (as the daemon orders them).
+    pub fn ephemeral_ports(&self) -> Vec<&PortsEntry> {
+        let Some((now, _, _)) = self.failing_pair() else {
+            return Vec::new();
+        };
+        now.ephemeral_ports
+            .iter()
+            .filter(|p| self.filter_matches(&[&p.destination], &[&p.destination]))
+            .collect()
+    }
+
     /// Connect failures and listener drops per second, for the header: all
     /// of them, whatever the view's filter (as the header's other figures).
     pub fn failing_per_second(&self) -> f64 {
@@ -196,6 +209,13 @@ pub(crate) mod tests {
                 limit: 128,
                 drops: Some((uptime * 5.0) as u32),
             }],
+            ephemeral_ports: vec![PortsEntry {
+                destination: "10.0.0.8:6379".into(),
+                netns: 1,
+                source: "10.0.0.1".into(),
+                in_use: 27000,
+                free: 1232,
+            }],
         }
     }
 
@@ -222,8 +242,10 @@ pub(crate) mod tests {
             ("rst in SYN_SENT", 2.0)
         );
         // The filter applies: a port that matches nothing hides them.
+        assert_eq!(m.ephemeral_ports()[0].free, 1232);
         m.filter = "9999".into();
         assert!(m.connect_failures().is_empty() && m.listeners().is_empty());
+        assert!(m.ephemeral_ports().is_empty());
         // The header's rate is the host's, as its other figures are.
         assert_eq!(m.failing_per_second(), 7.0);
     }

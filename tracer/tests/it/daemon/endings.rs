@@ -26,6 +26,7 @@ use testkit::{
 };
 
 use crate::tracer;
+use tracer::serve::snapshot::Snapshot;
 
 /// The samples of `family` in namespace `inode`, by their other labels
 /// (`destination=...,reason=...`), zeroes left out.
@@ -395,6 +396,16 @@ fn ephemeral_ports_left_toward_a_destination_are_what_ss_implies() {
             && ours(&mut http, "tcpstate_ephemeral_ports_in_use") == Some(taken)
             && ours(&mut http, "tcpstate_ephemeral_ports_free") == Some(100 - taken)
     });
+    // The snapshot (what `tracer top` shows) says the same.
+    let snapshot: Snapshot =
+        serde_json::from_str(&http.get("/api/v1/snapshot").body).expect("snapshot");
+    let entry = snapshot
+        .failing
+        .ephemeral_ports
+        .iter()
+        .find(|p| p.destination == to.to_string() && p.netns == inode)
+        .map(|p| (p.source.as_str(), p.in_use, p.free));
+    assert_eq!(entry, Some(("10.95.0.1", 35, 65)), "{snapshot:?}");
     // With tcp_tw_reuse=1 a connect may take the TIME_WAIT ones: free
     // again once a dump reads the new setting.
     client.exec(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
